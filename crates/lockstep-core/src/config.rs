@@ -1,0 +1,896 @@
+//! The training-job config: TOML parsed into `RawConfig` (serde, `deny_unknown_fields`, every
+//! optional key an `Option`) and validated into `Config`, where every default is filled in.
+//!
+//! The validated `Config` is what gets hashed (`Config::hash`): defaults are explicit in the hash,
+//! so changing a default changes the identity of every run that relied on it.
+
+use crate::{CoreError, canonical_json, sha256_hex};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    name: Option<String>,
+    seed: Option<i64>,
+    data: RawData,
+    model: RawModel,
+    optimizer: RawOptimizer,
+    schedule: Option<RawSchedule>,
+    train: RawTrain,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawData {
+    dataset: String,
+    dir: Option<String>,
+    train_path: Option<String>,
+    test_path: Option<String>,
+    image_shape: Option<Vec<i64>>,
+    classes: Option<i64>,
+    test_fraction: Option<f64>,
+    validation_size: Option<i64>,
+    normalize: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    kind: String,
+    hidden: Option<Vec<i64>>,
+    channels: Option<Vec<i64>>,
+    kernel_size: Option<i64>,
+    activation: Option<String>,
+    dropout: Option<f64>,
+    init: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOptimizer {
+    kind: String,
+    lr: f64,
+    betas: Option<Vec<f64>>,
+    eps: Option<f64>,
+    weight_decay: Option<f64>,
+    momentum: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    kind: String,
+    step_size: Option<i64>,
+    gamma: Option<f64>,
+    min_lr: Option<f64>,
+    warmup_steps: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrain {
+    batch_size: i64,
+    epochs: Option<i64>,
+    max_steps: Option<i64>,
+    eval_every: Option<i64>,
+    checkpoint_every: Option<i64>,
+    eval_batch_size: Option<i64>,
+    drop_last: Option<bool>,
+    backend: Option<String>,
+    threads: Option<i64>,
+    kernels: Option<String>,
+}
+
+/// A validated training job. Every field is explicit; see `configs/` for annotated examples.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub name: String,
+    pub seed: u64,
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub optimizer: OptimizerConfig,
+    pub schedule: ScheduleConfig,
+    pub train: TrainConfig,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetKind {
+    /// scikit-learn's 8x8 digits (UCI), embedded in the binary.
+    Digits,
+    /// Fashion-MNIST IDX files in `dir`.
+    FashionMnist,
+    /// MNIST IDX files in `dir`.
+    Mnist,
+    /// CSV files: one sample per row, pixel columns then the integer label.
+    Csv,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Normalize {
+    /// Divide by the dataset's maximum pixel value (16 for digits, 255 for MNIST-style).
+    Unit,
+    /// `(x/max - mean) / std` with mean and std of the training split, computed in f64 in index order.
+    Standardize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataConfig {
+    pub dataset: DatasetKind,
+    pub dir: Option<String>,
+    pub train_path: Option<String>,
+    pub test_path: Option<String>,
+    /// `[channels, height, width]`.
+    pub image_shape: [usize; 3],
+    pub classes: usize,
+    /// Fraction of a single-file dataset held out as the test split (digits, csv without test_path).
+    pub test_fraction: f64,
+    /// Samples moved from the training split into a validation split (0 = none).
+    pub validation_size: usize,
+    pub normalize: Normalize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    Mlp,
+    Cnn,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activation {
+    Relu,
+    Tanh,
+    Sigmoid,
+    Gelu,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Init {
+    KaimingUniform,
+    XavierUniform,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub kind: ModelKind,
+    /// MLP: hidden layer widths. CNN: widths of the fully connected layers after the convs.
+    pub hidden: Vec<usize>,
+    /// CNN only: output channels of the two conv layers.
+    pub channels: Vec<usize>,
+    pub kernel_size: usize,
+    pub activation: Activation,
+    pub dropout: f64,
+    pub init: Init,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Sgd,
+    Adam,
+    Adamw,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OptimizerConfig {
+    pub kind: OptimizerKind,
+    pub lr: f64,
+    pub betas: [f64; 2],
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub momentum: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleKind {
+    Constant,
+    Step,
+    Cosine,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleConfig {
+    pub kind: ScheduleKind,
+    pub step_size: u64,
+    pub gamma: f64,
+    pub min_lr: f64,
+    pub warmup_steps: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Ndarray,
+    Flex,
+    Wgpu,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Ndarray => "ndarray",
+            BackendKind::Flex => "flex",
+            BackendKind::Wgpu => "wgpu",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ndarray" => Some(BackendKind::Ndarray),
+            "flex" => Some(BackendKind::Flex),
+            "wgpu" => Some(BackendKind::Wgpu),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelSet {
+    /// burn's stock ops, with lockstep's fixed-order host reductions for metrics.
+    Burn,
+    /// lockstep's own deterministic kernels (see `kernels/`).
+    Lockstep,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub batch_size: usize,
+    pub epochs: u64,
+    /// Cap on optimizer steps (the run ends at `min(epochs * steps_per_epoch, max_steps)`).
+    pub max_steps: Option<u64>,
+    /// Evaluate every N steps (0: only at the end).
+    pub eval_every: u64,
+    /// Checkpoint every N steps (0: only the final checkpoint).
+    pub checkpoint_every: u64,
+    pub eval_batch_size: usize,
+    pub drop_last: bool,
+    /// Default backend; `--backend` overrides it. Not part of the config hash.
+    pub backend: BackendKind,
+    /// CPU threads; `--threads` overrides it. Not part of the config hash.
+    pub threads: usize,
+    pub kernels: KernelSet,
+}
+
+impl Config {
+    /// SHA-256 of the canonical JSON of the config with the run-placement fields (backend,
+    /// threads) cleared: the same job on another backend or thread count has the same hash.
+    pub fn hash(&self) -> String {
+        sha256_hex(canonical_json(&self.identity()).as_bytes())
+    }
+
+    /// The config as hashed: backend and threads are where the job runs, not what it computes.
+    pub fn identity(&self) -> Config {
+        let mut c = self.clone();
+        c.train.backend = BackendKind::Ndarray;
+        c.train.threads = 0;
+        c
+    }
+}
+
+/// Read and validate a config file.
+pub fn load_config(path: &Path) -> Result<Config, CoreError> {
+    if path.is_dir() {
+        return Err(CoreError::bad_file(
+            path,
+            "is a directory, not a config file",
+            "pass a .toml file, e.g. configs/digits_mlp.toml",
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| CoreError::ConfigRead {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_config(&text, path)
+}
+
+/// Parse and validate config text; `path` is only used in error messages.
+pub fn parse_config(text: &str, path: &Path) -> Result<Config, CoreError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| CoreError::ConfigParse {
+        path: path.to_path_buf(),
+        message: format!(
+            "{}\n  fix: correct or remove the key; every key is documented in configs/digits_mlp.toml",
+            e.to_string().trim_end()
+        ),
+    })?;
+    Validator {
+        path: path.to_path_buf(),
+    }
+    .config(raw)
+}
+
+struct Validator {
+    path: PathBuf,
+}
+
+impl Validator {
+    fn err(&self, key: &str, value: impl std::fmt::Display, reason: &str, fix: &str) -> CoreError {
+        CoreError::ConfigValue {
+            path: self.path.clone(),
+            key: key.to_string(),
+            value: value.to_string(),
+            reason: reason.to_string(),
+            fix: fix.to_string(),
+        }
+    }
+
+    fn positive(&self, key: &str, v: i64) -> Result<usize, CoreError> {
+        if v <= 0 {
+            return Err(self.err(key, v, "must be a positive integer", "use a value >= 1"));
+        }
+        Ok(v as usize)
+    }
+
+    fn non_negative(&self, key: &str, v: i64) -> Result<u64, CoreError> {
+        if v < 0 {
+            return Err(self.err(
+                key,
+                v,
+                "must not be negative",
+                "use 0 or a positive integer",
+            ));
+        }
+        Ok(v as u64)
+    }
+
+    fn finite_in(&self, key: &str, v: f64, lo: f64, hi: f64, fix: &str) -> Result<f64, CoreError> {
+        if !v.is_finite() || v < lo || v > hi {
+            return Err(self.err(
+                key,
+                v,
+                &format!("must be a finite number in [{lo}, {hi}]"),
+                fix,
+            ));
+        }
+        Ok(v)
+    }
+
+    fn config(&self, raw: RawConfig) -> Result<Config, CoreError> {
+        let name = raw.name.unwrap_or_else(|| {
+            self.path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "run".into())
+        });
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return Err(self.err(
+                "name",
+                format!("{name:?}"),
+                "must be non-empty ASCII letters, digits, '-', '_' or '.'",
+                "rename the job, e.g. name = \"digits_mlp\"",
+            ));
+        }
+        let seed = match raw.seed {
+            None => {
+                return Err(self.err(
+                    "seed",
+                    "(missing)",
+                    "every job needs an explicit seed",
+                    "add e.g. seed = 42 at the top level",
+                ));
+            }
+            Some(s) if s < 0 => {
+                return Err(self.err(
+                    "seed",
+                    s,
+                    "must be a non-negative integer",
+                    "use e.g. seed = 42",
+                ));
+            }
+            Some(s) => s as u64,
+        };
+        let data = self.data(raw.data)?;
+        let model = self.model(raw.model, &data)?;
+        let optimizer = self.optimizer(raw.optimizer)?;
+        let schedule = self.schedule(raw.schedule)?;
+        let train = self.train(raw.train)?;
+        Ok(Config {
+            name,
+            seed,
+            data,
+            model,
+            optimizer,
+            schedule,
+            train,
+        })
+    }
+
+    fn data(&self, d: RawData) -> Result<DataConfig, CoreError> {
+        let dataset = match d.dataset.as_str() {
+            "digits" => DatasetKind::Digits,
+            "fashion-mnist" => DatasetKind::FashionMnist,
+            "mnist" => DatasetKind::Mnist,
+            "csv" => DatasetKind::Csv,
+            other => {
+                return Err(self.err(
+                    "data.dataset",
+                    format!("{other:?}"),
+                    "unknown dataset",
+                    "use one of \"digits\", \"fashion-mnist\", \"mnist\", \"csv\"",
+                ));
+            }
+        };
+        let (default_shape, default_classes, default_dir) = match dataset {
+            DatasetKind::Digits => ([1, 8, 8], 10, None),
+            DatasetKind::FashionMnist => {
+                ([1, 28, 28], 10, Some("/usr/share/datasets/fashion-mnist"))
+            }
+            DatasetKind::Mnist => ([1, 28, 28], 10, Some("/usr/share/datasets/mnist")),
+            DatasetKind::Csv => ([0, 0, 0], 0, None),
+        };
+        let image_shape = match d.image_shape {
+            None if dataset == DatasetKind::Csv => {
+                return Err(self.err(
+                    "data.image_shape",
+                    "(missing)",
+                    "csv data needs its image shape",
+                    "add e.g. image_shape = [1, 8, 8]",
+                ));
+            }
+            None => default_shape,
+            Some(v) => {
+                if v.len() != 3 || v.iter().any(|&x| x <= 0 || x > 4096) {
+                    return Err(self.err(
+                        "data.image_shape",
+                        format!("{v:?}"),
+                        "must be [channels, height, width] with each in 1..=4096",
+                        "use e.g. [1, 28, 28]",
+                    ));
+                }
+                [v[0] as usize, v[1] as usize, v[2] as usize]
+            }
+        };
+        let classes = match d.classes {
+            None if dataset == DatasetKind::Csv => {
+                return Err(self.err(
+                    "data.classes",
+                    "(missing)",
+                    "csv data needs the number of classes",
+                    "add e.g. classes = 10",
+                ));
+            }
+            None => default_classes,
+            Some(c) if !(2..=65536).contains(&c) => {
+                return Err(self.err(
+                    "data.classes",
+                    c,
+                    "must be in 2..=65536",
+                    "set the number of label values",
+                ));
+            }
+            Some(c) => c as usize,
+        };
+        if dataset == DatasetKind::Csv && d.train_path.is_none() {
+            return Err(self.err(
+                "data.train_path",
+                "(missing)",
+                "csv data needs a training file",
+                "add train_path = \"path/to/train.csv\"",
+            ));
+        }
+        if dataset != DatasetKind::Csv && (d.train_path.is_some() || d.test_path.is_some()) {
+            return Err(self.err(
+                "data.train_path",
+                "(set)",
+                "only csv datasets take file paths",
+                "remove train_path/test_path or set dataset = \"csv\"",
+            ));
+        }
+        let test_fraction = self.finite_in(
+            "data.test_fraction",
+            d.test_fraction.unwrap_or(0.2),
+            0.01,
+            0.9,
+            "use a fraction such as 0.2",
+        )?;
+        let validation_size =
+            self.non_negative("data.validation_size", d.validation_size.unwrap_or(0))? as usize;
+        let normalize = match d.normalize.as_deref().unwrap_or("unit") {
+            "unit" => Normalize::Unit,
+            "standardize" => Normalize::Standardize,
+            other => {
+                return Err(self.err(
+                    "data.normalize",
+                    format!("{other:?}"),
+                    "unknown normalisation",
+                    "use \"unit\" or \"standardize\"",
+                ));
+            }
+        };
+        let dir = d.dir.or(default_dir.map(String::from));
+        Ok(DataConfig {
+            dataset,
+            dir,
+            train_path: d.train_path,
+            test_path: d.test_path,
+            image_shape,
+            classes,
+            test_fraction,
+            validation_size,
+            normalize,
+        })
+    }
+
+    fn model(&self, m: RawModel, data: &DataConfig) -> Result<ModelConfig, CoreError> {
+        let kind = match m.kind.as_str() {
+            "mlp" => ModelKind::Mlp,
+            "cnn" => ModelKind::Cnn,
+            other => {
+                return Err(self.err(
+                    "model.kind",
+                    format!("{other:?}"),
+                    "unknown model",
+                    "use \"mlp\" or \"cnn\"",
+                ));
+            }
+        };
+        let widths = |key: &str, v: Vec<i64>| -> Result<Vec<usize>, CoreError> {
+            v.iter()
+                .map(|&w| {
+                    if (1..=1 << 16).contains(&w) {
+                        Ok(w as usize)
+                    } else {
+                        Err(self.err(
+                            key,
+                            format!("{v:?}"),
+                            "every width must be in 1..=65536",
+                            "use e.g. [256, 128]",
+                        ))
+                    }
+                })
+                .collect()
+        };
+        let hidden = widths("model.hidden", m.hidden.unwrap_or_default())?;
+        let channels = match (kind, m.channels) {
+            (ModelKind::Mlp, Some(_)) => {
+                return Err(self.err(
+                    "model.channels",
+                    "(set)",
+                    "only the cnn model has conv channels",
+                    "remove model.channels or set kind = \"cnn\"",
+                ));
+            }
+            (ModelKind::Mlp, None) => vec![],
+            (ModelKind::Cnn, c) => {
+                let c = widths("model.channels", c.unwrap_or_else(|| vec![8, 16]))?;
+                if c.len() != 2 {
+                    return Err(self.err(
+                        "model.channels",
+                        format!("{c:?}"),
+                        "the cnn is conv-pool-conv-pool-fc: exactly two conv layers",
+                        "use e.g. channels = [8, 16]",
+                    ));
+                }
+                c
+            }
+        };
+        let kernel_size = match (kind, m.kernel_size) {
+            (ModelKind::Mlp, Some(_)) => {
+                return Err(self.err(
+                    "model.kernel_size",
+                    "(set)",
+                    "only the cnn model has a kernel size",
+                    "remove model.kernel_size or set kind = \"cnn\"",
+                ));
+            }
+            (ModelKind::Mlp, None) => 0,
+            (ModelKind::Cnn, k) => {
+                let k = k.unwrap_or(3);
+                if k <= 0 || k % 2 == 0 || k > 15 {
+                    return Err(self.err(
+                        "model.kernel_size",
+                        k,
+                        "must be odd and in 1..=15 (same padding)",
+                        "use 3 or 5",
+                    ));
+                }
+                k as usize
+            }
+        };
+        if kind == ModelKind::Cnn && (data.image_shape[1] < 4 || data.image_shape[2] < 4) {
+            return Err(self.err(
+                "model.kind",
+                "\"cnn\"",
+                "the cnn pools twice by 2 and needs images of at least 4x4",
+                "use the mlp for smaller images",
+            ));
+        }
+        let activation = match m.activation.as_deref().unwrap_or("relu") {
+            "relu" => Activation::Relu,
+            "tanh" => Activation::Tanh,
+            "sigmoid" => Activation::Sigmoid,
+            "gelu" => Activation::Gelu,
+            other => {
+                return Err(self.err(
+                    "model.activation",
+                    format!("{other:?}"),
+                    "unknown activation",
+                    "use relu, tanh, sigmoid or gelu",
+                ));
+            }
+        };
+        let dropout = m.dropout.unwrap_or(0.0);
+        if !dropout.is_finite() || !(0.0..1.0).contains(&dropout) {
+            return Err(self.err(
+                "model.dropout",
+                dropout,
+                "must be in [0, 1)",
+                "use e.g. 0.1, or 0 for none",
+            ));
+        }
+        let init = match m.init.as_deref().unwrap_or("kaiming_uniform") {
+            "kaiming_uniform" => Init::KaimingUniform,
+            "xavier_uniform" => Init::XavierUniform,
+            other => {
+                return Err(self.err(
+                    "model.init",
+                    format!("{other:?}"),
+                    "unknown initialiser",
+                    "use \"kaiming_uniform\" or \"xavier_uniform\"",
+                ));
+            }
+        };
+        Ok(ModelConfig {
+            kind,
+            hidden,
+            channels,
+            kernel_size,
+            activation,
+            dropout,
+            init,
+        })
+    }
+
+    fn optimizer(&self, o: RawOptimizer) -> Result<OptimizerConfig, CoreError> {
+        let kind = match o.kind.as_str() {
+            "sgd" => OptimizerKind::Sgd,
+            "adam" => OptimizerKind::Adam,
+            "adamw" => OptimizerKind::Adamw,
+            other => {
+                return Err(self.err(
+                    "optimizer.kind",
+                    format!("{other:?}"),
+                    "unknown optimizer",
+                    "use \"sgd\", \"adam\" or \"adamw\"",
+                ));
+            }
+        };
+        let lr = o.lr;
+        if !lr.is_finite() || lr <= 0.0 || lr > 10.0 {
+            return Err(self.err("optimizer.lr", lr, "must be in (0, 10]", "use e.g. 1e-3"));
+        }
+        let betas = match &o.betas {
+            None => [0.9, 0.999],
+            Some(b)
+                if b.len() == 2 && b.iter().all(|x| x.is_finite() && (0.0..1.0).contains(x)) =>
+            {
+                [b[0], b[1]]
+            }
+            Some(b) => {
+                return Err(self.err(
+                    "optimizer.betas",
+                    format!("{b:?}"),
+                    "must be two numbers in [0, 1)",
+                    "use betas = [0.9, 0.999]",
+                ));
+            }
+        };
+        if kind == OptimizerKind::Sgd && o.betas.is_some() {
+            return Err(self.err(
+                "optimizer.betas",
+                format!("{betas:?}"),
+                "sgd has no betas",
+                "remove betas or use adam/adamw",
+            ));
+        }
+        let eps = o.eps.unwrap_or(1e-8);
+        if !eps.is_finite() || eps <= 0.0 || eps > 1.0 {
+            return Err(self.err("optimizer.eps", eps, "must be in (0, 1]", "use e.g. 1e-8"));
+        }
+        let weight_decay = self.finite_in(
+            "optimizer.weight_decay",
+            o.weight_decay.unwrap_or(0.0),
+            0.0,
+            1.0,
+            "use e.g. 0.01, or 0 for none",
+        )?;
+        let momentum = o
+            .momentum
+            .unwrap_or(if kind == OptimizerKind::Sgd { 0.9 } else { 0.0 });
+        if kind != OptimizerKind::Sgd && o.momentum.is_some() {
+            return Err(self.err(
+                "optimizer.momentum",
+                momentum,
+                "only sgd takes momentum",
+                "remove momentum (adam uses betas)",
+            ));
+        }
+        let momentum =
+            self.finite_in("optimizer.momentum", momentum, 0.0, 0.999, "use e.g. 0.9")?;
+        Ok(OptimizerConfig {
+            kind,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            momentum,
+        })
+    }
+
+    fn schedule(&self, s: Option<RawSchedule>) -> Result<ScheduleConfig, CoreError> {
+        let Some(s) = s else {
+            return Ok(ScheduleConfig {
+                kind: ScheduleKind::Constant,
+                step_size: 0,
+                gamma: 1.0,
+                min_lr: 0.0,
+                warmup_steps: 0,
+            });
+        };
+        let kind = match s.kind.as_str() {
+            "constant" => ScheduleKind::Constant,
+            "step" => ScheduleKind::Step,
+            "cosine" => ScheduleKind::Cosine,
+            other => {
+                return Err(self.err(
+                    "schedule.kind",
+                    format!("{other:?}"),
+                    "unknown schedule",
+                    "use \"constant\", \"step\" or \"cosine\"",
+                ));
+            }
+        };
+        let step_size = match (kind, s.step_size) {
+            (ScheduleKind::Step, None) => {
+                return Err(self.err(
+                    "schedule.step_size",
+                    "(missing)",
+                    "a step schedule needs its period",
+                    "add e.g. step_size = 1000",
+                ));
+            }
+            (ScheduleKind::Step, Some(v)) => self.positive("schedule.step_size", v)? as u64,
+            (_, _) => 0,
+        };
+        let gamma = self.finite_in(
+            "schedule.gamma",
+            s.gamma
+                .unwrap_or(if kind == ScheduleKind::Step { 0.1 } else { 1.0 }),
+            0.0,
+            1.0,
+            "use e.g. 0.1",
+        )?;
+        let min_lr = self.finite_in(
+            "schedule.min_lr",
+            s.min_lr.unwrap_or(0.0),
+            0.0,
+            10.0,
+            "use e.g. 0.0",
+        )?;
+        let warmup_steps =
+            self.non_negative("schedule.warmup_steps", s.warmup_steps.unwrap_or(0))?;
+        Ok(ScheduleConfig {
+            kind,
+            step_size,
+            gamma,
+            min_lr,
+            warmup_steps,
+        })
+    }
+
+    fn train(&self, t: RawTrain) -> Result<TrainConfig, CoreError> {
+        let batch_size = self.positive("train.batch_size", t.batch_size)?;
+        let epochs = self.non_negative("train.epochs", t.epochs.unwrap_or(1))?;
+        let max_steps = t
+            .max_steps
+            .map(|m| self.positive("train.max_steps", m).map(|v| v as u64))
+            .transpose()?;
+        if epochs == 0 && max_steps.is_none() {
+            return Err(self.err(
+                "train.epochs",
+                0,
+                "the job would never take a step",
+                "set epochs >= 1 or max_steps",
+            ));
+        }
+        let eval_every = self.non_negative("train.eval_every", t.eval_every.unwrap_or(0))?;
+        let checkpoint_every =
+            self.non_negative("train.checkpoint_every", t.checkpoint_every.unwrap_or(0))?;
+        let eval_batch_size =
+            self.positive("train.eval_batch_size", t.eval_batch_size.unwrap_or(256))?;
+        let backend = match t.backend.as_deref() {
+            None => BackendKind::Ndarray,
+            Some(b) => BackendKind::parse(b).ok_or_else(|| {
+                self.err(
+                    "train.backend",
+                    format!("{b:?}"),
+                    "unknown backend",
+                    "use \"ndarray\", \"flex\" or \"wgpu\"",
+                )
+            })?,
+        };
+        let threads = self.non_negative("train.threads", t.threads.unwrap_or(0))? as usize;
+        if threads > 1024 {
+            return Err(self.err(
+                "train.threads",
+                threads,
+                "is implausibly large",
+                "use 0 (all cores) or a small number",
+            ));
+        }
+        let kernels = match t.kernels.as_deref().unwrap_or("burn") {
+            "burn" => KernelSet::Burn,
+            "lockstep" => KernelSet::Lockstep,
+            other => {
+                return Err(self.err(
+                    "train.kernels",
+                    format!("{other:?}"),
+                    "unknown kernel set",
+                    "use \"burn\" or \"lockstep\"",
+                ));
+            }
+        };
+        Ok(TrainConfig {
+            batch_size,
+            epochs,
+            max_steps,
+            eval_every,
+            checkpoint_every,
+            eval_batch_size,
+            drop_last: t.drop_last.unwrap_or(false),
+            backend,
+            threads,
+            kernels,
+        })
+    }
+}
+
+/// Learning rate at optimizer step `step` (0-based): linear warm-up from 0, then the schedule.
+/// Computed in f64 with only +, -, *, / (the cosine is `cos_fixed`), then rounded once to f32, so
+/// it is the same on every platform.
+pub fn learning_rate(
+    opt: &OptimizerConfig,
+    s: &ScheduleConfig,
+    step: u64,
+    total_steps: u64,
+) -> f32 {
+    let base = opt.lr;
+    if step < s.warmup_steps {
+        return (base * (step + 1) as f64 / s.warmup_steps as f64) as f32;
+    }
+    let t = step - s.warmup_steps;
+    let lr = match s.kind {
+        ScheduleKind::Constant => base,
+        ScheduleKind::Step => base * s.gamma.powi((t / s.step_size.max(1)) as i32),
+        ScheduleKind::Cosine => {
+            let span = total_steps.saturating_sub(s.warmup_steps).max(1) as f64;
+            let p = (t as f64 / span).min(1.0);
+            s.min_lr + (base - s.min_lr) * 0.5 * (1.0 + cos_fixed(std::f64::consts::PI * p))
+        }
+    };
+    lr as f32
+}
+
+/// cos(x) for x in [0, pi] by its Taylor series (terms to x^40), using only + and * and / so the
+/// result does not depend on the platform's libm.
+pub fn cos_fixed(x: f64) -> f64 {
+    let x2 = x * x;
+    let mut term = 1.0;
+    let mut sum = 1.0;
+    for k in 1..=20u32 {
+        let k = k as f64;
+        term = -term * x2 / ((2.0 * k - 1.0) * (2.0 * k));
+        sum += term;
+    }
+    sum
+}

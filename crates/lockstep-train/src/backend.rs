@@ -1,0 +1,133 @@
+//! Opening a backend: the device, its thread settings, and the facts recorded in the manifest.
+//!
+//! burn 0.22 dispatches at run time: one `Device` type, the backend chosen by how it is built.
+//! Training uses `device.autodiff()`; evaluation and the optimizer use the plain device.
+
+use crate::TrainError;
+use burn::tensor::{Device, DeviceKind};
+use lockstep_core::config::BackendKind;
+use std::collections::BTreeMap;
+
+/// An opened backend and what the manifest should say about it.
+#[derive(Clone, Debug)]
+pub struct Backend {
+    pub kind: BackendKind,
+    pub device: Device,
+    pub facts: BTreeMap<String, String>,
+}
+
+/// Which wgpu adapter to use: `default`, `cpu` (software), `discrete:N`, `integrated:N`, `virtual:N`.
+pub fn parse_device_selector(s: &str) -> Option<DeviceKind> {
+    let (kind, idx) = s
+        .split_once(':')
+        .map(|(k, i)| (k, i.parse::<usize>().ok()))
+        .unwrap_or((s, Some(0)));
+    let idx = idx?;
+    Some(match kind {
+        "default" => DeviceKind::DefaultDevice,
+        "cpu" => DeviceKind::Cpu,
+        "discrete" => DeviceKind::DiscreteGpu(idx),
+        "integrated" => DeviceKind::IntegratedGpu(idx),
+        "virtual" => DeviceKind::VirtualGpu(idx),
+        _ => return None,
+    })
+}
+
+/// Open `kind`. `threads` is recorded (the caller sizes the thread pools before any tensor work,
+/// see `configure_threads`). `selector` picks a wgpu adapter.
+pub fn open(
+    kind: BackendKind,
+    threads: usize,
+    selector: Option<&str>,
+) -> Result<Backend, TrainError> {
+    let mut facts = BTreeMap::new();
+    let device = match kind {
+        BackendKind::Ndarray => {
+            #[allow(deprecated)]
+            let d = Device::ndarray();
+            facts.insert(
+                "matmul".into(),
+                "matrixmultiply (k order fixed, independent of thread count)".into(),
+            );
+            d
+        }
+        BackendKind::Flex => {
+            facts.insert("matmul".into(), "gemm (rayon)".into());
+            Device::flex()
+        }
+        BackendKind::Wgpu => {
+            let sel = selector.unwrap_or("default");
+            let dk = parse_device_selector(sel).ok_or_else(|| TrainError::Backend {
+                backend: "wgpu".into(),
+                what: format!("--device {sel:?} is not an adapter selector"),
+                fix: "use default, cpu, discrete:N, integrated:N or virtual:N".into(),
+            })?;
+            let init = std::panic::catch_unwind(|| {
+                Device::wgpu_options().device_kind(dk).init_with_setup()
+            });
+            let (device, setup) = match init {
+                Ok(Ok(x)) => x,
+                Ok(Err(e)) => return Err(no_adapter(format!("{e}"))),
+                Err(_) => return Err(no_adapter("adapter request panicked".into())),
+            };
+            let info = setup.adapter.get_info();
+            facts.insert("adapter".into(), info.name.clone());
+            facts.insert("vendor".into(), format!("0x{:04x}", info.vendor));
+            facts.insert("device_id".into(), format!("0x{:04x}", info.device));
+            facts.insert("device_type".into(), format!("{:?}", info.device_type));
+            facts.insert("driver".into(), info.driver.clone());
+            facts.insert("driver_info".into(), info.driver_info.clone());
+            facts.insert("api".into(), format!("{:?}", info.backend));
+            device
+        }
+    };
+    facts.insert("threads".into(), threads.to_string());
+    facts.insert("cpu".into(), cpu_model());
+    Ok(Backend {
+        kind,
+        device,
+        facts,
+    })
+}
+
+fn no_adapter(detail: String) -> TrainError {
+    TrainError::Backend {
+        backend: "wgpu".into(),
+        what: format!("no usable GPU/Vulkan adapter ({detail})"),
+        fix: "install a Vulkan driver (Debian: apt-get install mesa-vulkan-drivers for the lavapipe software adapter) or use --backend ndarray".into(),
+    }
+}
+
+/// Whether a wgpu adapter can be opened (used by tests to skip loudly when there is none).
+pub fn wgpu_available() -> bool {
+    std::panic::catch_unwind(|| Device::wgpu_options().init_with_setup().is_ok()).unwrap_or(false)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// Size the CPU thread pools. Must run before any tensor work; `0` keeps the defaults.
+/// Rayon (ndarray element-wise ops, flex) gets `threads`; matrixmultiply (ndarray's matmul)
+/// reads `MATMUL_NUM_THREADS`, which the binary sets before calling this.
+pub fn configure_threads(threads: usize) -> Result<(), TrainError> {
+    if threads == 0 {
+        return Ok(());
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .map_err(|e| TrainError::Backend {
+            backend: "cpu".into(),
+            what: format!("cannot size the thread pool to {threads}: {e}"),
+            fix: "set threads before any training work starts in this process".into(),
+        })
+}

@@ -1,0 +1,184 @@
+//! Checkpoints: canonical safetensors files holding everything needed to continue bitwise.
+//!
+//! Tensors (all F32, row-major, shapes as the model uses them):
+//! - `model.<param>`: weights. Linear weights are `[d_in, d_out]` (`y = x @ W + b`), conv weights
+//!   `[c_out, c_in, k, k]`, biases `[d]`.
+//! - `optim.<slot>.<param>`: optimizer moments (`m`/`v` for Adam/AdamW, `momentum` for SGD).
+//!
+//! Metadata (strings): `lockstep.format`, `lockstep.identity` (canonical JSON `RunIdentity`:
+//! config, config hash, seed, dataset hashes, version), `lockstep.state` (canonical JSON
+//! `TrainState`: step, epoch, position in the epoch, schedule position, stream positions) and
+//! `lockstep.checksum` (see `lockstep_core::tensorfile`). No timestamps, paths, hosts, backend
+//! or device names: the bytes are a function of the computation only.
+
+use crate::TrainError;
+use lockstep_core::canonical_json;
+use lockstep_core::manifest::RunIdentity;
+use lockstep_core::tensorfile::{DType, TensorEntry, TensorFile};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const FORMAT: &str = "lockstep-checkpoint-v1";
+
+/// Where training stands; with the tensors, enough to continue bit for bit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Optimizer steps taken so far (also the schedule position and Adam's `t`).
+    pub step: u64,
+    /// Epoch the next batch belongs to.
+    pub epoch: u64,
+    /// Index of the next batch within that epoch's order.
+    pub batch_in_epoch: u64,
+    pub total_steps: u64,
+    /// Learning rate used for the last step taken.
+    pub last_lr: f32,
+    /// Stream name → 32-bit words consumed (decimal string: u128 does not fit JSON numbers).
+    pub streams: BTreeMap<String, String>,
+}
+
+/// A checkpoint in memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Checkpoint {
+    pub identity: RunIdentity,
+    pub state: TrainState,
+    /// `model.*` and `optim.*` tensors by full name.
+    pub tensors: BTreeMap<String, TensorEntry>,
+}
+
+impl Checkpoint {
+    pub fn to_file(&self) -> TensorFile {
+        let mut metadata = BTreeMap::new();
+        metadata.insert("lockstep.format".to_string(), FORMAT.to_string());
+        metadata.insert(
+            "lockstep.identity".to_string(),
+            canonical_json(&self.identity),
+        );
+        metadata.insert("lockstep.state".to_string(), canonical_json(&self.state));
+        TensorFile {
+            tensors: self.tensors.clone(),
+            metadata,
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.to_file().to_bytes_with_checksum()
+    }
+
+    pub fn write(&self, path: &Path) -> Result<(), TrainError> {
+        self.to_file().write_atomic(path).map_err(TrainError::from)
+    }
+
+    /// Read, verify (byte-exact canonical form, checksum, format, dtypes) and decode.
+    pub fn read(path: &Path) -> Result<Self, TrainError> {
+        let bytes = read_bounded(path)?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self, TrainError> {
+        let file = TensorFile::from_bytes(bytes, path)?;
+        file.verify_checksum(path)?;
+        if file.to_bytes() != bytes {
+            return Err(TrainError::checkpoint(
+                path,
+                "is not in lockstep's canonical layout (rewritten by another program?)",
+                "use the checkpoint as lockstep wrote it",
+            ));
+        }
+        let bad = |what: String| {
+            TrainError::checkpoint(
+                path,
+                what,
+                "use a checkpoint written by this version of lockstep",
+            )
+        };
+        match file.metadata.get("lockstep.format") {
+            Some(f) if f == FORMAT => {}
+            other => return Err(bad(format!("format is {other:?}, expected {FORMAT:?}"))),
+        }
+        let identity: RunIdentity = serde_json::from_str(
+            file.metadata
+                .get("lockstep.identity")
+                .map(String::as_str)
+                .unwrap_or(""),
+        )
+        .map_err(|e| bad(format!("lockstep.identity metadata is unreadable: {e}")))?;
+        let state: TrainState = serde_json::from_str(
+            file.metadata
+                .get("lockstep.state")
+                .map(String::as_str)
+                .unwrap_or(""),
+        )
+        .map_err(|e| bad(format!("lockstep.state metadata is unreadable: {e}")))?;
+        if let Some((name, t)) = file.tensors.iter().find(|(_, t)| t.dtype != DType::F32) {
+            return Err(bad(format!(
+                "tensor {name:?} has dtype {}, lockstep checkpoints hold F32 only",
+                t.dtype.name()
+            )));
+        }
+        Ok(Checkpoint {
+            identity,
+            state,
+            tensors: file.tensors,
+        })
+    }
+
+    /// The f32 values of tensor `name`, checked against the expected shape.
+    pub fn tensor(&self, name: &str, shape: &[usize], path: &Path) -> Result<Vec<f32>, TrainError> {
+        let t = self.tensors.get(name).ok_or_else(|| {
+            TrainError::checkpoint(
+                path,
+                format!("has no tensor {name:?} (checkpoint of a different model?)"),
+                "resume with the config the checkpoint was trained with",
+            )
+        })?;
+        if t.shape != shape {
+            return Err(TrainError::checkpoint(
+                path,
+                format!(
+                    "tensor {name:?} has shape {:?}, the model needs {shape:?} (different model shape)",
+                    t.shape
+                ),
+                "resume with the config the checkpoint was trained with",
+            ));
+        }
+        Ok(t.to_f32().expect("dtype checked at load"))
+    }
+}
+
+/// Read a file refusing directories, with an error that names it.
+fn read_bounded(path: &Path) -> Result<Vec<u8>, TrainError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| TrainError::checkpoint(path, format!("cannot open: {e}"), "check the path"))?;
+    if meta.is_dir() {
+        return Err(TrainError::checkpoint(
+            path,
+            "is a directory, not a checkpoint file",
+            "pass a .safetensors file (e.g. RUN/final.safetensors)",
+        ));
+    }
+    std::fs::read(path)
+        .map_err(|e| TrainError::checkpoint(path, format!("cannot read: {e}"), "check permissions"))
+}
+
+/// `RUN/checkpoints/step-0000123.safetensors`.
+pub fn checkpoint_path(run: &Path, step: u64) -> PathBuf {
+    run.join("checkpoints")
+        .join(format!("step-{step:07}.safetensors"))
+}
+
+/// The newest `step-*.safetensors` in `RUN/checkpoints` by step number.
+pub fn latest_checkpoint(run: &Path) -> Option<(u64, PathBuf)> {
+    let dir = std::fs::read_dir(run.join("checkpoints")).ok()?;
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let step = name
+                .strip_prefix("step-")?
+                .strip_suffix(".safetensors")?
+                .parse::<u64>()
+                .ok()?;
+            Some((step, e.path()))
+        })
+        .max_by_key(|(s, _)| *s)
+}

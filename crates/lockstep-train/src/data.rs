@@ -1,0 +1,477 @@
+//! Data sets as host arrays: the embedded digits CSV, IDX files (raw or gzip) and CSV files,
+//! split and normalised deterministically.
+//!
+//! Order guarantees: samples keep file order; the digits/CSV test split takes the first
+//! `round(n * test_fraction)` indices of the permutation drawn from stream `split/test`, the
+//! validation split the first `validation_size` of `split/validation` over the training indices;
+//! both sides are then sorted ascending. Normalisation statistics are f64 sums in index order.
+//! Every file read is hashed (SHA-256 of its bytes as stored) for the manifest.
+
+use crate::TrainError;
+use flate2::read::GzDecoder;
+use lockstep_core::config::{DataConfig, DatasetKind, Normalize};
+use lockstep_core::{SeedStream, sha256_hex};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// scikit-learn's digits (UCI, CC BY 4.0), see data/digits/README.md.
+pub static DIGITS_CSV_GZ: &[u8] = include_bytes!("../../../data/digits/digits.csv.gz");
+
+/// Decompressed data larger than this is refused (Fashion-MNIST train images are 47 MB).
+const MAX_DECOMPRESSED: u64 = 1 << 30;
+
+/// One split: `n` samples of `dim` features each, row-major, and their labels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Split {
+    pub features: Vec<f32>,
+    pub labels: Vec<u32>,
+    pub dim: usize,
+}
+
+impl Split {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+    /// The samples at `idx`, in that order.
+    pub fn gather(&self, idx: &[u32]) -> (Vec<f32>, Vec<u32>) {
+        let mut x = Vec::with_capacity(idx.len() * self.dim);
+        let mut y = Vec::with_capacity(idx.len());
+        for &i in idx {
+            let i = i as usize;
+            x.extend_from_slice(&self.features[i * self.dim..(i + 1) * self.dim]);
+            y.push(self.labels[i]);
+        }
+        (x, y)
+    }
+    fn subset(&self, idx: &[u32]) -> Split {
+        let (features, labels) = self.gather(idx);
+        Split {
+            features,
+            labels,
+            dim: self.dim,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub train: Split,
+    pub validation: Option<Split>,
+    pub test: Split,
+    /// `[channels, height, width]`.
+    pub image_shape: [usize; 3],
+    pub classes: usize,
+    /// File name → SHA-256 of its stored bytes.
+    pub hashes: BTreeMap<String, String>,
+}
+
+/// Raw pixels (as read) with labels, before normalisation.
+struct Raw {
+    pixels: Vec<f32>,
+    labels: Vec<u32>,
+    dim: usize,
+}
+
+pub fn load_dataset(cfg: &DataConfig, seed: u64) -> Result<Dataset, TrainError> {
+    let dim: usize = cfg.image_shape.iter().product();
+    let mut hashes = BTreeMap::new();
+    let (train, test, max) = match cfg.dataset {
+        DatasetKind::Digits => {
+            hashes.insert("digits.csv.gz".to_string(), sha256_hex(DIGITS_CSV_GZ));
+            let all = parse_csv(
+                &gunzip(DIGITS_CSV_GZ, Path::new("<embedded digits.csv.gz>"))?,
+                Path::new("<embedded digits.csv.gz>"),
+                dim,
+                cfg.classes,
+            )?;
+            let (train, test) = split_off(all, cfg.test_fraction, seed);
+            (train, test, 16.0)
+        }
+        DatasetKind::FashionMnist | DatasetKind::Mnist => {
+            let dir = PathBuf::from(cfg.dir.as_deref().unwrap_or("."));
+            let load = |stem: &str| -> Result<(Vec<u8>, String, PathBuf), TrainError> {
+                for name in [format!("{stem}.gz"), stem.to_string()] {
+                    let p = dir.join(&name);
+                    if p.is_file() {
+                        let bytes = std::fs::read(&p).map_err(|e| {
+                            TrainError::data(
+                                &p,
+                                format!("cannot read: {e}"),
+                                "check file permissions",
+                            )
+                        })?;
+                        return Ok((bytes, name, p));
+                    }
+                }
+                let fix = if cfg.dataset == DatasetKind::FashionMnist {
+                    "install Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist) or set data.dir to a folder with the IDX files"
+                } else {
+                    "set data.dir to a folder with the MNIST IDX files"
+                };
+                Err(TrainError::data(
+                    dir.join(format!("{stem}[.gz]")),
+                    "data file not found",
+                    fix,
+                ))
+            };
+            let mut read_pair = |img: &str, lab: &str| -> Result<Raw, TrainError> {
+                let (ib, iname, ip) = load(img)?;
+                let (lb, lname, lp) = load(lab)?;
+                hashes.insert(iname, sha256_hex(&ib));
+                hashes.insert(lname, sha256_hex(&lb));
+                let (pixels, idim) = parse_idx_images(&maybe_gunzip(&ib, &ip)?, &ip)?;
+                if idim != dim {
+                    return Err(TrainError::data(
+                        &ip,
+                        format!(
+                            "images have {idim} pixels, the config's image_shape {:?} has {dim}",
+                            cfg.image_shape
+                        ),
+                        "fix data.image_shape",
+                    ));
+                }
+                let labels = parse_idx_labels(&maybe_gunzip(&lb, &lp)?, &lp, cfg.classes)?;
+                if labels.len() * dim != pixels.len() {
+                    return Err(TrainError::data(
+                        &lp,
+                        format!("{} labels for {} images", labels.len(), pixels.len() / dim),
+                        "use the label file that belongs to the image file",
+                    ));
+                }
+                Ok(Raw {
+                    pixels,
+                    labels,
+                    dim,
+                })
+            };
+            let train = read_pair("train-images-idx3-ubyte", "train-labels-idx1-ubyte")?;
+            let test = read_pair("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?;
+            (train, test, 255.0)
+        }
+        DatasetKind::Csv => {
+            let mut read = |p: &str| -> Result<Raw, TrainError> {
+                let path = PathBuf::from(p);
+                if path.is_dir() {
+                    return Err(TrainError::data(
+                        &path,
+                        "is a directory, not a CSV file",
+                        "point data.train_path / data.test_path at a .csv file",
+                    ));
+                }
+                let bytes = std::fs::read(&path).map_err(|e| {
+                    TrainError::data(
+                        &path,
+                        format!("cannot read: {e}"),
+                        "check data.train_path / data.test_path",
+                    )
+                })?;
+                hashes.insert(file_name(p), sha256_hex(&bytes));
+                parse_csv(&maybe_gunzip(&bytes, &path)?, &path, dim, cfg.classes)
+            };
+            let train = read(cfg.train_path.as_deref().unwrap_or_default())?;
+            let (train, test) = match &cfg.test_path {
+                Some(tp) => (train, read(tp)?),
+                None => split_off(train, cfg.test_fraction, seed),
+            };
+            let max = train
+                .pixels
+                .iter()
+                .fold(0f32, |m, &v| m.max(v.abs()))
+                .max(1.0);
+            (train, test, max)
+        }
+    };
+    if train.labels.is_empty() || test.labels.is_empty() {
+        return Err(TrainError::data(
+            cfg.dir.clone().unwrap_or_default(),
+            "a split is empty",
+            "provide more samples or change data.test_fraction",
+        ));
+    }
+    let (train, validation) = if cfg.validation_size > 0 {
+        if cfg.validation_size >= train.labels.len() {
+            return Err(TrainError::data(
+                "<config data.validation_size>",
+                format!(
+                    "validation_size {} >= {} training samples",
+                    cfg.validation_size,
+                    train.labels.len()
+                ),
+                "use a smaller data.validation_size",
+            ));
+        }
+        let (t, v) = take_indices(
+            train,
+            cfg.validation_size,
+            &mut SeedStream::new(seed, "split/validation"),
+        );
+        (t, Some(v))
+    } else {
+        (train, None)
+    };
+    let norm = Normalizer::fit(&train.pixels, max, cfg.normalize);
+    let finish = |r: Raw| Split {
+        features: r.pixels.iter().map(|&p| norm.apply(p)).collect(),
+        labels: r.labels,
+        dim: r.dim,
+    };
+    Ok(Dataset {
+        train: finish(train),
+        validation: validation.map(finish),
+        test: finish(test),
+        image_shape: cfg.image_shape,
+        classes: cfg.classes,
+        hashes,
+    })
+}
+
+fn file_name(p: &str) -> String {
+    Path::new(p)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.to_string())
+}
+
+/// `x / max`, then optionally `(x - mean) / std` with f64 statistics of the training pixels.
+struct Normalizer {
+    max: f64,
+    mean: f64,
+    std: f64,
+}
+
+impl Normalizer {
+    fn fit(train: &[f32], max: f32, mode: Normalize) -> Self {
+        let max = max as f64;
+        match mode {
+            Normalize::Unit => Normalizer {
+                max,
+                mean: 0.0,
+                std: 1.0,
+            },
+            Normalize::Standardize => {
+                let n = train.len().max(1) as f64;
+                let mean = train.iter().map(|&p| p as f64 / max).sum::<f64>() / n;
+                let var = train
+                    .iter()
+                    .map(|&p| (p as f64 / max - mean).powi(2))
+                    .sum::<f64>()
+                    / n;
+                Normalizer {
+                    max,
+                    mean,
+                    std: var.sqrt().max(1e-12),
+                }
+            }
+        }
+    }
+    fn apply(&self, p: f32) -> f32 {
+        ((p as f64 / self.max - self.mean) / self.std) as f32
+    }
+}
+
+/// Move `round(n * fraction)` samples (chosen by stream `split/test`) into a test split.
+fn split_off(all: Raw, fraction: f64, seed: u64) -> (Raw, Raw) {
+    let k = ((all.labels.len() as f64) * fraction).round().max(1.0) as usize;
+    let (rest, taken) = take_indices(all, k, &mut SeedStream::new(seed, "split/test"));
+    (rest, taken)
+}
+
+/// Split off the first `k` indices of `stream`'s permutation; both parts sorted ascending.
+fn take_indices(all: Raw, k: usize, stream: &mut SeedStream) -> (Raw, Raw) {
+    let perm = stream.permutation(all.labels.len());
+    let mut taken: Vec<u32> = perm[..k].to_vec();
+    let mut rest: Vec<u32> = perm[k..].to_vec();
+    taken.sort_unstable();
+    rest.sort_unstable();
+    let pick = |idx: &[u32]| {
+        let s = Split {
+            features: all.pixels.clone(),
+            labels: all.labels.clone(),
+            dim: all.dim,
+        }
+        .subset(idx);
+        Raw {
+            pixels: s.features,
+            labels: s.labels,
+            dim: s.dim,
+        }
+    };
+    (pick(&rest), pick(&taken))
+}
+
+fn gunzip(bytes: &[u8], path: &Path) -> Result<Vec<u8>, TrainError> {
+    let mut out = Vec::new();
+    GzDecoder::new(bytes)
+        .take(MAX_DECOMPRESSED + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            TrainError::data(
+                path,
+                format!("gzip data is corrupt: {e}"),
+                "re-download or reinstall the data file",
+            )
+        })?;
+    if out.len() as u64 > MAX_DECOMPRESSED {
+        return Err(TrainError::data(
+            path,
+            "decompresses to more than 1 GiB",
+            "use a smaller data file",
+        ));
+    }
+    Ok(out)
+}
+
+/// Decompress when the bytes start with the gzip magic, else return them as they are.
+pub fn maybe_gunzip(bytes: &[u8], path: &Path) -> Result<Vec<u8>, TrainError> {
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        gunzip(bytes, path)
+    } else {
+        Ok(bytes.to_vec())
+    }
+}
+
+fn be_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// IDX unsigned-byte images (magic 0x00000803): returns pixels and pixels per image.
+pub fn parse_idx_images(b: &[u8], path: &Path) -> Result<(Vec<f32>, usize), TrainError> {
+    let fix = "pass an IDX image file (e.g. train-images-idx3-ubyte[.gz])";
+    if b.len() < 16 || be_u32(b, 0) != 0x0000_0803 {
+        return Err(TrainError::data(
+            path,
+            "not an IDX3 unsigned-byte image file (bad magic or too short)",
+            fix,
+        ));
+    }
+    let (n, h, w) = (
+        be_u32(b, 4) as usize,
+        be_u32(b, 8) as usize,
+        be_u32(b, 12) as usize,
+    );
+    let dim = h
+        .checked_mul(w)
+        .filter(|&d| d > 0)
+        .ok_or_else(|| TrainError::data(path, format!("bad image size {h}x{w}"), fix))?;
+    let need = n.checked_mul(dim).and_then(|x| x.checked_add(16));
+    if need != Some(b.len()) {
+        return Err(TrainError::data(
+            path,
+            format!(
+                "header says {n} images of {h}x{w} but the file has {} bytes",
+                b.len()
+            ),
+            "the file is truncated or corrupt: reinstall it",
+        ));
+    }
+    Ok((b[16..].iter().map(|&p| p as f32).collect(), dim))
+}
+
+/// IDX unsigned-byte labels (magic 0x00000801), each `< classes`.
+pub fn parse_idx_labels(b: &[u8], path: &Path, classes: usize) -> Result<Vec<u32>, TrainError> {
+    if b.len() < 8 || be_u32(b, 0) != 0x0000_0801 {
+        return Err(TrainError::data(
+            path,
+            "not an IDX1 unsigned-byte label file (bad magic or too short)",
+            "pass an IDX label file (e.g. train-labels-idx1-ubyte[.gz])",
+        ));
+    }
+    let n = be_u32(b, 4) as usize;
+    if n.checked_add(8) != Some(b.len()) {
+        return Err(TrainError::data(
+            path,
+            format!("header says {n} labels but the file has {} bytes", b.len()),
+            "the file is truncated or corrupt: reinstall it",
+        ));
+    }
+    let labels: Vec<u32> = b[8..].iter().map(|&l| l as u32).collect();
+    if let Some((i, l)) = labels
+        .iter()
+        .enumerate()
+        .find(|(_, l)| **l as usize >= classes)
+    {
+        return Err(TrainError::data(
+            path,
+            format!("label {l} at index {i} is outside 0..{classes}"),
+            "set data.classes to the number of classes",
+        ));
+    }
+    Ok(labels)
+}
+
+/// CSV: one sample per line, `dim` numeric pixel columns then an integer label in `0..classes`.
+fn parse_csv(bytes: &[u8], path: &Path, dim: usize, classes: usize) -> Result<Raw, TrainError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| TrainError::data(path, format!("not UTF-8 text: {e}"), "pass a CSV file"))?;
+    let mut pixels = Vec::new();
+    let mut labels = Vec::new();
+    for (ln, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(',').collect();
+        if fields.len() != dim + 1 {
+            return Err(TrainError::data(
+                path,
+                format!(
+                    "line {}: {} columns, expected {} pixels + 1 label",
+                    ln + 1,
+                    fields.len(),
+                    dim
+                ),
+                "check data.image_shape against the file",
+            ));
+        }
+        for f in &fields[..dim] {
+            let v: f32 = f.trim().parse().map_err(|_| {
+                TrainError::data(
+                    path,
+                    format!("line {}: {f:?} is not a number", ln + 1),
+                    "fix the CSV row",
+                )
+            })?;
+            if !v.is_finite() {
+                return Err(TrainError::data(
+                    path,
+                    format!("line {}: {f:?} is not finite", ln + 1),
+                    "fix the CSV row",
+                ));
+            }
+            pixels.push(v);
+        }
+        let l = fields[dim].trim();
+        let label: u32 = l
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.fract() == 0.0 && *v >= 0.0 && (*v as usize) < classes)
+            .map(|v| v as u32)
+            .ok_or_else(|| {
+                TrainError::data(
+                    path,
+                    format!(
+                        "line {}: label {l:?} is not an integer in 0..{classes}",
+                        ln + 1
+                    ),
+                    "fix the label column or data.classes",
+                )
+            })?;
+        labels.push(label);
+    }
+    if labels.is_empty() {
+        return Err(TrainError::data(
+            path,
+            "contains no samples",
+            "pass a non-empty CSV file",
+        ));
+    }
+    Ok(Raw {
+        pixels,
+        labels,
+        dim,
+    })
+}

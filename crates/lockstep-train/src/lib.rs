@@ -1,0 +1,15 @@
+//! lockstep-train: models, data, the training loop, checkpoints — the part that uses Burn.
+//!
+//! Library first: the `lockstep` binary is a thin layer over `run::train`, `run::resume` and
+//! `checkpoint::Checkpoint`.
+
+pub mod backend;
+pub mod checkpoint;
+pub mod data;
+pub mod error;
+pub mod model;
+pub mod optim;
+pub mod run;
+
+pub use error::TrainError;
+pub use run::{BuildInfo, RunOptions, RunSummary, resume, train};

@@ -1,0 +1,751 @@
+//! The run directory and the training loop.
+//!
+//! ```text
+//! RUN/manifest.json        canonical RunManifest (identity + placement)
+//! RUN/config.toml          the config file as given
+//! RUN/metrics.jsonl        one canonical JSON object per line: train steps and evals (no times)
+//! RUN/timing.jsonl         wall-clock facts (kept apart: never hashed, never compared)
+//! RUN/checkpoints/step-NNNNNNN.safetensors
+//! RUN/scores.json          recorded evaluation scores of the final model (+ checkpoint hash)
+//! RUN/eval/<split>.safetensors  per-sample logits of the final model, with labels
+//! RUN/final.safetensors    written last: its presence means the run finished
+//! RUN/.lock                held (flock) while a process trains in RUN
+//! ```
+//!
+//! Step `s` (1-based) trains on batch `batch_in_epoch` of epoch `e`, whose order is the
+//! permutation of stream `shuffle/epoch-<e>`; dropout uses `dropout/l<l>/step-<s-1>`. The state
+//! after each step is (step, epoch, batch_in_epoch, weights, moments); a checkpoint holds all of
+//! it, so resuming from any checkpoint replays the same steps bit for bit.
+
+use crate::backend::{self, Backend};
+use crate::checkpoint::{Checkpoint, TrainState, checkpoint_path, latest_checkpoint};
+use crate::data::{Dataset, Split, load_dataset};
+use crate::model::{Model, cross_entropy, one_hot, upload};
+use crate::{TrainError, optim};
+use burn::tensor::{Device, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lockstep_core::config::{BackendKind, Config, learning_rate};
+use lockstep_core::manifest::{Placement, RunIdentity, RunManifest};
+use lockstep_core::tensorfile::{TensorEntry, TensorFile};
+use lockstep_core::{SeedStream, canonical_json, sha256_hex, write_atomic};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Facts about the build, supplied by the binary (the library cannot know its own build).
+#[derive(Clone, Debug, Default)]
+pub struct BuildInfo {
+    pub git_sha: Option<String>,
+    pub git_dirty: Option<bool>,
+    pub cargo_lock_sha256: String,
+    pub rustc: String,
+}
+
+/// How to run (not what to compute: that is the config).
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub backend: BackendKind,
+    /// wgpu adapter selector (`default`, `cpu`, `discrete:N`, ...).
+    pub device: Option<String>,
+    pub threads: usize,
+    /// Stop after this many optimizer steps (checkpointing there); `None` runs to the end.
+    pub stop_at: Option<u64>,
+    pub progress: bool,
+    pub build: BuildInfo,
+}
+
+/// Aggregate scores on one split.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EvalResult {
+    pub split: String,
+    pub samples: usize,
+    pub loss: f64,
+    pub accuracy: f64,
+    #[serde(skip)]
+    pub logits: Vec<f32>,
+    #[serde(skip)]
+    pub labels: Vec<u32>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    pub dir: PathBuf,
+    pub step: u64,
+    pub total_steps: u64,
+    pub finished: bool,
+    pub evals: Vec<EvalResult>,
+    pub final_sha256: Option<String>,
+}
+
+/// Steps per epoch and total steps of a job on a training split of `n` samples.
+pub fn step_counts(cfg: &Config, n: usize) -> (u64, u64) {
+    let b = cfg.train.batch_size;
+    let spe = if cfg.train.drop_last {
+        n / b
+    } else {
+        n.div_ceil(b)
+    }
+    .max(1) as u64;
+    let total = cfg.train.epochs.saturating_mul(spe);
+    let total = match cfg.train.max_steps {
+        Some(m) if cfg.train.epochs == 0 || m < total => m,
+        _ => total,
+    };
+    (spe, total)
+}
+
+/// The identity of a job on loaded data.
+pub fn identity(cfg: &Config, data: &Dataset) -> RunIdentity {
+    RunIdentity {
+        lockstep_version: env!("CARGO_PKG_VERSION").to_string(),
+        config: cfg.identity(),
+        config_hash: cfg.hash(),
+        seed: cfg.seed,
+        datasets: data.hashes.clone(),
+    }
+}
+
+/// Start a new run in `out` (which must not exist or be an empty directory).
+pub fn train(
+    cfg: &Config,
+    config_text: &str,
+    out: &Path,
+    opts: &RunOptions,
+) -> Result<RunSummary, TrainError> {
+    if out.exists() {
+        let empty_dir = out.is_dir()
+            && std::fs::read_dir(out)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+        if !empty_dir {
+            return Err(TrainError::run_dir(
+                out,
+                "already exists (an earlier run or another file); nothing was changed",
+                "continue it with `lockstep resume DIR`, or pass a new --out",
+            ));
+        }
+    }
+    let data = load_dataset(&cfg.data, cfg.seed)?;
+    let backend = backend::open(opts.backend, opts.threads, opts.device.as_deref())?;
+    std::fs::create_dir_all(out.join("checkpoints")).map_err(|e| {
+        TrainError::run_dir(
+            out,
+            format!("cannot create: {e}"),
+            "check permissions or choose another --out",
+        )
+    })?;
+    let lock = lock_run(out)?;
+    if out.join("manifest.json").exists() {
+        return Err(TrainError::run_dir(
+            out,
+            "another process started a run here at the same time",
+            "pass a new --out",
+        ));
+    }
+    let manifest = RunManifest {
+        identity: identity(cfg, &data),
+        placement: Placement {
+            backend: opts.backend.as_str().into(),
+            device: backend.facts.clone(),
+            threads: opts.threads,
+            git_sha: opts.build.git_sha.clone(),
+            git_dirty: opts.build.git_dirty,
+            cargo_lock_sha256: opts.build.cargo_lock_sha256.clone(),
+            rustc: opts.build.rustc.clone(),
+        },
+    };
+    write_atomic(&out.join("config.toml"), config_text.as_bytes())?;
+    write_atomic(
+        &out.join("manifest.json"),
+        pretty_json(&manifest).as_bytes(),
+    )?;
+    write_atomic(&out.join("metrics.jsonl"), b"")?;
+    let model = Model::new(&cfg.model, data.image_shape, data.classes);
+    let start = Start::fresh(&model, cfg, &data, &backend.device);
+    let r = run_loop(
+        cfg,
+        &manifest.identity,
+        &data,
+        &model,
+        &backend,
+        start,
+        out,
+        opts,
+    );
+    drop(lock);
+    r
+}
+
+/// Continue the run in `dir` from its newest checkpoint (or from the start if it has none).
+pub fn resume(dir: &Path, opts_in: &RunOptions) -> Result<RunSummary, TrainError> {
+    let manifest = read_manifest(dir)?;
+    if dir.join("final.safetensors").exists() {
+        return Err(TrainError::run_dir(
+            dir,
+            "this run already finished (final.safetensors exists); nothing was changed",
+            "start a new run with `lockstep train CONFIG --out NEW_DIR`",
+        ));
+    }
+    let mut cfg = manifest.identity.config.clone();
+    let backend_kind =
+        BackendKind::parse(&manifest.placement.backend).unwrap_or(BackendKind::Ndarray);
+    cfg.train.backend = backend_kind;
+    let opts = RunOptions {
+        backend: backend_kind,
+        ..opts_in.clone()
+    };
+    let lock = lock_run(dir)?;
+    let data = load_dataset(&cfg.data, cfg.seed)?;
+    let id = identity(&cfg, &data);
+    if id.datasets != manifest.identity.datasets {
+        return Err(TrainError::run_dir(
+            dir,
+            format!(
+                "the data changed since the run started (recorded {:?}, now {:?})",
+                manifest.identity.datasets, id.datasets
+            ),
+            "restore the original data files (resuming on other data would not reproduce the run)",
+        ));
+    }
+    if id != manifest.identity {
+        return Err(TrainError::run_dir(
+            dir,
+            "the run was made by another lockstep version or config schema",
+            "resume with the lockstep version that started the run",
+        ));
+    }
+    let backend = backend::open(backend_kind, opts.threads, opts.device.as_deref())?;
+    let model = Model::new(&cfg.model, data.image_shape, data.classes);
+    let start = match latest_checkpoint(dir) {
+        None => Start::fresh(&model, &cfg, &data, &backend.device),
+        Some((_, path)) => {
+            let ck = Checkpoint::read(&path)?;
+            if ck.identity != manifest.identity {
+                return Err(TrainError::checkpoint(
+                    &path,
+                    "belongs to another run (its identity differs from manifest.json)",
+                    "resume the run directory the checkpoint came from",
+                ));
+            }
+            Start::from_checkpoint(&model, &cfg, &ck, &path, &backend.device)?
+        }
+    };
+    truncate_metrics(&dir.join("metrics.jsonl"), start.state.step)?;
+    let r = run_loop(
+        &cfg,
+        &manifest.identity,
+        &data,
+        &model,
+        &backend,
+        start,
+        dir,
+        &opts,
+    );
+    drop(lock);
+    r
+}
+
+pub fn read_manifest(dir: &Path) -> Result<RunManifest, TrainError> {
+    let p = dir.join("manifest.json");
+    let text = std::fs::read_to_string(&p).map_err(|e| {
+        TrainError::run_dir(
+            dir,
+            format!("is not a lockstep run directory ({}: {e})", p.display()),
+            "pass the --out directory of a `lockstep train` run",
+        )
+    })?;
+    serde_json::from_str(&text).map_err(|e| {
+        TrainError::run_dir(
+            &p,
+            format!("unreadable manifest: {e}"),
+            "restore manifest.json from the run as lockstep wrote it",
+        )
+    })
+}
+
+fn pretty_json<T: Serialize>(v: &T) -> String {
+    let value: serde_json::Value =
+        serde_json::from_str(&canonical_json(v)).expect("canonical JSON parses");
+    serde_json::to_string_pretty(&value).expect("serialising a Value cannot fail") + "\n"
+}
+
+/// Hold an exclusive lock on `RUN/.lock` for as long as the returned file lives.
+fn lock_run(dir: &Path) -> Result<File, TrainError> {
+    let p = dir.join(".lock");
+    let f = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(|e| {
+            TrainError::run_dir(
+                dir,
+                format!("cannot create the lock file: {e}"),
+                "check permissions",
+            )
+        })?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(TrainError::run_dir(
+            dir,
+            "another lockstep process is training in this directory (RUN/.lock is held); nothing was changed",
+            "wait for it to finish, or pass another --out",
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(TrainError::run_dir(
+            dir,
+            format!("cannot lock: {e}"),
+            "check the filesystem supports file locks",
+        )),
+    }
+}
+
+/// Keep the lines of `metrics.jsonl` up to and including `step` (atomically).
+fn truncate_metrics(path: &Path, step: u64) -> Result<(), TrainError> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                .is_some_and(|s| s <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    write_atomic(path, kept.as_bytes()).map_err(TrainError::from)
+}
+
+/// Where the loop starts: weights, optimizer slots and state on the backend.
+struct Start {
+    params: Vec<Tensor<1>>,
+    slots: Vec<Vec<Tensor<1>>>,
+    state: TrainState,
+}
+
+impl Start {
+    fn fresh(model: &Model, cfg: &Config, data: &Dataset, device: &Device) -> Self {
+        let (_, total) = step_counts(cfg, data.train.len());
+        let params = model
+            .init_params(cfg.seed)
+            .into_iter()
+            .map(|v| upload(v, device))
+            .collect();
+        let nslots = optim::slot_names(cfg.optimizer.kind).len();
+        let slots = model
+            .specs
+            .iter()
+            .map(|s| {
+                (0..nslots)
+                    .map(|_| upload(vec![0.0; s.numel()], device))
+                    .collect()
+            })
+            .collect();
+        let state = TrainState {
+            step: 0,
+            epoch: 0,
+            batch_in_epoch: 0,
+            total_steps: total,
+            last_lr: 0.0,
+            streams: BTreeMap::new(),
+        };
+        Start {
+            params,
+            slots,
+            state,
+        }
+    }
+
+    fn from_checkpoint(
+        model: &Model,
+        cfg: &Config,
+        ck: &Checkpoint,
+        path: &Path,
+        device: &Device,
+    ) -> Result<Self, TrainError> {
+        let mut params = Vec::new();
+        let mut slots = Vec::new();
+        for s in &model.specs {
+            params.push(upload(
+                ck.tensor(&format!("model.{}", s.name), &s.shape, path)?,
+                device,
+            ));
+            let mut ps = Vec::new();
+            for slot in optim::slot_names(cfg.optimizer.kind) {
+                ps.push(upload(
+                    ck.tensor(&format!("optim.{slot}.{}", s.name), &s.shape, path)?,
+                    device,
+                ));
+            }
+            slots.push(ps);
+        }
+        let expected = model.specs.len() * (1 + optim::slot_names(cfg.optimizer.kind).len());
+        if ck.tensors.len() != expected {
+            return Err(TrainError::checkpoint(
+                path,
+                format!(
+                    "holds {} tensors, the model and optimizer need {expected}",
+                    ck.tensors.len()
+                ),
+                "resume with the config the checkpoint was trained with",
+            ));
+        }
+        Ok(Start {
+            params,
+            slots,
+            state: ck.state.clone(),
+        })
+    }
+}
+
+fn to_host(t: &Tensor<1>) -> Vec<f32> {
+    t.clone()
+        .try_into_vec_as::<f32>()
+        .expect("a float tensor reads back as f32")
+}
+
+fn make_checkpoint(
+    model: &Model,
+    cfg: &Config,
+    identity: &RunIdentity,
+    params: &[Tensor<1>],
+    slots: &[Vec<Tensor<1>>],
+    state: &TrainState,
+) -> Result<Checkpoint, TrainError> {
+    let mut tensors = BTreeMap::new();
+    for (i, s) in model.specs.iter().enumerate() {
+        let w = to_host(&params[i]);
+        if let Some(bad) = w.iter().find(|v| !v.is_finite()) {
+            return Err(TrainError::NonFinite {
+                step: state.step,
+                tensor: format!("model.{}", s.name),
+                value: *bad,
+            });
+        }
+        tensors.insert(
+            format!("model.{}", s.name),
+            TensorEntry::from_f32(s.shape.clone(), &w),
+        );
+        for (slot, t) in optim::slot_names(cfg.optimizer.kind).iter().zip(&slots[i]) {
+            tensors.insert(
+                format!("optim.{slot}.{}", s.name),
+                TensorEntry::from_f32(s.shape.clone(), &to_host(t)),
+            );
+        }
+    }
+    Ok(Checkpoint {
+        identity: identity.clone(),
+        state: state.clone(),
+        tensors,
+    })
+}
+
+/// Logits and aggregate scores of `params` on `split`, computed in `batch`-sized chunks in
+/// index order. Loss and accuracy are computed on the host in f64 (fixed order, first-max argmax).
+pub fn evaluate(
+    model: &Model,
+    params: &[Tensor<1>],
+    split: &Split,
+    name: &str,
+    batch: usize,
+    device: &Device,
+) -> EvalResult {
+    let mut logits = Vec::with_capacity(split.len() * model.classes);
+    let n = split.len();
+    let mut start = 0;
+    while start < n {
+        let end = (start + batch).min(n);
+        let x = Tensor::<2>::from_data(
+            TensorData::new(
+                split.features[start * split.dim..end * split.dim].to_vec(),
+                [end - start, split.dim],
+            ),
+            device,
+        );
+        let out = model.forward(params, x, None);
+        logits.extend(
+            out.try_into_vec_as::<f32>()
+                .expect("logits read back as f32"),
+        );
+        start = end;
+    }
+    let (loss, accuracy) = score(&logits, &split.labels, model.classes);
+    EvalResult {
+        split: name.into(),
+        samples: n,
+        loss,
+        accuracy,
+        logits,
+        labels: split.labels.clone(),
+    }
+}
+
+/// Mean cross-entropy and accuracy from logits, on the host in f64, samples in index order.
+pub fn score(logits: &[f32], labels: &[u32], classes: usize) -> (f64, f64) {
+    let mut loss = 0.0f64;
+    let mut correct = 0usize;
+    for (row, &label) in logits.chunks_exact(classes).zip(labels) {
+        let mut best = 0;
+        for (j, &v) in row.iter().enumerate() {
+            if v > row[best] {
+                best = j;
+            }
+        }
+        correct += usize::from(best == label as usize);
+        let max = row[best] as f64;
+        let lse = row
+            .iter()
+            .map(|&v| (v as f64 - max).exp())
+            .sum::<f64>()
+            .ln()
+            + max;
+        loss += lse - row[label as usize] as f64;
+    }
+    let n = labels.len().max(1) as f64;
+    (loss / n, correct as f64 / n)
+}
+
+struct Metrics {
+    file: File,
+    path: PathBuf,
+}
+
+impl Metrics {
+    fn open(path: &Path) -> Result<Self, TrainError> {
+        let file = File::options()
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| {
+                TrainError::run_dir(
+                    path,
+                    format!("cannot open for appending: {e}"),
+                    "check permissions and free space",
+                )
+            })?;
+        Ok(Metrics {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+    fn line(&mut self, v: &serde_json::Value) -> Result<(), TrainError> {
+        writeln!(self.file, "{}", canonical_json(v)).map_err(|e| {
+            TrainError::run_dir(&self.path, format!("cannot write: {e}"), "check free space")
+        })
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_loop(
+    cfg: &Config,
+    identity: &RunIdentity,
+    data: &Dataset,
+    model: &Model,
+    backend: &Backend,
+    start: Start,
+    dir: &Path,
+    opts: &RunOptions,
+) -> Result<RunSummary, TrainError> {
+    let device = &backend.device;
+    let ad = device.clone().autodiff();
+    let Start {
+        mut params,
+        mut slots,
+        mut state,
+    } = start;
+    let n = data.train.len();
+    let (spe, total) = step_counts(cfg, n);
+    let b = cfg.train.batch_size;
+    let mut metrics = Metrics::open(&dir.join("metrics.jsonl"))?;
+    let mut timing = Metrics::open(&dir.join("timing.jsonl"))?;
+    let shuffle_name = |e: u64| format!("shuffle/epoch-{e}");
+    let mut order = SeedStream::new(cfg.seed, shuffle_name(state.epoch)).permutation(n);
+    let stop = opts.stop_at.unwrap_or(u64::MAX).min(total);
+    let bar = if opts.progress {
+        ProgressBar::new(total)
+    } else {
+        ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden())
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} steps  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(state.step);
+    let t0 = Instant::now();
+    let start_step = state.step;
+    tracing::info!(
+        step = state.step,
+        total,
+        backend = backend.kind.as_str(),
+        "training"
+    );
+
+    while state.step < stop {
+        let lo = state.batch_in_epoch as usize * b;
+        let hi = (lo + b).min(n);
+        let (x, y) = data.train.gather(&order[lo..hi]);
+        let bs = y.len();
+        let xt = Tensor::<2>::from_data(TensorData::new(x, [bs, data.train.dim]), &ad);
+        let tt = Tensor::<2>::from_data(
+            TensorData::new(one_hot(&y, model.classes), [bs, model.classes]),
+            &ad,
+        );
+        let leaves: Vec<Tensor<1>> = params
+            .iter()
+            .map(|p| Tensor::from_inner(p.clone()).require_grad())
+            .collect();
+        let logits = model.forward(&leaves, xt, Some((cfg.seed, state.step)));
+        let loss = cross_entropy(logits, tt);
+        let loss_v = loss
+            .clone()
+            .try_into_vec_as::<f32>()
+            .expect("loss reads back as f32")[0];
+        if !loss_v.is_finite() {
+            return Err(TrainError::NonFinite {
+                step: state.step + 1,
+                tensor: "loss".into(),
+                value: loss_v,
+            });
+        }
+        let grads = loss.backward();
+        let lr = learning_rate(&cfg.optimizer, &cfg.schedule, state.step, total);
+        for i in 0..params.len() {
+            let g = leaves[i]
+                .grad(&grads)
+                .expect("every parameter takes part in the loss");
+            params[i] = optim::update(
+                &cfg.optimizer,
+                lr,
+                state.step + 1,
+                params[i].clone(),
+                g,
+                &mut slots[i],
+            );
+        }
+        state.step += 1;
+        state.last_lr = lr;
+        state.batch_in_epoch += 1;
+        if state.batch_in_epoch == spe {
+            state.epoch += 1;
+            state.batch_in_epoch = 0;
+            order = SeedStream::new(cfg.seed, shuffle_name(state.epoch)).permutation(n);
+        }
+        state.streams = BTreeMap::from([(
+            shuffle_name(state.epoch),
+            "regenerated from the epoch number".to_string(),
+        )]);
+        metrics.line(&serde_json::json!({"kind": "train", "step": state.step, "epoch": state.epoch, "loss": loss_v as f64, "lr": lr as f64}))?;
+        bar.set_position(state.step);
+        bar.set_message(format!("loss {loss_v:.4}"));
+        let at_end = state.step == total;
+        if cfg.train.eval_every > 0 && state.step % cfg.train.eval_every == 0 && !at_end {
+            for e in eval_splits(model, &params, data, cfg, device) {
+                metrics.line(&eval_line(state.step, &e))?;
+            }
+        }
+        let ckpt_due =
+            cfg.train.checkpoint_every > 0 && state.step % cfg.train.checkpoint_every == 0;
+        if (ckpt_due || state.step == stop) && !at_end {
+            let ck = make_checkpoint(model, cfg, identity, &params, &slots, &state)?;
+            ck.write(&checkpoint_path(dir, state.step))?;
+            let secs = t0.elapsed().as_secs_f64();
+            timing.line(&serde_json::json!({"step": state.step, "wall_s": secs, "steps_per_s": (state.step - start_step) as f64 / secs.max(1e-9)}))?;
+        }
+    }
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    timing.line(&serde_json::json!({"step": state.step, "wall_s": secs, "steps_per_s": (state.step - start_step) as f64 / secs.max(1e-9), "samples_per_s": ((state.step - start_step) as usize * b) as f64 / secs.max(1e-9)}))?;
+    if state.step < total {
+        return Ok(RunSummary {
+            dir: dir.into(),
+            step: state.step,
+            total_steps: total,
+            finished: false,
+            evals: vec![],
+            final_sha256: None,
+        });
+    }
+    // The end: final evaluation, recorded scores, then final.safetensors last.
+    let evals = eval_splits(model, &params, data, cfg, device);
+    for e in &evals {
+        metrics.line(&eval_line(state.step, e))?;
+    }
+    let ck = make_checkpoint(model, cfg, identity, &params, &slots, &state)?;
+    let bytes = ck.to_bytes();
+    let final_sha = sha256_hex(&bytes);
+    std::fs::create_dir_all(dir.join("eval")).map_err(|e| {
+        TrainError::run_dir(
+            dir,
+            format!("cannot create eval/: {e}"),
+            "check permissions",
+        )
+    })?;
+    let mut scores = serde_json::Map::new();
+    for e in &evals {
+        let mut f = TensorFile::default();
+        f.tensors.insert(
+            "logits".into(),
+            TensorEntry::from_f32(vec![e.samples, model.classes], &e.logits),
+        );
+        f.tensors.insert(
+            "labels".into(),
+            TensorEntry {
+                dtype: lockstep_core::DType::U32,
+                shape: vec![e.samples],
+                data: e.labels.iter().flat_map(|l| l.to_le_bytes()).collect(),
+            },
+        );
+        f.metadata
+            .insert("lockstep.checkpoint_sha256".into(), final_sha.clone());
+        f.metadata.insert("lockstep.split".into(), e.split.clone());
+        f.write_atomic(&dir.join("eval").join(format!("{}.safetensors", e.split)))?;
+        scores.insert(e.split.clone(), serde_json::json!({"samples": e.samples, "loss": e.loss, "accuracy": e.accuracy, "logits_sha256": sha256_hex(&e.logits.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())}));
+    }
+    let record = serde_json::json!({"step": state.step, "checkpoint_sha256": final_sha, "config_hash": identity.config_hash, "splits": scores});
+    write_atomic(&dir.join("scores.json"), pretty_json(&record).as_bytes())?;
+    write_atomic(&dir.join("final.safetensors"), &bytes)?;
+    tracing::info!(step = state.step, sha256 = %final_sha, "finished");
+    Ok(RunSummary {
+        dir: dir.into(),
+        step: state.step,
+        total_steps: total,
+        finished: true,
+        evals,
+        final_sha256: Some(final_sha),
+    })
+}
+
+fn eval_splits(
+    model: &Model,
+    params: &[Tensor<1>],
+    data: &Dataset,
+    cfg: &Config,
+    device: &Device,
+) -> Vec<EvalResult> {
+    let mut out = Vec::new();
+    if let Some(v) = &data.validation {
+        out.push(evaluate(
+            model,
+            params,
+            v,
+            "validation",
+            cfg.train.eval_batch_size,
+            device,
+        ));
+    }
+    out.push(evaluate(
+        model,
+        params,
+        &data.test,
+        "test",
+        cfg.train.eval_batch_size,
+        device,
+    ));
+    out
+}
+
+fn eval_line(step: u64, e: &EvalResult) -> serde_json::Value {
+    serde_json::json!({"kind": "eval", "step": step, "split": e.split, "samples": e.samples, "loss": e.loss, "accuracy": e.accuracy})
+}

@@ -1,0 +1,250 @@
+//! `lockstep`: the command line over lockstep-core and lockstep-train.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use lockstep_core::config::BackendKind;
+use lockstep_core::{load_config, sha256_hex};
+use lockstep_train::checkpoint::Checkpoint;
+use lockstep_train::{BuildInfo, RunOptions};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "lockstep",
+    version,
+    about = "Deterministic training on Burn: the same config and seed give the same bits."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train from a TOML config into a new run directory.
+    Train {
+        /// The job, e.g. configs/digits_mlp.toml.
+        config: PathBuf,
+        /// Run directory to create (default: runs/<config name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// ndarray, flex or wgpu (default: the config's train.backend).
+        #[arg(long)]
+        backend: Option<String>,
+        /// wgpu adapter: default, cpu, discrete:N, integrated:N, virtual:N.
+        #[arg(long)]
+        device: Option<String>,
+        /// CPU threads (default: the config's train.threads; 0 = all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Stop after N optimizer steps, with a checkpoint there (continue with `resume`).
+        #[arg(long)]
+        max_steps: Option<u64>,
+    },
+    /// Continue a run from its newest checkpoint.
+    Resume {
+        run: PathBuf,
+        #[arg(long)]
+        device: Option<String>,
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long)]
+        max_steps: Option<u64>,
+    },
+    /// Show a checkpoint's tensors, shapes, dtypes and metadata (and verify its checksum).
+    Inspect {
+        file: PathBuf,
+        /// Print machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn build_info() -> BuildInfo {
+    let src = env!("CARGO_MANIFEST_DIR");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(src)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    BuildInfo {
+        git_sha: git(&["rev-parse", "HEAD"]),
+        git_dirty: git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty()),
+        cargo_lock_sha256: sha256_hex(include_bytes!("../Cargo.lock")),
+        rustc: env!("LOCKSTEP_RUSTC_VERSION").to_string(),
+    }
+}
+
+fn parse_backend(s: &str) -> Result<BackendKind> {
+    BackendKind::parse(s)
+        .with_context(|| format!("--backend {s:?} is not a backend; use ndarray, flex or wgpu"))
+}
+
+/// Size thread pools before any tensor work. matrixmultiply (ndarray's matmul) reads
+/// MATMUL_NUM_THREADS once at its first use, so it is set here, single-threaded, at start-up.
+fn set_threads(threads: usize) -> Result<()> {
+    if threads > 0 {
+        // SAFETY: called at the top of main before any other thread exists.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var("MATMUL_NUM_THREADS", threads.min(4).to_string());
+        }
+    }
+    lockstep_train::backend::configure_threads(threads)?;
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let progress = std::io::stderr().is_terminal();
+    match cli.command {
+        Command::Train {
+            config,
+            out,
+            backend,
+            device,
+            threads,
+            max_steps,
+        } => {
+            let cfg = load_config(&config)?;
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("reading {}", config.display()))?;
+            let backend = match backend {
+                Some(b) => parse_backend(&b)?,
+                None => cfg.train.backend,
+            };
+            let threads = threads.unwrap_or(cfg.train.threads);
+            if max_steps == Some(0) {
+                bail!("--max-steps 0 would take no step; use a positive number");
+            }
+            set_threads(threads)?;
+            let out = out.unwrap_or_else(|| Path::new("runs").join(&cfg.name));
+            let opts = RunOptions {
+                backend,
+                device,
+                threads,
+                stop_at: max_steps,
+                progress,
+                build: build_info(),
+            };
+            let s = lockstep_train::train(&cfg, &text, &out, &opts)?;
+            report(&s);
+        }
+        Command::Resume {
+            run,
+            device,
+            threads,
+            max_steps,
+        } => {
+            let manifest = lockstep_train::run::read_manifest(&run)?;
+            let threads = threads.unwrap_or(manifest.placement.threads);
+            set_threads(threads)?;
+            let opts = RunOptions {
+                backend: BackendKind::Ndarray,
+                device,
+                threads,
+                stop_at: max_steps,
+                progress,
+                build: build_info(),
+            };
+            let s = lockstep_train::resume(&run, &opts)?;
+            report(&s);
+        }
+        Command::Inspect { file, json } => inspect(&file, json)?,
+    }
+    Ok(())
+}
+
+fn report(s: &lockstep_train::RunSummary) {
+    if s.finished {
+        for e in &s.evals {
+            println!(
+                "{}: accuracy {:.4}  loss {:.4}  ({} samples)",
+                e.split, e.accuracy, e.loss, e.samples
+            );
+        }
+        println!(
+            "finished {} steps -> {}/final.safetensors (sha256 {})",
+            s.step,
+            s.dir.display(),
+            s.final_sha256.as_deref().unwrap_or("?")
+        );
+    } else {
+        println!(
+            "stopped at step {}/{} with a checkpoint; continue with: lockstep resume {}",
+            s.step,
+            s.total_steps,
+            s.dir.display()
+        );
+    }
+}
+
+fn inspect(file: &Path, json: bool) -> Result<()> {
+    let ck = Checkpoint::read(file)?;
+    if json {
+        let tensors: serde_json::Map<String, serde_json::Value> = ck
+            .tensors
+            .iter()
+            .map(|(k, t)| {
+                (
+                    k.clone(),
+                    serde_json::json!({"dtype": t.dtype.name(), "shape": t.shape}),
+                )
+            })
+            .collect();
+        let v = serde_json::json!({"file": file, "checksum": "ok", "state": ck.state, "identity": ck.identity, "tensors": tensors});
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!(
+        "{}  (checksum ok, {} tensors)",
+        file.display(),
+        ck.tensors.len()
+    );
+    println!(
+        "config {} ({}), seed {}, lockstep {}",
+        ck.identity.config.name,
+        &ck.identity.config_hash[..16],
+        ck.identity.seed,
+        ck.identity.lockstep_version
+    );
+    println!(
+        "state: step {}/{}, epoch {}, batch {} of the epoch, last lr {}",
+        ck.state.step,
+        ck.state.total_steps,
+        ck.state.epoch,
+        ck.state.batch_in_epoch,
+        ck.state.last_lr
+    );
+    for (name, h) in &ck.identity.datasets {
+        println!("data: {name} sha256 {}", &h[..16]);
+    }
+    for (name, t) in &ck.tensors {
+        println!("  {name:<28} {:<5} {:?}", t.dtype.name(), t.shape);
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LOCKSTEP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Bad input through the real CLI: a clear message naming the input, a non-zero exit, no
+//! panic, and nothing on disk modified.
+
+use crate::harness::{config, lockstep, short_digits, stderr, tree, write_config};
+
+fn assert_clean_failure(o: &std::process::Output, must_name: &str) {
+    let e = stderr(o);
+    assert!(!o.status.success());
+    assert!(!e.contains("panicked"), "panic instead of an error:\n{e}");
+    assert!(
+        e.contains(must_name),
+        "error does not name {must_name:?}:\n{e}"
+    );
+}
+
+#[test]
+fn unknown_key_and_wrong_type_fail_cleanly() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = write_config(
+        dir.path(),
+        "bad.toml",
+        &short_digits("").replace("[model]\n", "[model]\nwidth = 3\n"),
+    );
+    let o = lockstep(
+        &[
+            "train",
+            p.to_str().unwrap(),
+            "--out",
+            dir.path().join("r").to_str().unwrap(),
+        ],
+        false,
+    );
+    assert_clean_failure(&o, "width");
+    assert!(
+        !dir.path().join("r").exists(),
+        "a failed config must not create the run directory"
+    );
+    let p = write_config(
+        dir.path(),
+        "bad2.toml",
+        &short_digits("").replace("batch_size = 32", "batch_size = 3.5"),
+    );
+    let o = lockstep(
+        &[
+            "train",
+            p.to_str().unwrap(),
+            "--out",
+            dir.path().join("r").to_str().unwrap(),
+        ],
+        false,
+    );
+    assert_clean_failure(&o, "bad2.toml");
+}
+
+#[test]
+fn missing_config_and_missing_data_fail_cleanly() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let o = lockstep(&["train", "/nonexistent/job.toml"], false);
+    assert_clean_failure(&o, "/nonexistent/job.toml");
+    let text = std::fs::read_to_string(config("fashion_mlp.toml"))
+        .unwrap()
+        .replace("/usr/share/datasets/fashion-mnist", "/nonexistent/fmnist");
+    let p = write_config(dir.path(), "f.toml", &text);
+    let o = lockstep(
+        &[
+            "train",
+            p.to_str().unwrap(),
+            "--out",
+            dir.path().join("r").to_str().unwrap(),
+        ],
+        false,
+    );
+    assert_clean_failure(&o, "/nonexistent/fmnist");
+    assert!(!dir.path().join("r").exists());
+}
+
+#[test]
+fn bad_flags_fail_cleanly() {
+    let o = lockstep(
+        &[
+            "train",
+            config("digits_mlp.toml").to_str().unwrap(),
+            "--backend",
+            "tpu",
+        ],
+        false,
+    );
+    assert_clean_failure(&o, "tpu");
+    let o = lockstep(
+        &[
+            "train",
+            config("digits_mlp.toml").to_str().unwrap(),
+            "--threads",
+            "many",
+        ],
+        false,
+    );
+    assert_clean_failure(&o, "many");
+}
+
+#[test]
+fn existing_run_directory_is_never_overwritten() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = write_config(dir.path(), "j.toml", &short_digits(""));
+    let run = dir.path().join("run");
+    let run_s = run.to_str().unwrap();
+    lockstep(
+        &[
+            "train",
+            p.to_str().unwrap(),
+            "--out",
+            run_s,
+            "--max-steps",
+            "30",
+        ],
+        true,
+    );
+    let before = tree(&run, &[]);
+    let o = lockstep(&["train", p.to_str().unwrap(), "--out", run_s], false);
+    assert_clean_failure(&o, run_s);
+    assert_eq!(
+        before,
+        tree(&run, &[]),
+        "a refused train modified the run directory"
+    );
+    // A plain file in the way is not clobbered either.
+    let f = dir.path().join("file");
+    std::fs::write(&f, b"keep").unwrap();
+    let o = lockstep(
+        &["train", p.to_str().unwrap(), "--out", f.to_str().unwrap()],
+        false,
+    );
+    assert_clean_failure(&o, "file");
+    assert_eq!(std::fs::read(&f).unwrap(), b"keep");
+}
+
+#[test]
+fn corrupt_and_foreign_checkpoints_are_refused_on_resume() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = write_config(dir.path(), "j.toml", &short_digits(""));
+    let run = dir.path().join("run");
+    lockstep(
+        &[
+            "train",
+            p.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+            "--max-steps",
+            "50",
+        ],
+        true,
+    );
+    let ck = run.join("checkpoints/step-0000050.safetensors");
+    let good = std::fs::read(&ck).unwrap();
+    // (a) one flipped bit in the data section
+    let mut flipped = good.clone();
+    let last = flipped.len() - 3;
+    flipped[last] ^= 0x10;
+    std::fs::write(&ck, &flipped).unwrap();
+    let snapshot = tree(&run, &[]);
+    let o = lockstep(&["resume", run.to_str().unwrap()], false);
+    assert_clean_failure(&o, "step-0000050.safetensors");
+    assert!(stderr(&o).contains("checksum"), "{}", stderr(&o));
+    assert_eq!(
+        snapshot,
+        tree(&run, &[]),
+        "a refused resume modified the run directory"
+    );
+    // (b) truncated
+    std::fs::write(&ck, &good[..good.len() / 2]).unwrap();
+    let o = lockstep(&["resume", run.to_str().unwrap()], false);
+    assert_clean_failure(&o, "step-0000050.safetensors");
+    // (c) inspect names the file too
+    let o = lockstep(&["inspect", ck.to_str().unwrap()], false);
+    assert_clean_failure(&o, "step-0000050.safetensors");
+    std::fs::write(&ck, &good).unwrap();
+    lockstep(&["inspect", ck.to_str().unwrap()], true);
+}
+
+#[test]
+fn checkpoint_of_a_different_model_shape_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let small = write_config(
+        dir.path(),
+        "small.toml",
+        &short_digits("").replace("hidden = [128, 64]", "hidden = [16]"),
+    );
+    let big = write_config(dir.path(), "big.toml", &short_digits(""));
+    let (ra, rb) = (dir.path().join("a"), dir.path().join("b"));
+    lockstep(
+        &[
+            "train",
+            small.to_str().unwrap(),
+            "--out",
+            ra.to_str().unwrap(),
+            "--max-steps",
+            "25",
+        ],
+        true,
+    );
+    lockstep(
+        &[
+            "train",
+            big.to_str().unwrap(),
+            "--out",
+            rb.to_str().unwrap(),
+            "--max-steps",
+            "25",
+        ],
+        true,
+    );
+    // Put run a's checkpoint into run b: its identity and shapes differ.
+    let foreign = std::fs::read(ra.join("checkpoints/step-0000025.safetensors")).unwrap();
+    let target = rb.join("checkpoints/step-0000025.safetensors");
+    std::fs::write(&target, foreign).unwrap();
+    let o = lockstep(&["resume", rb.to_str().unwrap()], false);
+    assert_clean_failure(&o, "step-0000025.safetensors");
+}

@@ -1,0 +1,12 @@
+//! lockstep's integration suite: one binary, modules named by what they prove.
+//!
+//! Every determinism claim is checked against a second run, a recorded golden value, or an
+//! independent reimplementation — never against the code path under test.
+
+mod bad_input;
+mod checkpoint_format;
+mod config_files;
+mod harness;
+mod init_weights;
+mod reproducibility;
+mod seed_streams;
