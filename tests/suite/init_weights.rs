@@ -11,7 +11,12 @@ use sha2::{Digest, Sha256};
 fn digits_model() -> (Model, u64) {
     let cfg = load_config(&config("digits_mlp.toml")).expect("shipped config");
     (
-        Model::new(&cfg.model, cfg.data.image_shape, cfg.data.classes),
+        Model::new(
+            &cfg.model,
+            cfg.train.kernels,
+            cfg.data.image_shape,
+            cfg.data.classes,
+        ),
         cfg.seed,
     )
 }

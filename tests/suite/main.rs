@@ -6,7 +6,9 @@
 mod bad_input;
 mod checkpoint_format;
 mod config_files;
+mod cross_backend;
 mod harness;
 mod init_weights;
+mod kernels_bitwise;
 mod reproducibility;
 mod seed_streams;

@@ -394,6 +394,14 @@ impl Validator {
         let optimizer = self.optimizer(raw.optimizer)?;
         let schedule = self.schedule(raw.schedule)?;
         let train = self.train(raw.train)?;
+        if train.kernels == KernelSet::Lockstep && model.activation != Activation::Relu {
+            return Err(self.err(
+                "model.activation",
+                format!("{:?}", model.activation).to_lowercase(),
+                "the lockstep kernel set has a fixed-order kernel for relu only",
+                "use activation = \"relu\", or kernels = \"burn\" for tanh/sigmoid/gelu",
+            ));
+        }
         Ok(Config {
             name,
             seed,

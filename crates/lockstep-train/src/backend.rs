@@ -63,10 +63,22 @@ pub fn open(
                 fix: "use default, cpu, discrete:N, integrated:N or virtual:N".into(),
             })?;
             let init = std::panic::catch_unwind(|| {
-                Device::wgpu_options().device_kind(dk).init_with_setup()
+                Device::wgpu_options()
+                    .device_kind(dk.clone())
+                    .init_with_setup()
             });
             let (device, setup) = match init {
                 Ok(Ok(x)) => x,
+                // Initialised earlier in this process (library use): the adapter works, but its
+                // driver facts can no longer be queried.
+                Ok(Err(_)) if wgpu_available() => {
+                    facts.insert(
+                        "adapter".into(),
+                        "(runtime initialised earlier in this process)".into(),
+                    );
+                    let device = Device::wgpu(dk);
+                    return Ok(finish(kind, device, threads, facts));
+                }
                 Ok(Err(e)) => return Err(no_adapter(format!("{e}"))),
                 Err(_) => return Err(no_adapter("adapter request panicked".into())),
             };
@@ -81,13 +93,30 @@ pub fn open(
             device
         }
     };
+    Ok(finish(kind, device, threads, facts))
+}
+
+fn finish(
+    kind: BackendKind,
+    device: Device,
+    threads: usize,
+    mut facts: BTreeMap<String, String>,
+) -> Backend {
     facts.insert("threads".into(), threads.to_string());
     facts.insert("cpu".into(), cpu_model());
-    Ok(Backend {
+    {
+        use burn::backend::Backend as _;
+        facts.insert(
+            "runtime".into(),
+            burn::backend::Dispatch::name(device.as_dispatch()),
+        );
+    }
+    facts.extend(lockstep_kernels::profile::probe(&device).facts());
+    Backend {
         kind,
         device,
         facts,
-    })
+    }
 }
 
 fn no_adapter(detail: String) -> TrainError {
@@ -98,9 +127,19 @@ fn no_adapter(detail: String) -> TrainError {
     }
 }
 
-/// Whether a wgpu adapter can be opened (used by tests to skip loudly when there is none).
+/// Whether a wgpu adapter works in this process (used by tests to skip loudly when there is
+/// none). Computed once: a small tensor round trip on the default adapter.
 pub fn wgpu_available() -> bool {
-    std::panic::catch_unwind(|| Device::wgpu_options().init_with_setup().is_ok()).unwrap_or(false)
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        std::panic::catch_unwind(|| {
+            let d = Device::wgpu(DeviceKind::DefaultDevice);
+            burn::tensor::Tensor::<1>::zeros([1], &d)
+                .try_into_vec_as::<f32>()
+                .is_ok()
+        })
+        .unwrap_or(false)
+    })
 }
 
 fn cpu_model() -> String {

@@ -18,7 +18,8 @@ use burn::tensor::module::{conv2d, max_pool2d};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor, TensorData};
 use lockstep_core::SeedStream;
-use lockstep_core::config::{Activation, Init, ModelConfig, ModelKind};
+use lockstep_core::config::{Activation, Init, KernelSet, ModelConfig, ModelKind};
+use lockstep_kernels as det;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParamSpec {
@@ -38,6 +39,7 @@ impl ParamSpec {
 #[derive(Clone, Debug)]
 pub struct Model {
     pub cfg: ModelConfig,
+    pub kernels: KernelSet,
     pub image_shape: [usize; 3],
     pub classes: usize,
     pub specs: Vec<ParamSpec>,
@@ -82,7 +84,12 @@ fn conv(name: &str, cin: usize, cout: usize, k: usize) -> [ParamSpec; 2] {
 }
 
 impl Model {
-    pub fn new(cfg: &ModelConfig, image_shape: [usize; 3], classes: usize) -> Self {
+    pub fn new(
+        cfg: &ModelConfig,
+        kernels: KernelSet,
+        image_shape: [usize; 3],
+        classes: usize,
+    ) -> Self {
         let [c, h, w] = image_shape;
         let mut specs = Vec::new();
         let mut din = c * h * w;
@@ -106,6 +113,7 @@ impl Model {
         specs.extend(linear(&format!("{prefix}{i}"), din, classes));
         Model {
             cfg: cfg.clone(),
+            kernels,
             image_shape,
             classes,
             specs,
@@ -179,7 +187,10 @@ impl Model {
             for _ in 0..2 {
                 let s = &self.specs[idx];
                 let w = p(idx).reshape([s.shape[0], s.shape[1], s.shape[2], s.shape[3]]);
-                y = conv2d(y, w, Some(p(idx + 1)), opts());
+                y = match self.kernels {
+                    KernelSet::Burn => conv2d(y, w, Some(p(idx + 1)), opts()),
+                    KernelSet::Lockstep => conv2d_im2col(y, w, p(idx + 1), pad),
+                };
                 y = max_pool2d(self.activate4(y), MaxPoolOptions::new([2, 2]));
                 idx += 2;
             }
@@ -191,21 +202,35 @@ impl Model {
             let s = &self.specs[idx];
             let w = p(idx).reshape([s.shape[0], s.shape[1]]);
             let b = p(idx + 1).reshape([1, s.shape[1]]);
-            h = h.matmul(w) + b;
+            h = match self.kernels {
+                KernelSet::Burn => h.matmul(w) + b,
+                KernelSet::Lockstep => det::add_bias(det::ops::matmul(h, w), b),
+            };
             idx += 2;
             if layer + 1 < n_linear {
                 h = self.activate(h);
                 if let Some((seed, step)) = dropout.filter(|_| self.cfg.dropout > 0.0) {
-                    let mask = dropout_mask(seed, layer, step, batch, s.shape[1], self.cfg.dropout);
-                    h = h * Tensor::<2>::from_data(
-                        TensorData::new(mask, [batch, s.shape[1]]),
-                        &device,
-                    );
+                    let p = self.cfg.dropout;
+                    let mask = match self.kernels {
+                        KernelSet::Burn => {
+                            let m = dropout_mask(seed, layer, step, batch, s.shape[1], p);
+                            Tensor::<2>::from_data(TensorData::new(m, [batch, s.shape[1]]), &device)
+                        }
+                        KernelSet::Lockstep => {
+                            det::dropout_mask(&h, seed, &dropout_stream(layer, step), p as f32)
+                        }
+                    };
+                    h = h * mask;
                 }
             }
         }
         h
     }
+}
+
+/// The name of the dropout stream of hidden layer `layer` at `step`.
+pub fn dropout_stream(layer: usize, step: u64) -> String {
+    format!("dropout/l{layer}/step-{step}")
 }
 
 /// The inverted-dropout mask of hidden layer `layer` at `step` (module doc).
@@ -217,7 +242,7 @@ pub fn dropout_mask(
     width: usize,
     p: f64,
 ) -> Vec<f32> {
-    let mut stream = SeedStream::new(seed, format!("dropout/l{layer}/step-{step}"));
+    let mut stream = SeedStream::new(seed, dropout_stream(layer, step));
     let keep = (1.0 / (1.0 - p)) as f32;
     let p = p as f32;
     (0..batch * width)
@@ -225,14 +250,54 @@ pub fn dropout_mask(
         .collect()
 }
 
-/// Mean cross-entropy of `logits` against one-hot `targets` (both `[batch, classes]`).
+/// Mean cross-entropy `[1, 1]` of `logits` against one-hot `targets` (both `[batch, classes]`).
 ///
-/// Reduces with `sum_dim` only (per-row, then over the batch column): burn's full `sum()` uses
-/// float atomics on wgpu, whose order changes run to run.
-pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<2> {
+/// Stock set: reduces with `sum_dim` only (per row, then over the batch column): burn's full
+/// `sum()` uses float atomics on wgpu, whose order changes run to run. Lockstep set: the fused
+/// `xent` kernel per row, then `sum_rows` over the batch in order.
+pub fn cross_entropy(kernels: KernelSet, logits: Tensor<2>, targets: Tensor<2>) -> Tensor<2> {
     let batch = logits.dims()[0];
-    let nll = (log_softmax(logits, 1) * targets).sum_dim(1);
-    nll.sum_dim(0) * (-1.0 / batch as f32)
+    match kernels {
+        KernelSet::Burn => {
+            (log_softmax(logits, 1) * targets).sum_dim(1).sum_dim(0) * (-1.0 / batch as f32)
+        }
+        KernelSet::Lockstep => {
+            det::sum_rows(det::cross_entropy_nll(logits, targets)) * (1.0 / batch as f32)
+        }
+    }
+}
+
+/// Same-padding stride-1 conv2d as im2col + lockstep's matmul: every multiply-add in the fixed
+/// k order (k = (c_in, ky, kx) row-major); the patches are gathered by slicing (no arithmetic).
+pub fn conv2d_im2col(x: Tensor<4>, w: Tensor<4>, b: Tensor<1>, pad: usize) -> Tensor<4> {
+    let [n, c, h, wd] = x.dims();
+    let [co, _, k, _] = w.dims();
+    let device = x.device();
+    let xp = if pad > 0 {
+        let zr = Tensor::<4>::zeros([n, c, h, pad], &device);
+        let x = Tensor::cat(vec![zr.clone(), x, zr], 3);
+        let zc = Tensor::<4>::zeros([n, c, pad, wd + 2 * pad], &device);
+        Tensor::cat(vec![zc.clone(), x, zc], 2)
+    } else {
+        x
+    };
+    let mut taps = Vec::with_capacity(k * k);
+    for dy in 0..k {
+        for dx in 0..k {
+            taps.push(
+                xp.clone()
+                    .slice([0..n, 0..c, dy..dy + h, dx..dx + wd])
+                    .reshape([n, c, 1, h * wd]),
+            );
+        }
+    }
+    // [n, c, k*k, h*w] -> [n, h*w, c, k*k] -> [n*h*w, c*k*k]
+    let cols = Tensor::cat(taps, 2)
+        .permute([0, 3, 1, 2])
+        .reshape([n * h * wd, c * k * k]);
+    let w2 = w.reshape([co, c * k * k]).transpose();
+    let y = det::add_bias(det::ops::matmul(cols, w2), b.reshape([1, co]));
+    y.reshape([n, h, wd, co]).permute([0, 3, 1, 2])
 }
 
 /// One-hot rows for `labels` as a host vector `[labels.len(), classes]`.

@@ -163,7 +163,12 @@ pub fn train(
         pretty_json(&manifest).as_bytes(),
     )?;
     write_atomic(&out.join("metrics.jsonl"), b"")?;
-    let model = Model::new(&cfg.model, data.image_shape, data.classes);
+    let model = Model::new(
+        &cfg.model,
+        cfg.train.kernels,
+        data.image_shape,
+        data.classes,
+    );
     let start = Start::fresh(&model, cfg, &data, &backend.device);
     let r = run_loop(
         cfg,
@@ -218,7 +223,32 @@ pub fn resume(dir: &Path, opts_in: &RunOptions) -> Result<RunSummary, TrainError
         ));
     }
     let backend = backend::open(backend_kind, opts.threads, opts.device.as_deref())?;
-    let model = Model::new(&cfg.model, data.image_shape, data.classes);
+    let recorded: BTreeMap<&String, &String> = manifest
+        .placement
+        .device
+        .iter()
+        .filter(|(k, _)| k.starts_with("arith."))
+        .collect();
+    let now: BTreeMap<&String, &String> = backend
+        .facts
+        .iter()
+        .filter(|(k, _)| k.starts_with("arith."))
+        .collect();
+    if recorded != now {
+        return Err(TrainError::run_dir(
+            dir,
+            format!(
+                "this device's arithmetic profile {now:?} differs from the one the run was made with {recorded:?}: continuing would silently diverge from an uninterrupted run"
+            ),
+            "resume on a device with the recorded profile (see manifest.json placement.device)",
+        ));
+    }
+    let model = Model::new(
+        &cfg.model,
+        cfg.train.kernels,
+        data.image_shape,
+        data.classes,
+    );
     let start = match latest_checkpoint(dir) {
         None => Start::fresh(&model, &cfg, &data, &backend.device),
         Some((_, path)) => {
@@ -597,7 +627,7 @@ fn run_loop(
             .map(|p| Tensor::from_inner(p.clone()).require_grad())
             .collect();
         let logits = model.forward(&leaves, xt, Some((cfg.seed, state.step)));
-        let loss = cross_entropy(logits, tt);
+        let loss = cross_entropy(model.kernels, logits, tt);
         let loss_v = loss
             .clone()
             .try_into_vec_as::<f32>()

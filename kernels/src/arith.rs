@@ -1,0 +1,245 @@
+//! The arithmetic both sides share: `mad_nc` (multiply, round, add, round) and the f32 helpers
+//! `exp_fixed`, `log_fixed`, `recip_fixed`, built from `+ - *`, compares, `floor` and bit casts.
+//!
+//! CPU versions are plain Rust (`a * b + c` is never contracted by rustc). GPU versions are the
+//! `#[cube]` functions in `gpu`, the same operations in the same order, every product passed
+//! through `mad_nc` with the runtime `one`.
+//!
+//! - `exp_fixed(x)`: clamp x to [-87, 88]; `n = floor(x*log2e + 0.5)`; `r = n*(-ln2_hi) + x`;
+//!   `r = n*ln2_lo + r`; Cephes degree-5 polynomial `p` in Horner form; `y = p*r² + r + 1`;
+//!   result `y * 2^n` with `2^n` assembled from bits. Results stay normal. NaN passes through.
+//! - `log_fixed(x)` for normal x > 0: `x = m * 2^e`, `m` in (√½, √2]; `f = m - 1`; Cephes logf
+//!   degree-8 polynomial; `f + p*f*f² - f²/2 + e*ln2` with ln2 split hi/lo. No division.
+//! - `recip_fixed(d)` for d in [1, 2^60]: `y0` from the bit trick `0x7ef311c3 - bits(d)`, then
+//!   four Newton steps `y = y * (2 - d*y)`. Not correctly rounded (a few ULP), but the same bits
+//!   everywhere.
+
+pub const EXP_LO: f32 = -87.0;
+pub const EXP_HI: f32 = 88.0;
+pub const LOG2E: f32 = f32::from_bits(0x3fb8_aa3b);
+pub const NEG_LN2_HI: f32 = f32::from_bits(0xbf31_8000); // -0.693359375, exact
+pub const LN2_LO: f32 = f32::from_bits(0x395e_8083); // 2.12194440e-4
+pub const LN2_HI: f32 = f32::from_bits(0x3f31_8000); // 0.693359375
+pub const NEG_LN2_LO: f32 = f32::from_bits(0xb95e_8083);
+pub const EP0: f32 = f32::from_bits(0x3950_6967);
+pub const EP1: f32 = f32::from_bits(0x3ab7_43ce);
+pub const EP2: f32 = f32::from_bits(0x3c08_8908);
+pub const EP3: f32 = f32::from_bits(0x3d2a_a9c1);
+pub const EP4: f32 = f32::from_bits(0x3e2a_aaaa);
+pub const EP5: f32 = 0.5;
+/// Cephes logf polynomial (highest power first).
+pub const LP0: f32 = 7.037_683_6e-2;
+pub const LP1: f32 = -1.151_461_1e-1;
+pub const LP2: f32 = 1.167_699_9e-1;
+pub const LP3: f32 = -1.242_014_1e-1;
+pub const LP4: f32 = 1.424_932_3e-1;
+pub const LP5: f32 = -1.666_805_8e-1;
+pub const LP6: f32 = 2.000_071_4e-1;
+pub const LP7: f32 = -2.499_999_4e-1;
+pub const LP8: f32 = 3.333_333_1e-1;
+pub const SQRT_HALF_X2: f32 = f32::from_bits(0x3fb5_04f3); // sqrt(2)
+
+pub fn exp_fixed(x: f32) -> f32 {
+    if x.is_nan() {
+        return x;
+    }
+    let xc = if x < EXP_LO { EXP_LO } else { x };
+    let xc = if xc > EXP_HI { EXP_HI } else { xc };
+    let n = (xc * LOG2E + 0.5).floor();
+    let r = n * NEG_LN2_HI + xc;
+    let r = n * LN2_LO + r;
+    let z = r * r;
+    let mut p = EP0 * r + EP1;
+    p = p * r + EP2;
+    p = p * r + EP3;
+    p = p * r + EP4;
+    p = p * r + EP5;
+    let y = (p * z + r) + 1.0;
+    let two_n = f32::from_bits(((n + 127.0) as u32) << 23);
+    y * two_n
+}
+
+pub fn log_fixed(x: f32) -> f32 {
+    let bits = x.to_bits();
+    let e = ((bits >> 23) as f32) - 127.0;
+    let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
+    let big = m > SQRT_HALF_X2;
+    let m = if big { m * 0.5 } else { m };
+    let e = if big { e + 1.0 } else { e };
+    let f = m - 1.0;
+    let z = f * f;
+    let mut p = LP0 * f + LP1;
+    for c in [LP2, LP3, LP4, LP5, LP6, LP7, LP8] {
+        p = p * f + c;
+    }
+    let y = p * f;
+    let y = y * z;
+    let y = e * NEG_LN2_LO + y;
+    let y = -0.5 * z + y;
+    let r = f + y;
+    e * LN2_HI + r
+}
+
+pub fn recip_fixed(d: f32) -> f32 {
+    let mut y = f32::from_bits(0x7ef3_11c3u32.wrapping_sub(d.to_bits()));
+    for _ in 0..4 {
+        let t = (-d) * y + 2.0;
+        y = y * t;
+    }
+    y
+}
+
+/// The `#[cube]` twins. Kept free of burn imports (cubecl's prelude has its own `Tensor`).
+pub mod gpu {
+    use super::{
+        EP0, EP1, EP2, EP3, EP4, EP5, EXP_HI, EXP_LO, LN2_HI, LN2_LO, LOG2E, LP0, LP1, LP2, LP3,
+        LP4, LP5, LP6, LP7, LP8,
+    };
+    use super::{NEG_LN2_HI, NEG_LN2_LO, SQRT_HALF_X2};
+    use cubecl::prelude::*;
+
+    /// An optimisation barrier: `x` passed through an integer xor with a value the compiler
+    /// cannot know (`bits(one) ^ bits(1.0)`, i.e. 0 at run time). Nothing before it can be fused,
+    /// reassociated or contracted with anything after it — in CubeCL, in naga, in the driver's
+    /// own compiler (Mesa's NIR treats undecorated SPIR-V float ops as inexact and may reassociate
+    /// them; measured: without barriers lavapipe's exp differed from the CPU by up to 6 ULP).
+    #[cube]
+    pub fn nc(x: f32, one: f32) -> f32 {
+        let zero = one.to_bits() ^ 0x3f80_0000u32;
+        f32::from_bits(x.to_bits() ^ zero)
+    }
+
+    /// `round(round(a * b) + c)` whatever the compilers or the driver do with fma (crate doc).
+    #[cube]
+    pub fn mad_nc(a: f32, b: f32, c: f32, one: f32) -> f32 {
+        let p = nc(a * b, one);
+        nc(p + c, one)
+    }
+
+    #[cube]
+    pub fn exp_fixed(x: f32, one: f32) -> f32 {
+        let nan = x.is_nan();
+        let xc = select(x < EXP_LO, EXP_LO, x);
+        let xc = select(xc > EXP_HI, EXP_HI, xc);
+        let n = f32::floor(mad_nc(xc, LOG2E, 0.5f32, one));
+        let r = mad_nc(n, NEG_LN2_HI, xc, one);
+        let r = mad_nc(n, LN2_LO, r, one);
+        let z = nc(r * r, one);
+        let p = mad_nc(EP0, r, EP1, one);
+        let p = mad_nc(p, r, EP2, one);
+        let p = mad_nc(p, r, EP3, one);
+        let p = mad_nc(p, r, EP4, one);
+        let p = mad_nc(p, r, EP5, one);
+        let y = nc(mad_nc(p, z, r, one) + 1.0f32, one);
+        let two_n = f32::from_bits(u32::cast_from(n + 127.0f32) << 23u32);
+        let res = nc(y * two_n, one);
+        select(nan, x, res)
+    }
+
+    #[cube]
+    pub fn log_fixed(x: f32, one: f32) -> f32 {
+        let bits = x.to_bits();
+        let e = f32::cast_from(bits >> 23u32) - 127.0f32;
+        let m = f32::from_bits((bits & 0x007f_ffffu32) | 0x3f80_0000u32);
+        let big = m > SQRT_HALF_X2;
+        let m = select(big, m * 0.5f32, m);
+        let e = select(big, e + 1.0f32, e);
+        let f = nc(m - 1.0f32, one);
+        let z = nc(f * f, one);
+        let p = mad_nc(LP0, f, LP1, one);
+        let p = mad_nc(p, f, LP2, one);
+        let p = mad_nc(p, f, LP3, one);
+        let p = mad_nc(p, f, LP4, one);
+        let p = mad_nc(p, f, LP5, one);
+        let p = mad_nc(p, f, LP6, one);
+        let p = mad_nc(p, f, LP7, one);
+        let p = mad_nc(p, f, LP8, one);
+        let y = nc(p * f, one);
+        let y = nc(y * z, one);
+        let y = mad_nc(e, NEG_LN2_LO, y, one);
+        let y = mad_nc(-0.5f32, z, y, one);
+        let r = nc(f + y, one);
+        mad_nc(e, LN2_HI, r, one)
+    }
+
+    #[cube(launch)]
+    pub fn exp_kernel(x: &Tensor<f32>, out: &mut Tensor<f32>, one: f32) {
+        let pos = ABSOLUTE_POS;
+        if pos >= out.len() {
+            terminate!();
+        }
+        out[pos] = exp_fixed(x[pos], one);
+    }
+
+    #[cube(launch)]
+    pub fn log_kernel(x: &Tensor<f32>, out: &mut Tensor<f32>, one: f32) {
+        let pos = ABSOLUTE_POS;
+        if pos >= out.len() {
+            terminate!();
+        }
+        out[pos] = log_fixed(x[pos], one);
+    }
+
+    /// `a * b + c` written plainly: the arithmetic-profile probe (CubeCL emits `fma` here).
+    #[cube(launch)]
+    pub fn mad_plain_kernel(
+        a: &Tensor<f32>,
+        b: &Tensor<f32>,
+        c: &Tensor<f32>,
+        out: &mut Tensor<f32>,
+    ) {
+        let pos = ABSOLUTE_POS;
+        if pos >= out.len() {
+            terminate!();
+        }
+        out[pos] = a[pos] * b[pos] + c[pos];
+    }
+
+    #[cube]
+    pub fn recip_fixed(d: f32, one: f32) -> f32 {
+        let mut y = f32::from_bits(0x7ef3_11c3u32 - d.to_bits());
+        for _ in 0..4u32 {
+            let t = mad_nc(-d, y, 2.0f32, one);
+            y = nc(y * t, one);
+        }
+        y
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_fixed_is_close_to_std() {
+        for i in -8700..=8800 {
+            let x = i as f32 * 0.01;
+            let (a, b) = (exp_fixed(x), x.exp());
+            assert!(((a - b) / b).abs() < 4e-7, "x = {x}: {a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn log_fixed_is_close_to_std() {
+        let mut x = 1e-30f32;
+        while x < 1e30 {
+            let (a, b) = (log_fixed(x), x.ln());
+            assert!(
+                (a - b).abs() <= 2e-7 * b.abs().max(1.0),
+                "x = {x}: {a} vs {b}"
+            );
+            x *= 1.013;
+        }
+        assert_eq!(log_fixed(1.0), 0.0);
+    }
+
+    #[test]
+    fn recip_fixed_is_close_to_division() {
+        let mut d = 1.0f32;
+        while d < 1e12 {
+            let (a, b) = (recip_fixed(d), 1.0 / d);
+            assert!(((a - b) / b).abs() < 3e-7, "d = {d}: {a} vs {b}");
+            d *= 1.0007;
+        }
+    }
+}

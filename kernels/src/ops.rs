@@ -1,0 +1,790 @@
+//! The kernel seam: one burn backend extension (`DetOps`) implemented for the CPU backends
+//! (ndarray, flex: the `cpu.rs` loops over host memory), for every CubeCL runtime (wgpu: the
+//! `gpu.rs` kernels) and for autodiff (custom backward passes built from the same kernels).
+//!
+//! Tensor-level wrappers at the bottom are what models call; they work on any device, with or
+//! without autodiff.
+
+#![allow(deprecated)] // burn's NdArray backend is deprecated upstream in favour of Flex.
+
+use crate::{dropout, matmul, reduce, xent};
+use burn::backend::{
+    Autodiff, AutodiffBackend, Backend, Dispatch, Flex, NdArray, Shape, TensorData, TensorMetadata,
+    autodiff::{
+        checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+        grads::Gradients as AdGrads,
+        ops::{Backward, Ops, OpsKind, unary},
+    },
+    backend_extension,
+    ops::FloatTensorOps,
+    read_sync,
+    tensor::FloatTensor,
+};
+use burn::tensor::Tensor;
+
+/// lockstep's deterministic ops. Every implementation follows the order in its op's module doc.
+#[backend_extension(NdArray, Flex, Cube, Autodiff)]
+pub trait DetOps: Backend {
+    /// `[m, k] x [k, n] -> [m, n]`, k in order (`matmul`).
+    fn det_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `[m, n] -> [1, n]`, rows in order (`reduce`).
+    fn det_sum_rows(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Any shape `-> [1]`, 256-chunks then partials (`reduce`).
+    fn det_sum_all(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `[m, n] + [1, n]` (one IEEE add per element); its bias gradient is `det_sum_rows`.
+    fn det_add_bias(x: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Softmax cross-entropy per row, `[m, c], [m, c] -> [m, 1]` (`xent`).
+    fn det_xent(logits: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// The gradient of `det_xent` for incoming `g` `[m, 1]` (`xent`).
+    fn det_xent_backward(
+        logits: FloatTensor<Self>,
+        targets: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+    /// Dropout mask shaped like `like` from ChaCha8 key `key`, stream word 0 on (`dropout`).
+    fn det_dropout_mask(
+        like: &FloatTensor<Self>,
+        key: [u32; 8],
+        p: f32,
+        scale: f32,
+    ) -> FloatTensor<Self>;
+    /// Element-wise `arith::exp_fixed`.
+    fn det_exp(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Element-wise `arith::log_fixed`.
+    fn det_log(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `a * b + c` written plainly, as the device compiles it (the arithmetic-profile probe).
+    fn det_probe_mad(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
+
+// ---- CPU backends: host loops over contiguous copies ----------------------------------------
+
+fn host<B: Backend>(t: FloatTensor<B>) -> (Vec<f32>, Shape) {
+    let shape = t.shape();
+    let data = read_sync(B::float_into_data(t)).expect("reading a CPU tensor cannot fail");
+    let v = data.convert::<f32>().into_vec::<f32>().expect("f32 data");
+    (v, shape)
+}
+
+fn upload<B: Backend>(v: Vec<f32>, shape: Shape, device: &B::Device) -> FloatTensor<B> {
+    B::float_from_data(TensorData::new(v, shape), device)
+}
+
+fn dims2(s: &Shape, op: &str) -> (usize, usize) {
+    assert_eq!(s.num_dims(), 2, "{op}: expected a rank-2 tensor, got {s:?}");
+    (s[0], s[1])
+}
+
+macro_rules! impl_cpu_det_ops {
+    ($b:ty) => {
+        impl DetOps for $b {
+            fn det_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+                let device = a.device();
+                let ((av, sa), (bv, sb)) = (host::<Self>(a), host::<Self>(b));
+                let ((m, k), (k2, n)) = (dims2(&sa, "det_matmul"), dims2(&sb, "det_matmul"));
+                assert_eq!(k, k2, "det_matmul: inner dims differ: {sa:?} x {sb:?}");
+                upload::<Self>(
+                    matmul::cpu::matmul(&av, &bv, m, k, n, false),
+                    Shape::new([m, n]),
+                    &device,
+                )
+            }
+            fn det_sum_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
+                let device = x.device();
+                let (xv, s) = host::<Self>(x);
+                let (m, n) = dims2(&s, "det_sum_rows");
+                upload::<Self>(
+                    reduce::cpu::sum_rows(&xv, m, n),
+                    Shape::new([1, n]),
+                    &device,
+                )
+            }
+            fn det_sum_all(x: FloatTensor<Self>) -> FloatTensor<Self> {
+                let device = x.device();
+                let (xv, _) = host::<Self>(x);
+                upload::<Self>(vec![reduce::cpu::sum_all(&xv)], Shape::new([1]), &device)
+            }
+            fn det_add_bias(x: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+                <Self as FloatTensorOps<Self>>::float_add(x, b)
+            }
+            fn det_xent(
+                logits: FloatTensor<Self>,
+                targets: FloatTensor<Self>,
+            ) -> FloatTensor<Self> {
+                let device = logits.device();
+                let ((xv, s), (tv, _)) = (host::<Self>(logits), host::<Self>(targets));
+                let (m, c) = dims2(&s, "det_xent");
+                upload::<Self>(
+                    xent::cpu::forward(&xv, &tv, m, c),
+                    Shape::new([m, 1]),
+                    &device,
+                )
+            }
+            fn det_xent_backward(
+                logits: FloatTensor<Self>,
+                targets: FloatTensor<Self>,
+                g: FloatTensor<Self>,
+            ) -> FloatTensor<Self> {
+                let device = logits.device();
+                let ((xv, s), (tv, _), (gv, _)) =
+                    (host::<Self>(logits), host::<Self>(targets), host::<Self>(g));
+                let (m, c) = dims2(&s, "det_xent_backward");
+                upload::<Self>(xent::cpu::backward(&xv, &tv, &gv, m, c), s, &device)
+            }
+            fn det_dropout_mask(
+                like: &FloatTensor<Self>,
+                key: [u32; 8],
+                p: f32,
+                scale: f32,
+            ) -> FloatTensor<Self> {
+                let shape = like.shape();
+                let n = shape.num_elements();
+                let mut out = Vec::with_capacity(n);
+                let mut blk = 0u64;
+                while out.len() < n {
+                    for w in dropout::cpu::chacha8_block(&key, blk, 0) {
+                        if out.len() < n {
+                            let u = (w >> 8) as f32 * dropout::gpu::INV_2_24;
+                            out.push(if u >= p { scale } else { 0.0 });
+                        }
+                    }
+                    blk += 1;
+                }
+                upload::<Self>(out, shape, &like.device())
+            }
+            fn det_exp(x: FloatTensor<Self>) -> FloatTensor<Self> {
+                let device = x.device();
+                let (xv, s) = host::<Self>(x);
+                upload::<Self>(
+                    xv.iter().map(|&v| crate::arith::exp_fixed(v)).collect(),
+                    s,
+                    &device,
+                )
+            }
+            fn det_log(x: FloatTensor<Self>) -> FloatTensor<Self> {
+                let device = x.device();
+                let (xv, s) = host::<Self>(x);
+                upload::<Self>(
+                    xv.iter().map(|&v| crate::arith::log_fixed(v)).collect(),
+                    s,
+                    &device,
+                )
+            }
+            fn det_probe_mad(
+                a: FloatTensor<Self>,
+                b: FloatTensor<Self>,
+                c: FloatTensor<Self>,
+            ) -> FloatTensor<Self> {
+                let device = a.device();
+                let ((av, s), (bv, _), (cv, _)) =
+                    (host::<Self>(a), host::<Self>(b), host::<Self>(c));
+                let out = av
+                    .iter()
+                    .zip(&bv)
+                    .zip(&cv)
+                    .map(|((&a, &b), &c)| a * b + c)
+                    .collect();
+                upload::<Self>(out, s, &device)
+            }
+        }
+    };
+}
+impl_cpu_det_ops!(NdArray);
+impl_cpu_det_ops!(Flex);
+
+// ---- CubeCL (wgpu and every other cube runtime) ----------------------------------------------
+
+mod cube_host {
+    use super::{dropout, matmul, reduce, xent};
+    use burn::backend::{DType, Shape, TensorMetadata};
+    use burn_cubecl::kernel::{into_contiguous, untile};
+    use burn_cubecl::ops::numeric::{empty_device_contiguous_dtype, zeros_client};
+    use burn_cubecl::tensor::CubeTensor;
+    use cubecl::prelude::{CubeCount, CubeDim};
+
+    /// The runtime multiply-by-one that keeps products rounded (crate doc). Never a literal.
+    const ONE: f32 = 1.0;
+
+    fn f32_only(t: &CubeTensor, op: &str) {
+        assert_eq!(
+            t.dtype,
+            DType::F32,
+            "{op}: lockstep kernels are f32-only, got {:?}",
+            t.dtype
+        );
+    }
+
+    fn grid(t: &CubeTensor, units: usize) -> (CubeCount, CubeDim) {
+        assert!(units < u32::MAX as usize, "kernel indexing is 32-bit");
+        let dim = CubeDim::new_1d(256);
+        (
+            cubecl::calculate_cube_count_elemwise(&t.client, units, dim),
+            dim,
+        )
+    }
+
+    fn empty(like: &CubeTensor, shape: Shape) -> CubeTensor {
+        empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, DType::F32)
+    }
+
+    pub fn launch_matmul(a: CubeTensor, b: CubeTensor) -> CubeTensor {
+        f32_only(&a, "det_matmul");
+        f32_only(&b, "det_matmul");
+        let (a, b) = (untile(a), untile(b));
+        let ([m, k], [k2, n]) = (a.shape().dims::<2>(), b.shape().dims::<2>());
+        assert_eq!(k, k2, "det_matmul: inner dims differ");
+        let out = empty(&a, Shape::new([m, n]));
+        if m * n == 0 {
+            return out;
+        }
+        let (count, dim) = grid(&out, m * n);
+        matmul::gpu::matmul_kernel::launch(
+            &out.client,
+            count,
+            dim,
+            a.into_tensor_arg(),
+            b.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            ONE,
+        );
+        out
+    }
+
+    pub fn launch_sum_rows(x: CubeTensor) -> CubeTensor {
+        f32_only(&x, "det_sum_rows");
+        let x = untile(x);
+        let [_, n] = x.shape().dims::<2>();
+        let out = empty(&x, Shape::new([1, n]));
+        if n == 0 {
+            return out;
+        }
+        let (count, dim) = grid(&out, n);
+        reduce::gpu::sum_rows_kernel::launch(
+            &out.client,
+            count,
+            dim,
+            x.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+        );
+        out
+    }
+
+    pub fn launch_sum_all(x: CubeTensor) -> CubeTensor {
+        f32_only(&x, "det_sum_all");
+        let len = x.shape().num_elements();
+        if len == 0 {
+            return zeros_client(
+                x.client.clone(),
+                x.device.clone(),
+                Shape::new([1]),
+                DType::F32,
+            );
+        }
+        let x = into_contiguous(x);
+        let chunks = len.div_ceil(reduce::CHUNK);
+        let partials = empty(&x, Shape::new([chunks]));
+        let (count, dim) = grid(&partials, chunks);
+        let client = x.client.clone();
+        let out = empty(&x, Shape::new([1]));
+        reduce::gpu::sum_chunks_kernel::launch(
+            &client,
+            count,
+            dim,
+            x.into_tensor_arg(),
+            partials.clone().into_tensor_arg(),
+        );
+        reduce::gpu::sum_partials_kernel::launch(
+            &client,
+            CubeCount::Static(1, 1, 1),
+            CubeDim::new_1d(1),
+            partials.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+        );
+        out
+    }
+
+    pub fn launch_xent(x: CubeTensor, t: CubeTensor) -> CubeTensor {
+        f32_only(&x, "det_xent");
+        let (x, t) = (into_contiguous(x), into_contiguous(t));
+        let [m, _] = x.shape().dims::<2>();
+        let out = empty(&x, Shape::new([m, 1]));
+        if m == 0 {
+            return out;
+        }
+        let (count, dim) = grid(&out, m);
+        xent::gpu::xent_forward_kernel::launch(
+            &out.client,
+            count,
+            dim,
+            x.into_tensor_arg(),
+            t.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            ONE,
+        );
+        out
+    }
+
+    pub fn launch_xent_backward(x: CubeTensor, t: CubeTensor, g: CubeTensor) -> CubeTensor {
+        let (x, t, g) = (into_contiguous(x), into_contiguous(t), into_contiguous(g));
+        let shape = x.shape();
+        let m = shape[0];
+        let out = empty(&x, shape);
+        if m == 0 {
+            return out;
+        }
+        let (count, dim) = grid(&out, m);
+        xent::gpu::xent_backward_kernel::launch(
+            &out.client,
+            count,
+            dim,
+            x.into_tensor_arg(),
+            t.into_tensor_arg(),
+            g.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            ONE,
+        );
+        out
+    }
+
+    pub fn launch_dropout_mask(like: &CubeTensor, key: [u32; 8], p: f32, scale: f32) -> CubeTensor {
+        let shape = like.shape();
+        let len = shape.num_elements();
+        let out = empty(like, shape);
+        if len == 0 {
+            return out;
+        }
+        let k = dropout::gpu::ChaChaKeyLaunch::new(
+            key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7], 0, 0,
+        );
+        let (count, dim) = grid(&out, len.div_ceil(16));
+        dropout::gpu::chacha8_mask_kernel::launch(
+            &out.client,
+            count,
+            dim,
+            out.clone().into_tensor_arg(),
+            k,
+            p,
+            scale,
+        );
+        out
+    }
+
+    pub fn launch_probe_mad(a: CubeTensor, b: CubeTensor, c: CubeTensor) -> CubeTensor {
+        let (a, b, c) = (into_contiguous(a), into_contiguous(b), into_contiguous(c));
+        let shape = a.shape();
+        let len = shape.num_elements();
+        let out = empty(&a, shape);
+        let (count, dim) = grid(&out, len.max(1));
+        crate::arith::gpu::mad_plain_kernel::launch(
+            &out.client,
+            count,
+            dim,
+            a.into_tensor_arg(),
+            b.into_tensor_arg(),
+            c.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+        );
+        out
+    }
+
+    pub fn launch_elementwise(x: CubeTensor, log: bool) -> CubeTensor {
+        f32_only(&x, "det_exp/det_log");
+        let x = into_contiguous(x);
+        let shape = x.shape();
+        let len = shape.num_elements();
+        let out = empty(&x, shape);
+        if len == 0 {
+            return out;
+        }
+        let (count, dim) = grid(&out, len);
+        if log {
+            crate::arith::gpu::log_kernel::launch(
+                &out.client,
+                count,
+                dim,
+                x.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                ONE,
+            );
+        } else {
+            crate::arith::gpu::exp_kernel::launch(
+                &out.client,
+                count,
+                dim,
+                x.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                ONE,
+            );
+        }
+        out
+    }
+}
+
+impl DetOps for burn::backend::Cube {
+    fn det_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        cube_host::launch_matmul(a, b)
+    }
+    fn det_sum_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        cube_host::launch_sum_rows(x)
+    }
+    fn det_sum_all(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        cube_host::launch_sum_all(x)
+    }
+    fn det_add_bias(x: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        <Self as FloatTensorOps<Self>>::float_add(x, b)
+    }
+    fn det_xent(logits: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self> {
+        cube_host::launch_xent(logits, targets)
+    }
+    fn det_xent_backward(
+        logits: FloatTensor<Self>,
+        targets: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        cube_host::launch_xent_backward(logits, targets, g)
+    }
+    fn det_dropout_mask(
+        like: &FloatTensor<Self>,
+        key: [u32; 8],
+        p: f32,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        cube_host::launch_dropout_mask(like, key, p, scale)
+    }
+    fn det_exp(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        cube_host::launch_elementwise(x, false)
+    }
+    fn det_log(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        cube_host::launch_elementwise(x, true)
+    }
+    fn det_probe_mad(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        cube_host::launch_probe_mad(a, b, c)
+    }
+}
+
+// ---- Autodiff: backward passes from the same kernels ----------------------------------------
+
+impl<B: DetOps, C: CheckpointStrategy> DetOps for Autodiff<B, C> {
+    fn det_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct MatmulBackward;
+        impl<B: DetOps> Backward<B, 2> for MatmulBackward {
+            type State = (FloatTensor<B>, FloatTensor<B>);
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut AdGrads,
+                _c: &mut Checkpointer,
+            ) {
+                let [node_a, node_b] = ops.parents;
+                let g = grads.consume::<B>(&ops.node);
+                let (a, b) = ops.state;
+                if let Some(node) = node_a {
+                    grads.register::<B>(node.id, B::det_matmul(g.clone(), B::float_transpose(b)));
+                }
+                if let Some(node) = node_b {
+                    grads.register::<B>(node.id, B::det_matmul(B::float_transpose(a), g));
+                }
+            }
+        }
+        match MatmulBackward
+            .prepare::<C>([a.node(), b.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (pa, pb) = (a.primitive().clone(), b.primitive().clone());
+                let out = B::det_matmul(pa.clone(), pb.clone());
+                prep.finish((pa, pb), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::det_matmul(a.into_primitive(), b.into_primitive()))
+            }
+        }
+    }
+
+    fn det_sum_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct SumRowsBackward;
+        impl<B: DetOps> Backward<B, 1> for SumRowsBackward {
+            type State = Shape;
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut AdGrads,
+                _c: &mut Checkpointer,
+            ) {
+                let shape = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |g| B::float_expand(g, shape));
+            }
+        }
+        match SumRowsBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let shape = x.primitive().shape();
+                prep.finish(shape, B::det_sum_rows(x.into_primitive()))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::det_sum_rows(x.into_primitive())),
+        }
+    }
+
+    fn det_sum_all(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct SumAllBackward;
+        impl<B: DetOps> Backward<B, 1> for SumAllBackward {
+            type State = Shape;
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut AdGrads,
+                _c: &mut Checkpointer,
+            ) {
+                let shape = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |g| {
+                    let ones: Shape = shape.iter().map(|_| 1usize).collect();
+                    B::float_expand(B::float_reshape(g, ones), shape)
+                });
+            }
+        }
+        match SumAllBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let shape = x.primitive().shape();
+                prep.finish(shape, B::det_sum_all(x.into_primitive()))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::det_sum_all(x.into_primitive())),
+        }
+    }
+
+    fn det_add_bias(x: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct AddBiasBackward;
+        impl<B: DetOps> Backward<B, 2> for AddBiasBackward {
+            type State = ();
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut AdGrads,
+                _c: &mut Checkpointer,
+            ) {
+                let [node_x, node_b] = ops.parents;
+                let g = grads.consume::<B>(&ops.node);
+                if let Some(node) = node_b {
+                    grads.register::<B>(node.id, B::det_sum_rows(g.clone()));
+                }
+                if let Some(node) = node_x {
+                    grads.register::<B>(node.id, g);
+                }
+            }
+        }
+        match AddBiasBackward
+            .prepare::<C>([x.node(), b.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                prep.finish((), B::det_add_bias(x.into_primitive(), b.into_primitive()))
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::det_add_bias(x.into_primitive(), b.into_primitive()))
+            }
+        }
+    }
+
+    fn det_xent(logits: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct XentBackward;
+        impl<B: DetOps> Backward<B, 1> for XentBackward {
+            type State = (FloatTensor<B>, FloatTensor<B>);
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut AdGrads,
+                _c: &mut Checkpointer,
+            ) {
+                let (x, t) = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |g| {
+                    B::det_xent_backward(x, t, g)
+                });
+            }
+        }
+        let t = targets.primitive().clone();
+        match XentBackward
+            .prepare::<C>([logits.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let x = logits.primitive().clone();
+                let out = B::det_xent(x.clone(), t.clone());
+                prep.finish((x, t), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::det_xent(logits.into_primitive(), t)),
+        }
+    }
+
+    fn det_xent_backward(
+        logits: FloatTensor<Self>,
+        targets: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        <Self as AutodiffBackend>::from_inner(B::det_xent_backward(
+            logits.into_primitive(),
+            targets.into_primitive(),
+            g.into_primitive(),
+        ))
+    }
+
+    fn det_dropout_mask(
+        like: &FloatTensor<Self>,
+        key: [u32; 8],
+        p: f32,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        <Self as AutodiffBackend>::from_inner(B::det_dropout_mask(like.primitive(), key, p, scale))
+    }
+
+    fn det_probe_mad(
+        a: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        c: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        <Self as AutodiffBackend>::from_inner(B::det_probe_mad(
+            a.into_primitive(),
+            b.into_primitive(),
+            c.into_primitive(),
+        ))
+    }
+
+    fn det_exp(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct ExpBackward;
+        impl<B: DetOps> Backward<B, 1> for ExpBackward {
+            type State = FloatTensor<B>;
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut AdGrads,
+                _c: &mut Checkpointer,
+            ) {
+                let out = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |g| B::float_mul(g, out));
+            }
+        }
+        match ExpBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::det_exp(x.into_primitive());
+                prep.finish(out.clone(), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::det_exp(x.into_primitive())),
+        }
+    }
+
+    fn det_log(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct LogBackward;
+        impl<B: DetOps> Backward<B, 1> for LogBackward {
+            type State = FloatTensor<B>;
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut AdGrads,
+                _c: &mut Checkpointer,
+            ) {
+                let x = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |g| B::float_div(g, x));
+            }
+        }
+        match LogBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let xp = x.primitive().clone();
+                prep.finish(xp.clone(), B::det_log(xp))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::det_log(x.into_primitive())),
+        }
+    }
+}
+
+// ---- Tensor-level API -----------------------------------------------------------------------
+
+/// `a · b` in the fixed k order.
+pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as DetOps>::det_matmul(
+        a.into_dispatch(),
+        b.into_dispatch(),
+    ))
+}
+
+/// Column sums `[m, n] -> [1, n]`, rows in order.
+pub fn sum_rows(x: Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as DetOps>::det_sum_rows(x.into_dispatch()))
+}
+
+/// Sum of all elements `-> [1]`, in the chunked order.
+pub fn sum_all<const D: usize>(x: Tensor<D>) -> Tensor<1> {
+    Tensor::from_dispatch(<Dispatch as DetOps>::det_sum_all(x.into_dispatch()))
+}
+
+/// `x + b` with `b` `[1, n]`; the bias gradient uses `sum_rows`.
+pub fn add_bias(x: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as DetOps>::det_add_bias(
+        x.into_dispatch(),
+        b.into_dispatch(),
+    ))
+}
+
+/// Per-row softmax cross-entropy `[m, 1]`.
+pub fn cross_entropy_nll(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as DetOps>::det_xent(
+        logits.into_dispatch(),
+        targets.into_dispatch(),
+    ))
+}
+
+/// Dropout mask shaped like `like` from a named stream (see `dropout`), made on `like`'s device.
+pub fn dropout_mask<const D: usize>(like: &Tensor<D>, seed: u64, name: &str, p: f32) -> Tensor<D> {
+    let key = dropout::cpu::key_words(&lockstep_core::seed::stream_key(seed, name));
+    let scale = (1.0 / (1.0 - p as f64)) as f32;
+    let like = like.clone().into_dispatch();
+    Tensor::from_dispatch(<Dispatch as DetOps>::det_dropout_mask(&like, key, p, scale))
+}
+
+/// Element-wise `arith::exp_fixed`.
+pub fn exp<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as DetOps>::det_exp(x.into_dispatch()))
+}
+
+/// Element-wise `arith::log_fixed`.
+pub fn log<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as DetOps>::det_log(x.into_dispatch()))
+}
+
+/// Plain `a * b + c` as the device compiles it (see `profile`).
+pub fn probe_mad(a: Tensor<1>, b: Tensor<1>, c: Tensor<1>) -> Tensor<1> {
+    Tensor::from_dispatch(<Dispatch as DetOps>::det_probe_mad(
+        a.into_dispatch(),
+        b.into_dispatch(),
+        c.into_dispatch(),
+    ))
+}

@@ -1,0 +1,100 @@
+//! The arithmetic profile: what a device does with `a * b + c`, `/` and `sqrt`, probed at
+//! start-up and recorded in the run manifest.
+//!
+//! - `native_mad`: a plainly written `a * b + c` kernel on inputs where one rounding and two
+//!   roundings differ (`x*x - 1` with `x = 1 + 2^-12`): `fused` or `unfused`. CubeCL rewrites
+//!   such code into `fma`, so this is what a real GPU driver does with `fma`; lavapipe is
+//!   `unfused`, NVIDIA/AMD hardware `fused`. Stock burn ops are exposed to this.
+//! - `lockstep_mad`: the same inputs through lockstep's matmul, which rounds every product
+//!   (`mad_nc`): must be `unfused` everywhere — if it is not, lockstep's bitwise promise does not
+//!   hold on this device, and the run says so.
+//! - `div_exact` / `sqrt_exact`: stock `/` and `sqrt` (used by the Adam update) equal IEEE
+//!   correctly rounded results on 4096 seeded inputs.
+
+use crate::ops;
+use burn::tensor::{Device, Tensor, TensorData};
+use lockstep_core::SeedStream;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArithmeticProfile {
+    pub native_mad: &'static str,
+    pub lockstep_mad: &'static str,
+    pub div_exact: bool,
+    pub sqrt_exact: bool,
+}
+
+impl ArithmeticProfile {
+    pub fn facts(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("arith.native_mad".to_string(), self.native_mad.to_string()),
+            (
+                "arith.lockstep_mad".to_string(),
+                self.lockstep_mad.to_string(),
+            ),
+            ("arith.div_exact".to_string(), self.div_exact.to_string()),
+            ("arith.sqrt_exact".to_string(), self.sqrt_exact.to_string()),
+        ])
+    }
+
+    /// Whether lockstep's kernels give the CPU's bits on this device.
+    pub fn lockstep_bitwise(&self) -> bool {
+        self.lockstep_mad == "unfused" && self.div_exact && self.sqrt_exact
+    }
+}
+
+fn t1(v: Vec<f32>, device: &Device) -> Tensor<1> {
+    let n = v.len();
+    Tensor::<1>::from_data(TensorData::new(v, [n]), device)
+}
+
+fn host(t: Tensor<1>) -> Vec<f32> {
+    t.try_into_vec_as::<f32>().expect("f32 read-back")
+}
+
+/// Probe `device` (plain, not autodiff).
+pub fn probe(device: &Device) -> ArithmeticProfile {
+    let x = 1.0 + f32::EPSILON * 2048.0;
+    let native = host(ops::probe_mad(
+        t1(vec![x], device),
+        t1(vec![x], device),
+        t1(vec![-1.0], device),
+    ))[0];
+    let unfused = x * x + -1.0;
+    let native_mad = if native.to_bits() == unfused.to_bits() {
+        "unfused"
+    } else {
+        "fused"
+    };
+    let a = Tensor::<2>::from_data(TensorData::new(vec![-1.0f32, x], [1, 2]), device);
+    let b = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, x], [2, 1]), device);
+    let ours = ops::matmul(a, b).try_into_vec_as::<f32>().expect("f32")[0];
+    let lockstep_mad = if ours.to_bits() == (x * x + -1.0f32).to_bits() {
+        "unfused"
+    } else {
+        "fused"
+    };
+    let mut s = SeedStream::new(0, "profile/probe");
+    let num: Vec<f32> = (0..4096)
+        .map(|_| f32::from_bits(0x3f80_0000 | (s.next_u32() >> 9)) * 3.0 - 1.5)
+        .collect();
+    let den: Vec<f32> = (0..4096)
+        .map(|_| f32::from_bits(0x3f80_0000 | (s.next_u32() >> 9)) + 0.25)
+        .collect();
+    let div = host(t1(num.clone(), device) / t1(den.clone(), device));
+    let div_exact = div
+        .iter()
+        .zip(num.iter().zip(&den))
+        .all(|(g, (n, d))| g.to_bits() == (n / d).to_bits());
+    let sq = host(t1(den.clone(), device).sqrt());
+    let sqrt_exact = sq
+        .iter()
+        .zip(&den)
+        .all(|(g, d)| g.to_bits() == d.sqrt().to_bits());
+    ArithmeticProfile {
+        native_mad,
+        lockstep_mad,
+        div_exact,
+        sqrt_exact,
+    }
+}

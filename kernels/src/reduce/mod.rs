@@ -1,0 +1,16 @@
+//! Reductions in one canonical order, the same on every backend.
+//!
+//! - `sum_rows` (`[m, n] -> [1, n]`, the bias gradient and the batch mean): column `j` is
+//!   `acc = 0.0; for i in 0..m { acc = acc + x[i, j] }`. CPU: threads split over columns; GPU:
+//!   one thread per column.
+//! - `sum_all` (any shape, row-major): chunks of exactly `CHUNK` = 256 consecutive elements, each
+//!   summed in order from 0.0 (chunk `c` covers `256c .. min(256c + 256, len)`); then the chunk
+//!   partials summed in order from 0.0. Chunk boundaries depend only on the index, never on the
+//!   thread or workgroup count. GPU: one thread per chunk, then one thread for the partials.
+//!
+//! Backward of both: broadcast the incoming gradient (a copy, no arithmetic).
+
+pub mod cpu;
+pub mod gpu;
+
+pub const CHUNK: usize = 256;

@@ -1,0 +1,116 @@
+//! End to end across backends: with `kernels = "lockstep"` the same job on ndarray, flex and
+//! wgpu (lavapipe) writes byte-identical checkpoints and metrics; with stock kernels, wgpu is
+//! at least deterministic run to run.
+
+use crate::harness::{lockstep, short_digits, write_config};
+use std::path::Path;
+
+fn wgpu_or_skip(what: &str) -> bool {
+    let ok = lockstep_train::backend::wgpu_available();
+    if !ok {
+        eprintln!("\n!!! SKIPPING {what}: no Vulkan adapter (install mesa-vulkan-drivers) !!!\n");
+    }
+    ok
+}
+
+fn train(cfg: &Path, out: &Path, backend: &str) {
+    lockstep(
+        &[
+            "train",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--backend",
+            backend,
+        ],
+        true,
+    );
+}
+
+fn same(a: &Path, b: &Path, files: &[&str]) {
+    for f in files {
+        let (x, y) = (
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+        );
+        assert!(
+            x == y,
+            "{f} differs between {} and {}",
+            a.display(),
+            b.display()
+        );
+    }
+}
+
+#[test]
+fn lockstep_kernels_give_identical_bits_on_cpu_and_gpu() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let text = short_digits("").replace("kernels = \"burn\"", "kernels = \"lockstep\"");
+    assert!(text.contains("kernels = \"lockstep\"") && text.contains("dropout = 0.1"));
+    let cfg = write_config(dir.path(), "j.toml", &text);
+    let nd = dir.path().join("ndarray");
+    train(&cfg, &nd, "ndarray");
+    let fx = dir.path().join("flex");
+    train(&cfg, &fx, "flex");
+    let files = [
+        "final.safetensors",
+        "metrics.jsonl",
+        "scores.json",
+        "eval/test.safetensors",
+        "checkpoints/step-0000050.safetensors",
+    ];
+    same(&nd, &fx, &files);
+    if wgpu_or_skip("the CPU-vs-GPU bitwise run") {
+        let gp = dir.path().join("wgpu");
+        train(&cfg, &gp, "wgpu");
+        same(&nd, &gp, &files);
+    }
+}
+
+#[test]
+fn lockstep_cnn_gives_identical_bits_on_cpu_and_gpu() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // The shipped CNN architecture (conv-pool-conv-pool-fc) on the embedded 8x8 digits, 40 steps.
+    let text = short_digits("")
+        .replace(
+            "kind = \"mlp\"",
+            "kind = \"cnn\"\nchannels = [4, 8]\nkernel_size = 3",
+        )
+        .replace("hidden = [128, 64]", "hidden = [32]")
+        .replace("kernels = \"burn\"", "kernels = \"lockstep\"")
+        .replace("epochs = 2", "epochs = 1\nmax_steps = 40");
+    let cfg = write_config(dir.path(), "cnn.toml", &text);
+    let nd = dir.path().join("ndarray");
+    train(&cfg, &nd, "ndarray");
+    if wgpu_or_skip("the CNN CPU-vs-GPU bitwise run") {
+        let gp = dir.path().join("wgpu");
+        train(&cfg, &gp, "wgpu");
+        same(
+            &nd,
+            &gp,
+            &["final.safetensors", "metrics.jsonl", "scores.json"],
+        );
+    }
+}
+
+#[test]
+fn stock_kernels_on_wgpu_are_deterministic_run_to_run() {
+    if !wgpu_or_skip("the wgpu run-to-run check") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(dir.path(), "j.toml", &short_digits(""));
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    train(&cfg, &a, "wgpu");
+    train(&cfg, &b, "wgpu");
+    same(
+        &a,
+        &b,
+        &[
+            "final.safetensors",
+            "metrics.jsonl",
+            "scores.json",
+            "checkpoints/step-0000050.safetensors",
+        ],
+    );
+}

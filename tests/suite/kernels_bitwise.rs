@@ -1,0 +1,223 @@
+//! lockstep's kernels give the same bits on every backend: ndarray and flex (CPU loops) vs wgpu
+//! (CubeCL kernels on lavapipe), forward and backward, on seeded inputs over many shapes
+//! including odd and degenerate ones. Also checks each CPU path against the plain reference.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use lockstep_core::SeedStream;
+use lockstep_kernels::ops as det;
+
+pub fn devices() -> Vec<(&'static str, Device)> {
+    #[allow(deprecated)]
+    let mut v = vec![("ndarray", Device::ndarray()), ("flex", Device::flex())];
+    if lockstep_train::backend::wgpu_available() {
+        v.push((
+            "wgpu",
+            Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        ));
+    } else {
+        eprintln!(
+            "\n!!! SKIPPING wgpu in kernels_bitwise: no Vulkan adapter (apt-get install mesa-vulkan-drivers) !!!\n"
+        );
+    }
+    v
+}
+
+pub fn seeded(n: usize, name: &str, lo: f32, hi: f32) -> Vec<f32> {
+    let mut s = SeedStream::new(11, name);
+    (0..n).map(|_| s.uniform_range(lo, hi)).collect()
+}
+
+pub fn t2(v: &[f32], shape: [usize; 2], d: &Device) -> Tensor<2> {
+    Tensor::<2>::from_data(TensorData::new(v.to_vec(), shape), d)
+}
+
+pub fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.try_into_vec_as::<f32>().expect("f32")
+}
+
+/// Panics with the first mismatching indices (llm.c style) unless `got` equals `want` bitwise.
+pub fn assert_bitwise(what: &str, want: &[f32], got: &[f32]) {
+    assert_eq!(want.len(), got.len(), "{what}: lengths differ");
+    let bad: Vec<usize> = (0..want.len())
+        .filter(|&i| want[i].to_bits() != got[i].to_bits())
+        .collect();
+    if !bad.is_empty() {
+        let first: Vec<String> = bad
+            .iter()
+            .take(5)
+            .map(|&i| format!("[{i}] want {:e} got {:e}", want[i], got[i]))
+            .collect();
+        panic!(
+            "{what}: {} of {} elements differ; first: {}",
+            bad.len(),
+            want.len(),
+            first.join(", ")
+        );
+    }
+}
+
+const SHAPES: &[(usize, usize, usize)] = &[
+    (1, 1, 1),
+    (1, 7, 1),
+    (3, 5, 2),
+    (17, 64, 33),
+    (32, 64, 128),
+    (5, 513, 9),
+    (128, 10, 10),
+    (2, 1000, 3),
+];
+
+#[test]
+fn matmul_forward_and_backward_should_match_reference_backend() {
+    for &(m, k, n) in SHAPES {
+        let a = seeded(m * k, &format!("a{m}{k}{n}"), -2.0, 2.0);
+        let b = seeded(k * n, &format!("b{m}{k}{n}"), -2.0, 2.0);
+        let g = seeded(m * n, &format!("g{m}{k}{n}"), -1.0, 1.0);
+        let want = lockstep_kernels::matmul::cpu::matmul_reference(&a, &b, m, k, n);
+        for (name, d) in devices() {
+            let ad = d.clone().autodiff();
+            let (ta, tb) = (
+                t2(&a, [m, k], &ad).require_grad(),
+                t2(&b, [k, n], &ad).require_grad(),
+            );
+            let out = det::matmul(ta.clone(), tb.clone());
+            assert_bitwise(
+                &format!("matmul {m}x{k}x{n} on {name}"),
+                &want,
+                &host(out.clone()),
+            );
+            let grads = (out * t2(&g, [m, n], &ad)).sum().backward();
+            // dA = G · Bᵀ and dB = Aᵀ · G with the same fixed order, computed by the reference loop.
+            let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+            let da = lockstep_kernels::matmul::cpu::matmul_reference(&g, &bt, m, n, k);
+            let db = lockstep_kernels::matmul::cpu::matmul_reference(&at, &g, k, m, n);
+            assert_bitwise(
+                &format!("matmul dA {m}x{k}x{n} on {name}"),
+                &da,
+                &host(ta.grad(&grads).expect("grad")),
+            );
+            assert_bitwise(
+                &format!("matmul dB {m}x{k}x{n} on {name}"),
+                &db,
+                &host(tb.grad(&grads).expect("grad")),
+            );
+        }
+    }
+}
+
+#[test]
+fn reductions_should_match_reference_backend() {
+    for &(m, n) in &[(1, 1), (1, 300), (300, 1), (7, 13), (128, 256), (1025, 3)] {
+        let x = seeded(m * n, &format!("x{m}{n}"), -3.0, 3.0);
+        let rows = lockstep_kernels::reduce::cpu::sum_rows(&x, m, n);
+        let all = lockstep_kernels::reduce::cpu::sum_all(&x);
+        for (name, d) in devices() {
+            assert_bitwise(
+                &format!("sum_rows {m}x{n} on {name}"),
+                &rows,
+                &host(det::sum_rows(t2(&x, [m, n], &d))),
+            );
+            assert_bitwise(
+                &format!("sum_all {m}x{n} on {name}"),
+                &[all],
+                &host(det::sum_all(t2(&x, [m, n], &d))),
+            );
+        }
+    }
+}
+
+#[test]
+fn transcendentals_should_match_reference_backend() {
+    let mut x = seeded(200_000, "exp", -90.0, 90.0);
+    x.extend([
+        0.0,
+        -0.0,
+        1e-30,
+        -1e-30,
+        87.5,
+        -87.5,
+        88.7,
+        f32::MIN_POSITIVE,
+    ]);
+    let logx: Vec<f32> = seeded(4096, "log", 0.0, 30.0)
+        .iter()
+        .map(|v| lockstep_kernels::arith::exp_fixed(*v - 15.0))
+        .collect();
+    let want_exp: Vec<f32> = x
+        .iter()
+        .map(|&v| lockstep_kernels::arith::exp_fixed(v))
+        .collect();
+    let want_log: Vec<f32> = logx
+        .iter()
+        .map(|&v| lockstep_kernels::arith::log_fixed(v))
+        .collect();
+    for (name, d) in devices() {
+        let n = x.len();
+        assert_bitwise(
+            &format!("exp on {name}"),
+            &want_exp,
+            &host(det::exp(Tensor::<1>::from_data(
+                TensorData::new(x.clone(), [n]),
+                &d,
+            ))),
+        );
+        assert_bitwise(
+            &format!("log on {name}"),
+            &want_log,
+            &host(det::log(Tensor::<1>::from_data(
+                TensorData::new(logx.clone(), [4096]),
+                &d,
+            ))),
+        );
+    }
+}
+
+#[test]
+fn cross_entropy_forward_and_backward_should_match_reference_backend() {
+    for &(m, c) in &[(1, 2), (3, 10), (128, 10), (7, 1), (33, 257)] {
+        let x = seeded(m * c, &format!("logits{m}{c}"), -20.0, 20.0);
+        let labels: Vec<u32> = (0..m as u32).map(|i| (i * 7 + 3) % c as u32).collect();
+        let mut t = vec![0f32; m * c];
+        for (i, &l) in labels.iter().enumerate() {
+            t[i * c + l as usize] = 1.0;
+        }
+        let g = seeded(m, &format!("g{m}{c}"), 0.1, 2.0);
+        let want = lockstep_kernels::xent::cpu::forward(&x, &t, m, c);
+        let want_d = lockstep_kernels::xent::cpu::backward(&x, &t, &g, m, c);
+        for (name, d) in devices() {
+            let ad = d.clone().autodiff();
+            let tx = t2(&x, [m, c], &ad).require_grad();
+            let nll = det::cross_entropy_nll(tx.clone(), t2(&t, [m, c], &ad));
+            assert_bitwise(
+                &format!("xent {m}x{c} on {name}"),
+                &want,
+                &host(nll.clone()),
+            );
+            let grads = (nll * t2(&g, [m, 1], &ad)).sum().backward();
+            assert_bitwise(
+                &format!("xent grad {m}x{c} on {name}"),
+                &want_d,
+                &host(tx.grad(&grads).expect("grad")),
+            );
+        }
+    }
+}
+
+#[test]
+fn dropout_masks_made_on_device_match_the_host_stream() {
+    for &(m, n) in &[(1, 1), (1, 15), (1, 16), (1, 17), (64, 128), (333, 301)] {
+        let want = lockstep_kernels::dropout::cpu::mask(
+            42,
+            "dropout/l0/step-9",
+            m * n,
+            0.3,
+            (1.0f64 / 0.7) as f32,
+        );
+        for (name, d) in devices() {
+            let like = Tensor::<2>::zeros([m, n], &d);
+            let got = det::dropout_mask(&like, 42, "dropout/l0/step-9", 0.3);
+            assert_bitwise(&format!("dropout {m}x{n} on {name}"), &want, &host(got));
+        }
+    }
+}
