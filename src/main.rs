@@ -53,6 +53,19 @@ enum Command {
         #[arg(long)]
         max_steps: Option<u64>,
     },
+    /// Run every op on each backend and compare with the first (the reference) under the
+    /// declared tolerance table; exit 1 if any op exceeds its bound or changes run to run.
+    Conformance {
+        /// Comma-separated backends; the first is the reference.
+        #[arg(long, default_value = "ndarray,flex,wgpu")]
+        backends: String,
+        /// Print the rows as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Only ops whose name contains this.
+        #[arg(long)]
+        op: Option<String>,
+    },
     /// Show a checkpoint's tensors, shapes, dtypes and metadata (and verify its checksum).
     Inspect {
         file: PathBuf,
@@ -157,6 +170,44 @@ fn run(cli: Cli) -> Result<()> {
             report(&s);
         }
         Command::Inspect { file, json } => inspect(&file, json)?,
+        Command::Conformance { backends, json, op } => {
+            let mut devs = Vec::new();
+            for b in backends.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+                let kind = parse_backend(b)?;
+                devs.push((
+                    b.to_string(),
+                    lockstep_train::backend::open(kind, 0, None)?.device,
+                ));
+            }
+            if devs.is_empty() {
+                bail!("--backends is empty; pass e.g. ndarray,flex,wgpu");
+            }
+            let cases: Vec<_> = lockstep_train::conformance::cases()
+                .into_iter()
+                .filter(|c| op.as_deref().is_none_or(|o| c.op.contains(o)))
+                .collect();
+            let rows = lockstep_train::conformance::run(&cases, &devs);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", lockstep_train::conformance::format_table(&rows));
+            }
+            let failed = lockstep_train::conformance::failures(&rows).len();
+            let known = rows
+                .iter()
+                .filter(|r| !r.passed && r.known_defect.is_some())
+                .count();
+            if failed > 0 {
+                bail!(
+                    "{failed} of {} conformance rows exceed the declared tolerance or change run to run",
+                    rows.len()
+                );
+            }
+            eprintln!(
+                "conformance: {} rows within the declared tolerances; {known} listed stock-op defects reproduced",
+                rows.len() - known
+            );
+        }
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 mod bad_input;
 mod checkpoint_format;
 mod config_files;
+mod conformance;
 mod cross_backend;
 mod harness;
 mod init_weights;

@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod checkpoint;
+pub mod conformance;
 pub mod data;
 pub mod error;
 pub mod model;
