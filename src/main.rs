@@ -66,6 +66,16 @@ enum Command {
         #[arg(long)]
         op: Option<String>,
     },
+    /// Compare two runs: first differing metrics line, checkpoint step and tensor; exit 0 when
+    /// identical (or, with --within-tolerance, inside the declared trajectory tolerance).
+    Diff {
+        a: PathBuf,
+        b: PathBuf,
+        #[arg(long)]
+        within_tolerance: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a checkpoint's tensors, shapes, dtypes and metadata (and verify its checksum).
     Inspect {
         file: PathBuf,
@@ -170,6 +180,29 @@ fn run(cli: Cli) -> Result<()> {
             report(&s);
         }
         Command::Inspect { file, json } => inspect(&file, json)?,
+        Command::Diff {
+            a,
+            b,
+            within_tolerance,
+            json,
+        } => {
+            let d = lockstep_train::diff::diff_runs(&a, &b)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                print!("{}", lockstep_train::diff::format_diff(&d));
+            }
+            if !(d.identical || (within_tolerance && d.within_tolerance)) {
+                bail!(
+                    "the runs differ{}",
+                    if within_tolerance {
+                        " beyond the declared trajectory tolerance"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
         Command::Conformance { backends, json, op } => {
             let mut devs = Vec::new();
             for b in backends.split(',').map(str::trim).filter(|b| !b.is_empty()) {

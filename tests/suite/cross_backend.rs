@@ -114,3 +114,35 @@ fn stock_kernels_on_wgpu_are_deterministic_run_to_run() {
         ],
     );
 }
+
+#[test]
+fn diff_reports_where_stock_cpu_and_gpu_runs_part_and_checks_the_declared_tolerance() {
+    if !wgpu_or_skip("the stock CPU-vs-GPU trajectory diff") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(dir.path(), "j.toml", &short_digits(""));
+    let (a, b) = (dir.path().join("cpu"), dir.path().join("gpu"));
+    train(&cfg, &a, "ndarray");
+    train(&cfg, &b, "wgpu");
+    let o = lockstep(&["diff", a.to_str().unwrap(), b.to_str().unwrap()], false);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("first differing metrics line")
+            && out.contains("first differing checkpoint: step")
+            && out.contains("model."),
+        "{out}"
+    );
+    let o = lockstep(
+        &[
+            "diff",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+            "--within-tolerance",
+        ],
+        true,
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("within"));
+    let o = lockstep(&["diff", a.to_str().unwrap(), a.to_str().unwrap()], true);
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("identical"));
+}

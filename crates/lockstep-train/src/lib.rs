@@ -7,6 +7,7 @@ pub mod backend;
 pub mod checkpoint;
 pub mod conformance;
 pub mod data;
+pub mod diff;
 pub mod error;
 pub mod model;
 pub mod optim;
