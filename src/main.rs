@@ -76,6 +76,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Recompute the recorded evaluation scores from the final checkpoint and compare (the
+    /// deployment check): exit 0 on match, 1 with a report of the first mismatches otherwise.
+    Verify {
+        run: PathBuf,
+        #[arg(long)]
+        backend: Option<String>,
+        #[arg(long)]
+        batch_size: Option<usize>,
+        /// Data directory (IDX) or CSV file to use instead of the recorded one.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long)]
+        allow_data_change: bool,
+        /// Verify this exported checkpoint (f16/bf16) instead of RUN/final.safetensors.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write an inference checkpoint with f16 or bf16 weights (round-to-nearest-even).
+    Export {
+        run: PathBuf,
+        #[arg(long)]
+        dtype: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Show a checkpoint's tensors, shapes, dtypes and metadata (and verify its checksum).
     Inspect {
         file: PathBuf,
@@ -180,6 +207,47 @@ fn run(cli: Cli) -> Result<()> {
             report(&s);
         }
         Command::Inspect { file, json } => inspect(&file, json)?,
+        Command::Verify {
+            run,
+            backend,
+            batch_size,
+            data,
+            allow_data_change,
+            checkpoint,
+            json,
+        } => {
+            let backend = backend.map(|b| parse_backend(&b)).transpose()?;
+            if batch_size == Some(0) {
+                bail!("--batch-size 0 is not a batch size; use 1 or more");
+            }
+            let opts = lockstep_train::verify::VerifyOptions {
+                backend,
+                batch_size,
+                data,
+                allow_data_change,
+                checkpoint,
+            };
+            let r = lockstep_train::verify::verify(&run, &opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", lockstep_train::verify::format_report(&r));
+            }
+            if !r.passed {
+                bail!("verify failed: the recomputed scores do not match the recorded ones");
+            }
+        }
+        Command::Export { run, dtype, out } => {
+            let p = lockstep_train::export::Precision::parse(&dtype)
+                .with_context(|| format!("--dtype {dtype:?}: use f16 or bf16"))?;
+            lockstep_train::export::export(&run, p, &out)?;
+            println!(
+                "wrote {} ({dtype} weights); check it with: lockstep verify {} --checkpoint {}",
+                out.display(),
+                run.display(),
+                out.display()
+            );
+        }
         Command::Diff {
             a,
             b,

@@ -13,3 +13,4 @@ mod init_weights;
 mod kernels_bitwise;
 mod reproducibility;
 mod seed_streams;
+mod verify;

@@ -9,9 +9,11 @@ pub mod conformance;
 pub mod data;
 pub mod diff;
 pub mod error;
+pub mod export;
 pub mod model;
 pub mod optim;
 pub mod run;
+pub mod verify;
 
 pub use error::TrainError;
 pub use run::{BuildInfo, RunOptions, RunSummary, resume, train};
