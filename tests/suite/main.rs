@@ -11,6 +11,7 @@ mod cross_backend;
 mod harness;
 mod init_weights;
 mod kernels_bitwise;
+mod reliability;
 mod reproducibility;
 mod seed_streams;
 mod verify;

@@ -404,6 +404,16 @@ pub fn parse_idx_labels(b: &[u8], path: &Path, classes: usize) -> Result<Vec<u32
 }
 
 /// CSV: one sample per line, `dim` numeric pixel columns then an integer label in `0..classes`.
+/// Parse CSV bytes (also the fuzzing entry point).
+pub fn parse_csv_checked(
+    bytes: &[u8],
+    path: &Path,
+    dim: usize,
+    classes: usize,
+) -> Result<(Vec<f32>, Vec<u32>), TrainError> {
+    parse_csv(bytes, path, dim, classes).map(|r| (r.pixels, r.labels))
+}
+
 fn parse_csv(bytes: &[u8], path: &Path, dim: usize, classes: usize) -> Result<Raw, TrainError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| TrainError::data(path, format!("not UTF-8 text: {e}"), "pass a CSV file"))?;

@@ -115,18 +115,12 @@ pub fn train(
     out: &Path,
     opts: &RunOptions,
 ) -> Result<RunSummary, TrainError> {
-    if out.exists() {
-        let empty_dir = out.is_dir()
-            && std::fs::read_dir(out)
-                .map(|mut d| d.next().is_none())
-                .unwrap_or(false);
-        if !empty_dir {
-            return Err(TrainError::run_dir(
-                out,
-                "already exists (an earlier run or another file); nothing was changed",
-                "continue it with `lockstep resume DIR`, or pass a new --out",
-            ));
-        }
+    if out.exists() && !is_unstarted(out) {
+        return Err(TrainError::run_dir(
+            out,
+            "already exists (an earlier run or another file); nothing was changed",
+            "continue it with `lockstep resume DIR`, or pass a new --out",
+        ));
     }
     let data = load_dataset(&cfg.data, cfg.seed)?;
     let backend = backend::open(opts.backend, opts.threads, opts.device.as_deref())?;
@@ -184,6 +178,35 @@ pub fn train(
     r
 }
 
+/// An empty directory, or one left by a start that died before writing its manifest (only
+/// `.lock` and an empty `checkpoints/`): safe to (re)start in.
+fn is_unstarted(dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().all(|e| {
+        let name = e.file_name();
+        name == ".lock"
+            || (name == "checkpoints"
+                && std::fs::read_dir(e.path())
+                    .map(|mut d| d.next().is_none())
+                    .unwrap_or(false))
+    })
+}
+
+/// Remove temp files of writes that a crash interrupted (`.NAME.tmp-PID`); they never replaced
+/// anything (`write_atomic` renames only complete files).
+fn remove_stale_temps(dir: &Path) {
+    for d in [dir.to_path_buf(), dir.join("checkpoints"), dir.join("eval")] {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.starts_with('.') && n.contains(".tmp-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
 /// Continue the run in `dir` from its newest checkpoint (or from the start if it has none).
 pub fn resume(dir: &Path, opts_in: &RunOptions) -> Result<RunSummary, TrainError> {
     let manifest = read_manifest(dir)?;
@@ -203,6 +226,7 @@ pub fn resume(dir: &Path, opts_in: &RunOptions) -> Result<RunSummary, TrainError
         ..opts_in.clone()
     };
     let lock = lock_run(dir)?;
+    remove_stale_temps(dir);
     let data = load_dataset(&cfg.data, cfg.seed)?;
     let id = identity(&cfg, &data);
     if id.datasets != manifest.identity.datasets {
