@@ -1,1 +1,237 @@
-fn main() {}
+//! Benchmarks, each printing a ratio against a named baseline measured in the same run
+//! (A/B interleaved, medians; this machine is noisy, ±20% between identical runs):
+//!
+//! - `matmul/<shape>`: lockstep's fixed-order CPU matmul vs burn-ndarray's stock matmul
+//!   (matrixmultiply) and burn-flex's (gemm), at the Fashion-MNIST MLP's training shapes.
+//! - `train_step/<backend>`: one full MLP 784-256-128-10 training step (batch 128: forward,
+//!   backward, Adam) with `kernels = "lockstep"` vs `kernels = "burn"` on the same backend.
+//! - `peak`: this machine's FP32 multiply+add peak (a register-resident microbenchmark), and the
+//!   lockstep matmul's GFLOP/s as a fraction of it.
+//!
+//! Run: `cargo bench --bench kernels` (add `-- --quick` for a shorter run).
+
+use burn::tensor::{Device, Tensor, TensorData};
+use criterion::Criterion;
+use lockstep_core::SeedStream;
+use lockstep_core::config::{KernelSet, load_config};
+use lockstep_train::model::{Model, cross_entropy, one_hot, upload};
+use std::hint::black_box;
+use std::time::Instant;
+
+fn seeded(n: usize, name: &str) -> Vec<f32> {
+    let mut s = SeedStream::new(1, name);
+    (0..n).map(|_| s.uniform_range(-1.0, 1.0)).collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Interleaved A/B timing: returns (median A, median B) seconds per call.
+fn ab(reps: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
+    a();
+    b();
+    let (mut ta, mut tb) = (vec![], vec![]);
+    for _ in 0..reps {
+        let t = Instant::now();
+        a();
+        ta.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        b();
+        tb.push(t.elapsed().as_secs_f64());
+    }
+    (median(ta), median(tb))
+}
+
+const SHAPES: &[(&str, usize, usize, usize)] = &[
+    ("fwd 128x784x256", 128, 784, 256),
+    ("fwd 128x256x128", 128, 256, 128),
+    ("dW 784x128x256", 784, 128, 256),
+    ("dX 128x256x784", 128, 256, 784),
+];
+
+fn t2(v: &[f32], s: [usize; 2], d: &Device) -> Tensor<2> {
+    Tensor::<2>::from_data(TensorData::new(v.to_vec(), s), d)
+}
+
+fn train_step(
+    model: &Model,
+    params: &mut [Tensor<1>],
+    slots: &mut [Vec<Tensor<1>>],
+    x: &[f32],
+    y: &[u32],
+    d: &Device,
+    cfg: &lockstep_core::config::OptimizerConfig,
+) {
+    let ad = d.clone().autodiff();
+    let leaves: Vec<Tensor<1>> = params
+        .iter()
+        .map(|p| Tensor::from_inner(p.clone()).require_grad())
+        .collect();
+    let logits = model.forward(&leaves, t2(x, [128, 784], &ad), None);
+    let loss = cross_entropy(model.kernels, logits, t2(&one_hot(y, 10), [128, 10], &ad));
+    let grads = loss.backward();
+    for i in 0..params.len() {
+        let g = leaves[i].grad(&grads).expect("grad");
+        params[i] =
+            lockstep_train::optim::update(cfg, 1e-3, 1, params[i].clone(), g, &mut slots[i]);
+    }
+    let _ = params[0].clone().try_into_vec_as::<f32>();
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args().sample_size(10);
+    #[allow(deprecated)]
+    let (nd, fx) = (Device::ndarray(), Device::flex());
+    let mut summary = Vec::new();
+    for &(name, m, k, n) in SHAPES {
+        let (a, b) = (seeded(m * k, "a"), seeded(k * n, "b"));
+        let (ta, tb) = (t2(&a, [m, k], &nd), t2(&b, [k, n], &nd));
+        let (fa, fb) = (t2(&a, [m, k], &fx), t2(&b, [k, n], &fx));
+        let mut g = c.benchmark_group(format!("matmul/{name}"));
+        g.bench_function("lockstep-cpu", |bch| {
+            bch.iter(|| {
+                black_box(lockstep_kernels::matmul::cpu::matmul(
+                    &a, &b, m, k, n, false,
+                ))
+            })
+        });
+        g.bench_function("burn-ndarray", |bch| {
+            bch.iter(|| black_box(ta.clone().matmul(tb.clone())))
+        });
+        g.finish();
+        let (tl, tn) = ab(
+            30,
+            || {
+                drop(black_box(lockstep_kernels::matmul::cpu::matmul(
+                    &a, &b, m, k, n, false,
+                )))
+            },
+            || drop(black_box(ta.clone().matmul(tb.clone()))),
+        );
+        let (_, tf) = ab(30, || (), || drop(black_box(fa.clone().matmul(fb.clone()))));
+        let flops = 2.0 * (m * k * n) as f64;
+        summary.push(format!("matmul {name:<18} lockstep {:7.1} GFLOP/s | vs burn-ndarray {:.2}x | vs burn-flex {:.2}x", flops / tl / 1e9, tn / tl, tf / tl));
+    }
+    let cfg = load_config(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/configs/fashion_mlp.toml"
+    )))
+    .expect("config");
+    let (x, y): (Vec<f32>, Vec<u32>) = (seeded(128 * 784, "x"), (0..128).map(|i| i % 10).collect());
+    for (bname, dev) in [("ndarray", nd.clone()), ("flex", fx.clone())] {
+        let mk = |ks: KernelSet| {
+            let model = Model::new(&cfg.model, ks, [1, 28, 28], 10);
+            let params: Vec<Tensor<1>> = model
+                .init_params(1)
+                .into_iter()
+                .map(|v| upload(v, &dev))
+                .collect();
+            let slots: Vec<Vec<Tensor<1>>> = model
+                .specs
+                .iter()
+                .map(|s| (0..2).map(|_| upload(vec![0.0; s.numel()], &dev)).collect())
+                .collect();
+            (model, params, slots)
+        };
+        let (ml, mut pl, mut sl) = mk(KernelSet::Lockstep);
+        let (mb, mut pb, mut sb) = mk(KernelSet::Burn);
+        let (tl, tb) = ab(
+            15,
+            || train_step(&ml, &mut pl, &mut sl, &x, &y, &dev, &cfg.optimizer),
+            || train_step(&mb, &mut pb, &mut sb, &x, &y, &dev, &cfg.optimizer),
+        );
+        let mut g = c.benchmark_group(format!("train_step/{bname}"));
+        g.bench_function("lockstep", |bch| {
+            bch.iter(|| train_step(&ml, &mut pl, &mut sl, &x, &y, &dev, &cfg.optimizer))
+        });
+        g.bench_function("burn", |bch| {
+            bch.iter(|| train_step(&mb, &mut pb, &mut sb, &x, &y, &dev, &cfg.optimizer))
+        });
+        g.finish();
+        summary.push(format!("train_step MLP b128 on {bname:<8} lockstep {:6.2} ms | burn stock {:6.2} ms | ratio (burn/lockstep) {:.2}x", tl * 1e3, tb * 1e3, tb / tl));
+    }
+    // FP32 peak: 10 independent 8-wide chains per thread, all threads; once as mul-then-add
+    // (two roundings, what lockstep's kernels compute) and once as FMA (what matrixmultiply and
+    // gemm use), both compiled for AVX2.
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let iters = 4_000_000usize;
+    let run_peak = |fused: bool| {
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(move || black_box(peak_chains(iters, fused)));
+            }
+        });
+        (threads * iters * 10 * 8 * 2) as f64 / t.elapsed().as_secs_f64() / 1e9
+    };
+    let (peak, peak_fma) = (run_peak(false), run_peak(true));
+    let (m, k, n) = (128, 784, 256);
+    let (a, b) = (seeded(m * k, "a"), seeded(k * n, "b"));
+    let (tl, _) = ab(
+        30,
+        || {
+            drop(black_box(lockstep_kernels::matmul::cpu::matmul(
+                &a, &b, m, k, n, false,
+            )))
+        },
+        || (),
+    );
+    let gf = 2.0 * (m * k * n) as f64 / tl / 1e9;
+    summary.push(format!("peak ({threads} threads, AVX2): mul+add {peak:.1} GFLOP/s, FMA {peak_fma:.1} GFLOP/s; lockstep matmul 128x784x256 {gf:.1} GFLOP/s = {:.0}% of the mul+add peak, {:.0}% of the FMA peak", 100.0 * gf / peak, 100.0 * gf / peak_fma));
+    println!("\n=== ratios (A/B interleaved medians, same run) ===");
+    for l in summary {
+        println!("{l}");
+    }
+}
+
+fn peak_chains(iters: usize, fused: bool) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the features `chains_avx2` is compiled for were just detected.
+            #[allow(unsafe_code)]
+            return unsafe {
+                if fused {
+                    chains_avx2::<true>(iters)
+                } else {
+                    chains_avx2::<false>(iters)
+                }
+            };
+        }
+    }
+    if fused {
+        chains::<true>(iters)
+    } else {
+        chains::<false>(iters)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn chains_avx2<const FUSED: bool>(iters: usize) -> f32 {
+    chains::<FUSED>(iters)
+}
+
+/// 10 accumulators of 8 lanes: 10 YMM registers, so nothing spills.
+#[inline(always)]
+fn chains<const FUSED: bool>(iters: usize) -> f32 {
+    let mut acc = [[0.5f32; 8]; 10];
+    let (m, a) = (black_box([0.999_999f32; 8]), black_box([1e-7f32; 8]));
+    for _ in 0..iters {
+        for r in acc.iter_mut() {
+            for l in 0..8 {
+                r[l] = if FUSED {
+                    r[l].mul_add(m[l], a[l])
+                } else {
+                    r[l] * m[l] + a[l]
+                };
+            }
+        }
+    }
+    acc.iter().flatten().sum()
+}
