@@ -152,3 +152,33 @@ fn digits_mlp_reaches_95_percent() {
     let acc = scores["splits"]["test"]["accuracy"].as_f64().unwrap();
     assert!(acc >= 0.95, "digits test accuracy {acc}");
 }
+
+/// Thread-count invariance where the matmuls are big enough to be split across threads
+/// (Fashion-MNIST MLP, 100 steps), on ndarray and on flex.
+#[test]
+fn fashion_mlp_is_thread_count_invariant_on_ndarray_and_flex() {
+    if !Path::new("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists() {
+        eprintln!(
+            "\n!!! SKIPPING: dataset-fashion-mnist not installed (scripts/setup.sh installs it) !!!\n"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let text = std::fs::read_to_string(config("fashion_mlp.toml"))
+        .unwrap()
+        .replace("epochs = 10", "epochs = 1\nmax_steps = 100");
+    let cfg = write_config(dir.path(), "f.toml", &text);
+    for backend in ["ndarray", "flex"] {
+        let (a, b) = (
+            dir.path().join(format!("{backend}-1")),
+            dir.path().join(format!("{backend}-2")),
+        );
+        train(&cfg, &a, &["--threads", "1", "--backend", backend]);
+        train(&cfg, &b, &["--threads", "2", "--backend", backend]);
+        assert_same_files(
+            &a,
+            &b,
+            &["final.safetensors", "metrics.jsonl", "scores.json"],
+        );
+    }
+}
