@@ -42,6 +42,9 @@ enum Command {
         /// Stop after N optimizer steps, with a checkpoint there (continue with `resume`).
         #[arg(long)]
         max_steps: Option<u64>,
+        /// Link --out to an identical finished run (same config, code, data, backend) instead of training.
+        #[arg(long)]
+        reuse: bool,
     },
     /// Continue a run from its newest checkpoint.
     Resume {
@@ -103,6 +106,27 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Table of runs under DIR (default runs/); --compare A B diffs two runs' configs and metrics.
+    Runs {
+        dir: Option<PathBuf>,
+        #[arg(long, num_args = 2, value_names = ["A", "B"])]
+        compare: Option<Vec<PathBuf>>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Plot training loss and test accuracy of one or more runs into a PNG.
+    Plot {
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        #[arg(long, default_value = "plot.png")]
+        out: PathBuf,
+    },
+    /// Write a run in MLflow's file-store layout (read it with MLFLOW_ALLOW_FILE_STORE=true).
+    ExportMlflow {
+        run: PathBuf,
+        #[arg(long)]
+        to: PathBuf,
+    },
     /// Show a checkpoint's tensors, shapes, dtypes and metadata (and verify its checksum).
     Inspect {
         file: PathBuf,
@@ -161,6 +185,7 @@ fn run(cli: Cli) -> Result<()> {
             device,
             threads,
             max_steps,
+            reuse,
         } => {
             let cfg = load_config(&config)?;
             let text = std::fs::read_to_string(&config)
@@ -182,6 +207,7 @@ fn run(cli: Cli) -> Result<()> {
                 stop_at: max_steps,
                 progress,
                 build: build_info(),
+                reuse,
             };
             let s = lockstep_train::train(&cfg, &text, &out, &opts)?;
             report(&s);
@@ -202,11 +228,46 @@ fn run(cli: Cli) -> Result<()> {
                 stop_at: max_steps,
                 progress,
                 build: build_info(),
+                reuse: false,
             };
             let s = lockstep_train::resume(&run, &opts)?;
             report(&s);
         }
         Command::Inspect { file, json } => inspect(&file, json)?,
+        Command::Runs { dir, compare, json } => {
+            if let Some(pair) = compare {
+                print!("{}", lockstep_train::tracking::compare(&pair[0], &pair[1])?);
+            } else {
+                let root = dir.unwrap_or_else(|| PathBuf::from("runs"));
+                if !root.is_dir() {
+                    bail!(
+                        "{}: not a directory of runs; pass the parent of your --out directories",
+                        root.display()
+                    );
+                }
+                let rows = lockstep_train::tracking::list_runs(&root);
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else {
+                    print!("{}", lockstep_train::tracking::format_runs(&rows));
+                }
+            }
+        }
+        Command::Plot { runs, out } => {
+            for r in &runs {
+                lockstep_train::run::read_manifest(r)?;
+            }
+            lockstep_train::tracking::plot(&runs, &out)?;
+            println!("wrote {}", out.display());
+        }
+        Command::ExportMlflow { run, to } => {
+            let d = lockstep_train::tracking::export_mlflow(&run, &to)?;
+            println!(
+                "wrote MLflow run {} (read with MLFLOW_ALLOW_FILE_STORE=true, tracking URI file://{})",
+                d.display(),
+                to.display()
+            );
+        }
         Command::Verify {
             run,
             backend,

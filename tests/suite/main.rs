@@ -14,4 +14,5 @@ mod kernels_bitwise;
 mod reliability;
 mod reproducibility;
 mod seed_streams;
+mod tracking;
 mod verify;

@@ -13,6 +13,7 @@ pub mod export;
 pub mod model;
 pub mod optim;
 pub mod run;
+pub mod tracking;
 pub mod verify;
 
 pub use error::TrainError;

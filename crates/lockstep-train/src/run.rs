@@ -55,6 +55,9 @@ pub struct RunOptions {
     pub stop_at: Option<u64>,
     pub progress: bool,
     pub build: BuildInfo,
+    /// When a finished run with the same config, code and data identity exists beside `out`,
+    /// link `out` to it instead of training again.
+    pub reuse: bool,
 }
 
 /// Aggregate scores on one split.
@@ -123,6 +126,25 @@ pub fn train(
         ));
     }
     let data = load_dataset(&cfg.data, cfg.seed)?;
+    if let Some(found) = find_identical(cfg, &data, opts, out) {
+        if opts.reuse {
+            link_run(&found, out)?;
+            tracing::warn!(run = %found.display(), "reused an identical finished run");
+            let rows = crate::tracking::run_row(&found)?;
+            return Ok(RunSummary {
+                dir: out.to_path_buf(),
+                step: rows.step,
+                total_steps: rows.step,
+                finished: true,
+                evals: vec![],
+                final_sha256: rows.checkpoint_sha256,
+            });
+        }
+        eprintln!(
+            "note: {} is a finished run with the same config, code and data identity (pass --reuse to link to it instead of training)",
+            found.display()
+        );
+    }
     let backend = backend::open(opts.backend, opts.threads, opts.device.as_deref())?;
     std::fs::create_dir_all(out.join("checkpoints")).map_err(|e| {
         TrainError::run_dir(
@@ -176,6 +198,58 @@ pub fn train(
     );
     drop(lock);
     r
+}
+
+/// A finished run beside `out` (same parent directory) with the same identity (config, data,
+/// lockstep version), backend and code (git sha, clean tree): ZenML-style caching.
+fn find_identical(cfg: &Config, data: &Dataset, opts: &RunOptions, out: &Path) -> Option<PathBuf> {
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let want = identity(cfg, data);
+    if opts.build.git_dirty != Some(false) {
+        return None; // uncommitted code has no identity to match
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(parent)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    dirs.into_iter().find(|d| {
+        d.join("final.safetensors").is_file()
+            && read_manifest(d).is_ok_and(|m| {
+                m.identity == want
+                    && m.placement.backend == opts.backend.as_str()
+                    && m.placement.git_sha == opts.build.git_sha
+                    && m.placement.git_dirty == Some(false)
+            })
+    })
+}
+
+#[cfg(unix)]
+fn link_run(found: &Path, out: &Path) -> Result<(), TrainError> {
+    let target = std::fs::canonicalize(found).unwrap_or_else(|_| found.to_path_buf());
+    std::os::unix::fs::symlink(&target, out).map_err(|e| {
+        TrainError::run_dir(
+            out,
+            format!("cannot link to {}: {e}", target.display()),
+            "pass a --out that does not exist",
+        )
+    })
+}
+
+#[cfg(not(unix))]
+fn link_run(found: &Path, out: &Path) -> Result<(), TrainError> {
+    Err(TrainError::run_dir(
+        out,
+        format!(
+            "--reuse needs symlinks; the identical run is {}",
+            found.display()
+        ),
+        "use that run directly",
+    ))
 }
 
 /// An empty directory, or one left by a start that died before writing its manifest (only
@@ -759,6 +833,7 @@ fn run_loop(
     }
     let record = serde_json::json!({"step": state.step, "checkpoint_sha256": final_sha, "config_hash": identity.config_hash, "splits": scores});
     write_atomic(&dir.join("scores.json"), pretty_json(&record).as_bytes())?;
+    crate::tracking::plot(&[dir.to_path_buf()], &dir.join("plot.png"))?;
     write_atomic(&dir.join("final.safetensors"), &bytes)?;
     tracing::info!(step = state.step, sha256 = %final_sha, "finished");
     Ok(RunSummary {
