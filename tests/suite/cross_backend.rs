@@ -2,7 +2,7 @@
 //! wgpu (lavapipe) writes byte-identical checkpoints and metrics; with stock kernels, wgpu is
 //! at least deterministic run to run.
 
-use crate::harness::{lockstep, short_digits, write_config};
+use crate::harness::{lockstep, short_digits, stock_digits, write_config};
 use std::path::Path;
 
 fn wgpu_or_skip(what: &str) -> bool {
@@ -45,7 +45,7 @@ fn same(a: &Path, b: &Path, files: &[&str]) {
 #[test]
 fn lockstep_kernels_give_identical_bits_on_cpu_and_gpu() {
     let dir = tempfile::tempdir().expect("tmp");
-    let text = short_digits("").replace("kernels = \"burn\"", "kernels = \"lockstep\"");
+    let text = short_digits("");
     assert!(text.contains("kernels = \"lockstep\"") && text.contains("dropout = 0.1"));
     let cfg = write_config(dir.path(), "j.toml", &text);
     let nd = dir.path().join("ndarray");
@@ -77,7 +77,6 @@ fn lockstep_cnn_gives_identical_bits_on_cpu_and_gpu() {
             "kind = \"cnn\"\nchannels = [4, 8]\nkernel_size = 3",
         )
         .replace("hidden = [128, 64]", "hidden = [32]")
-        .replace("kernels = \"burn\"", "kernels = \"lockstep\"")
         .replace("epochs = 2", "epochs = 1\nmax_steps = 40");
     let cfg = write_config(dir.path(), "cnn.toml", &text);
     let nd = dir.path().join("ndarray");
@@ -99,7 +98,7 @@ fn stock_kernels_on_wgpu_are_deterministic_run_to_run() {
         return;
     }
     let dir = tempfile::tempdir().expect("tmp");
-    let cfg = write_config(dir.path(), "j.toml", &short_digits(""));
+    let cfg = write_config(dir.path(), "j.toml", &stock_digits());
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     train(&cfg, &a, "wgpu");
     train(&cfg, &b, "wgpu");
@@ -121,7 +120,7 @@ fn diff_reports_where_stock_cpu_and_gpu_runs_part_and_checks_the_declared_tolera
         return;
     }
     let dir = tempfile::tempdir().expect("tmp");
-    let cfg = write_config(dir.path(), "j.toml", &short_digits(""));
+    let cfg = write_config(dir.path(), "j.toml", &stock_digits());
     let (a, b) = (dir.path().join("cpu"), dir.path().join("gpu"));
     train(&cfg, &a, "ndarray");
     train(&cfg, &b, "wgpu");

@@ -80,3 +80,10 @@ pub fn tree(dir: &Path, skip: &[&str]) -> Vec<(String, Vec<u8>)> {
     walk(dir, dir, skip, &mut out);
     out
 }
+
+/// `short_digits` with burn's stock kernels instead of the default lockstep set.
+pub fn stock_digits() -> String {
+    let t = short_digits("").replace("kernels = \"lockstep\"", "kernels = \"burn\"");
+    assert!(t.contains("kernels = \"burn\""));
+    t
+}

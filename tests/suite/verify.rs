@@ -1,7 +1,7 @@
 //! The deployment check: `lockstep verify` reproduces recorded scores on any backend and batch
 //! size, and refuses or fails — non-zero, with a readable report — when anything changed.
 
-use crate::harness::{config, lockstep, short_digits, stderr, write_config};
+use crate::harness::{config, lockstep, short_digits, stderr, stock_digits, write_config};
 use crate::kernels_bitwise::{assert_bitwise, devices, host, seeded, t2};
 use lockstep_kernels::ops as det;
 use std::path::Path;
@@ -30,10 +30,7 @@ fn verify_passes_on_untouched_runs_for_every_shipped_config() {
     let dir = tempfile::tempdir().expect("tmp");
     let mut jobs = vec![
         ("digits", short_digits("")),
-        (
-            "digits-lockstep",
-            short_digits("").replace("kernels = \"burn\"", "kernels = \"lockstep\""),
-        ),
+        ("digits-stock", stock_digits()),
     ];
     if Path::new("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists() {
         for name in ["fashion_mlp.toml", "fashion_cnn.toml"] {
@@ -83,7 +80,7 @@ fn verify_fails_on_a_flipped_weight_bit_changed_data_or_changed_profile() {
     let csv = dir.path().join("data.csv");
     std::fs::write(&csv, rows.join("\n")).unwrap();
     let text = format!(
-        "seed = 3\n[data]\ndataset = \"csv\"\ntrain_path = \"{}\"\nimage_shape = [1, 4, 4]\nclasses = 3\n[model]\nkind = \"mlp\"\nhidden = [8]\n[optimizer]\nkind = \"adam\"\nlr = 0.01\n[train]\nbatch_size = 16\nepochs = 2\n",
+        "seed = 3\n[data]\ndataset = \"csv\"\ntrain_path = \"{}\"\nimage_shape = [1, 4, 4]\nclasses = 3\n[model]\nkind = \"mlp\"\nhidden = [8]\n[optimizer]\nkind = \"adam\"\nlr = 0.01\n[train]\nbatch_size = 16\nepochs = 2\nkernels = \"burn\"\n",
         csv.display()
     );
     let cfg = write_config(dir.path(), "csv.toml", &text);

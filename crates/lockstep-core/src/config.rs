@@ -233,9 +233,9 @@ impl BackendKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum KernelSet {
-    /// burn's stock ops, with lockstep's fixed-order host reductions for metrics.
+    /// burn's stock ops (bitwise run to run; across backends within the declared tolerance).
     Burn,
-    /// lockstep's own deterministic kernels (see `kernels/`).
+    /// lockstep's own deterministic kernels (see `kernels/`): bitwise across backends. Default.
     Lockstep,
 }
 
@@ -836,7 +836,7 @@ impl Validator {
                 "use 0 (all cores) or a small number",
             ));
         }
-        let kernels = match t.kernels.as_deref().unwrap_or("burn") {
+        let kernels = match t.kernels.as_deref().unwrap_or("lockstep") {
             "burn" => KernelSet::Burn,
             "lockstep" => KernelSet::Lockstep,
             other => {
