@@ -6,7 +6,7 @@ use lockstep_core::config::BackendKind;
 use lockstep_core::{load_config, sha256_hex};
 use lockstep_train::checkpoint::Checkpoint;
 use lockstep_train::{BuildInfo, RunOptions};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -97,6 +97,14 @@ enum Command {
         checkpoint: Option<PathBuf>,
         #[arg(long)]
         json: bool,
+    },
+    /// Score new inputs (IDX images, CSV rows, or safetensors `x`) with a finished run: one JSON
+    /// line per input with its logits and class — the numbers `verify` checks.
+    Predict {
+        run: PathBuf,
+        input: PathBuf,
+        #[arg(long)]
+        backend: Option<String>,
     },
     /// Write an inference checkpoint with f16 or bf16 weights (round-to-nearest-even).
     Export {
@@ -234,6 +242,28 @@ fn run(cli: Cli) -> Result<()> {
             report(&s);
         }
         Command::Inspect { file, json } => inspect(&file, json)?,
+        Command::Predict {
+            run,
+            input,
+            backend,
+        } => {
+            let backend = backend.map(|b| parse_backend(&b)).transpose()?;
+            let p = lockstep_train::Predictor::load(&run, backend)?;
+            let x = lockstep_train::predict::read_inputs(&input, p.input_dim())?;
+            let logits = p.logits(&x);
+            let mut out = std::io::stdout().lock();
+            for (i, row) in logits.chunks(p.classes()).enumerate() {
+                let class = row
+                    .iter()
+                    .enumerate()
+                    .fold(0, |b, (j, &v)| if v > row[b] { j } else { b });
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"index": i, "class": class, "logits": row})
+                )?;
+            }
+        }
         Command::Runs { dir, compare, json } => {
             if let Some(pair) = compare {
                 print!("{}", lockstep_train::tracking::compare(&pair[0], &pair[1])?);

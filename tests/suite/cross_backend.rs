@@ -145,3 +145,33 @@ fn diff_reports_where_stock_cpu_and_gpu_runs_part_and_checks_the_declared_tolera
     let o = lockstep(&["diff", a.to_str().unwrap(), a.to_str().unwrap()], true);
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("identical"));
 }
+
+#[test]
+fn wgpu_stop_and_resume_is_bitwise_identical_to_an_uninterrupted_run() {
+    if !wgpu_or_skip("the wgpu resume check") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = write_config(dir.path(), "j.toml", &short_digits(""));
+    let (full, cut) = (dir.path().join("full"), dir.path().join("cut"));
+    train(&cfg, &full, "wgpu");
+    lockstep(
+        &[
+            "train",
+            cfg.to_str().unwrap(),
+            "--out",
+            cut.to_str().unwrap(),
+            "--backend",
+            "wgpu",
+            "--max-steps",
+            "33",
+        ],
+        true,
+    );
+    lockstep(&["resume", cut.to_str().unwrap()], true);
+    same(
+        &full,
+        &cut,
+        &["final.safetensors", "metrics.jsonl", "scores.json"],
+    );
+}

@@ -221,3 +221,91 @@ fn dropout_masks_made_on_device_match_the_host_stream() {
         }
     }
 }
+
+/// Autodiff of lockstep's ops against central finite differences (in f64 on the host) and
+/// against burn's stock ops, within tolerance.
+#[test]
+fn lockstep_backward_passes_match_finite_differences_and_stock_ops() {
+    #[allow(deprecated)]
+    let ad = Device::ndarray().autodiff();
+    let (m, k, n) = (5, 7, 4);
+    let a = seeded(m * k, "fd-a", -1.0, 1.0);
+    let b = seeded(k * n, "fd-b", -1.0, 1.0);
+    let bias = seeded(n, "fd-bias", -1.0, 1.0);
+    let t: Vec<f32> = (0..m * n)
+        .map(|i| if i % n == (i / n) % n { 1.0 } else { 0.0 })
+        .collect();
+    // loss(a, b, bias) = mean cross-entropy of (a·b + bias) against t, lockstep ops throughout.
+    let loss_f64 = |a: &[f32], b: &[f32], bias: &[f32]| -> f64 {
+        let mut total = 0.0;
+        for i in 0..m {
+            let z: Vec<f64> = (0..n)
+                .map(|j| {
+                    (0..k)
+                        .map(|p| a[i * k + p] as f64 * b[p * n + j] as f64)
+                        .sum::<f64>()
+                        + bias[j] as f64
+                })
+                .collect();
+            let mx = z.iter().cloned().fold(f64::MIN, f64::max);
+            let lse = z.iter().map(|v| (v - mx).exp()).sum::<f64>().ln() + mx;
+            total += lse - (0..n).map(|j| z[j] * t[i * n + j] as f64).sum::<f64>();
+        }
+        total / m as f64
+    };
+    let graph = |lock: bool| {
+        let (ta, tb, tc) = (
+            t2(&a, [m, k], &ad).require_grad(),
+            t2(&b, [k, n], &ad).require_grad(),
+            t2(&bias, [1, n], &ad).require_grad(),
+        );
+        let ks = if lock {
+            lockstep_core::config::KernelSet::Lockstep
+        } else {
+            lockstep_core::config::KernelSet::Burn
+        };
+        let logits = if lock {
+            det::add_bias(det::matmul(ta.clone(), tb.clone()), tc.clone())
+        } else {
+            ta.clone().matmul(tb.clone()) + tc.clone()
+        };
+        let loss = lockstep_train::model::cross_entropy(ks, logits, t2(&t, [m, n], &ad));
+        let g = loss.backward();
+        (
+            host(ta.grad(&g).unwrap()),
+            host(tb.grad(&g).unwrap()),
+            host(tc.grad(&g).unwrap()),
+        )
+    };
+    let (la, lb, lc) = graph(true);
+    let (sa, sb, sc) = graph(false);
+    for (name, ours, stock) in [("dA", &la, &sa), ("dB", &lb, &sb), ("dbias", &lc, &sc)] {
+        for (i, (x, y)) in ours.iter().zip(stock.iter()).enumerate() {
+            assert!(
+                (x - y).abs() <= 1e-6 + 1e-5 * y.abs(),
+                "{name}[{i}]: lockstep {x} vs stock {y}"
+            );
+        }
+    }
+    let h = 1e-3f32;
+    let fd = |which: usize, i: usize| {
+        let (mut a2, mut b2, mut c2) = (a.clone(), b.clone(), bias.clone());
+        let v = [&mut a2, &mut b2, &mut c2];
+        let x = &mut *v[which];
+        x[i] += h;
+        let up = loss_f64(&a2, &b2, &c2);
+        let (mut a3, mut b3, mut c3) = (a.clone(), b.clone(), bias.clone());
+        let v = [&mut a3, &mut b3, &mut c3];
+        v[which][i] -= h;
+        (up - loss_f64(&a3, &b3, &c3)) / (2.0 * h as f64)
+    };
+    for (which, grads) in [(0, &la), (1, &lb), (2, &lc)] {
+        for (i, &g) in grads.iter().enumerate() {
+            let want = fd(which, i);
+            assert!(
+                (g as f64 - want).abs() <= 2e-4 + 1e-3 * want.abs(),
+                "param {which}[{i}]: autodiff {g} vs finite difference {want}"
+            );
+        }
+    }
+}

@@ -228,3 +228,72 @@ fn lockstep_inference_ops_are_batch_invariant() {
         }
     }
 }
+
+/// `lockstep predict` on the test file reproduces the logits recorded at training time, bit for
+/// bit (lockstep kernels), whatever backend serves them.
+#[test]
+fn predict_reproduces_the_recorded_test_logits() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let rows = |n: usize, salt: usize| -> String {
+        (0..n)
+            .map(|i| {
+                let px: Vec<String> = (0..16)
+                    .map(|j| ((i * 5 + j * 11 + salt) % 17).to_string())
+                    .collect();
+                format!("{},{}", px.join(","), (i + salt) % 3)
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let (train, test) = (dir.path().join("train.csv"), dir.path().join("test.csv"));
+    std::fs::write(&train, rows(150, 0)).unwrap();
+    std::fs::write(&test, rows(23, 4)).unwrap();
+    let text = format!(
+        "seed = 5\n[data]\ndataset = \"csv\"\ntrain_path = \"{}\"\ntest_path = \"{}\"\nimage_shape = [1, 4, 4]\nclasses = 3\nnormalize = \"standardize\"\n[model]\nkind = \"mlp\"\nhidden = [8]\n[optimizer]\nkind = \"adam\"\nlr = 0.01\n[train]\nbatch_size = 16\nepochs = 3\n",
+        train.display(),
+        test.display()
+    );
+    let cfg = write_config(dir.path(), "p.toml", &text);
+    let run = dir.path().join("run");
+    lockstep(
+        &[
+            "train",
+            cfg.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+        ],
+        true,
+    );
+    let rec = lockstep_core::TensorFile::read(&run.join("eval/test.safetensors")).unwrap();
+    let want = rec.tensors["logits"].to_f32().unwrap();
+    let mut backends = vec!["ndarray", "flex"];
+    if lockstep_train::backend::wgpu_available() {
+        backends.push("wgpu");
+    }
+    for b in backends {
+        let o = lockstep(
+            &[
+                "predict",
+                run.to_str().unwrap(),
+                test.to_str().unwrap(),
+                "--backend",
+                b,
+            ],
+            true,
+        );
+        let got: Vec<f32> = String::from_utf8(o.stdout)
+            .unwrap()
+            .lines()
+            .flat_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["logits"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_bitwise(&format!("predict on {b}"), &want, &got);
+    }
+}

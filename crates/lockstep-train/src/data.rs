@@ -67,6 +67,8 @@ pub struct Dataset {
     pub classes: usize,
     /// File name → SHA-256 of its stored bytes.
     pub hashes: BTreeMap<String, String>,
+    /// The normalisation fitted on the training split (applied to raw pixels by `predict`).
+    pub normalizer: Normalizer,
 }
 
 /// Raw pixels (as read) with labels, before normalisation.
@@ -226,6 +228,7 @@ pub fn load_dataset(cfg: &DataConfig, seed: u64) -> Result<Dataset, TrainError> 
         image_shape: cfg.image_shape,
         classes: cfg.classes,
         hashes,
+        normalizer: norm,
     })
 }
 
@@ -237,7 +240,8 @@ fn file_name(p: &str) -> String {
 }
 
 /// `x / max`, then optionally `(x - mean) / std` with f64 statistics of the training pixels.
-struct Normalizer {
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Normalizer {
     max: f64,
     mean: f64,
     std: f64,
@@ -268,7 +272,8 @@ impl Normalizer {
             }
         }
     }
-    fn apply(&self, p: f32) -> f32 {
+    /// Normalise one raw pixel value: `((p / max - mean) / std) as f32`, computed in f64.
+    pub fn apply(&self, p: f32) -> f32 {
         ((p as f64 / self.max - self.mean) / self.std) as f32
     }
 }

@@ -12,9 +12,12 @@ pub mod error;
 pub mod export;
 pub mod model;
 pub mod optim;
+pub mod predict;
 pub mod run;
 pub mod tracking;
 pub mod verify;
 
 pub use error::TrainError;
 pub use run::{BuildInfo, RunOptions, RunSummary, resume, train};
+
+pub use predict::Predictor;
