@@ -3,15 +3,9 @@
 use crate::arith::gpu::{exp_fixed, log_fixed, mad_nc, nc, recip_fixed};
 use cubecl::prelude::*;
 
-/// Inputs are contiguous `[m, c]` (the host makes them so).
-#[cube(launch)]
-pub fn xent_forward_kernel(x: &Tensor<f32>, t: &Tensor<f32>, nll: &mut Tensor<f32>, one: f32) {
-    let i = ABSOLUTE_POS;
-    if i >= nll.len() {
-        terminate!();
-    }
-    let c = x.shape(1);
-    let base = i * c;
+/// Row maximum and `sum_j exp_fixed(x[j] - max)` of row `base .. base + c`, j in order.
+#[cube]
+fn row_stats(x: &Tensor<f32>, base: usize, c: usize, one: f32) -> (f32, f32) {
     let mut mx = x[base];
     for j in 1..c {
         let v = x[base + j];
@@ -21,6 +15,19 @@ pub fn xent_forward_kernel(x: &Tensor<f32>, t: &Tensor<f32>, nll: &mut Tensor<f3
     for j in 0..c {
         s = nc(s + exp_fixed(nc(x[base + j] - mx, one), one), one);
     }
+    (mx, s)
+}
+
+/// Inputs are contiguous `[m, c]` (the host makes them so).
+#[cube(launch)]
+pub fn xent_forward_kernel(x: &Tensor<f32>, t: &Tensor<f32>, nll: &mut Tensor<f32>, one: f32) {
+    let i = ABSOLUTE_POS;
+    if i >= nll.len() {
+        terminate!();
+    }
+    let c = x.shape(1);
+    let base = i * c;
+    let (mx, s) = row_stats(x, base, c, one);
     let lse = nc(log_fixed(s, one) + mx, one);
     let mut dot = 0.0f32;
     for j in 0..c {
@@ -43,15 +50,7 @@ pub fn xent_backward_kernel(
     }
     let c = x.shape(1);
     let base = i * c;
-    let mut mx = x[base];
-    for j in 1..c {
-        let v = x[base + j];
-        mx = select(v > mx, v, mx);
-    }
-    let mut s = 0.0f32;
-    for j in 0..c {
-        s = nc(s + exp_fixed(nc(x[base + j] - mx, one), one), one);
-    }
+    let (mx, s) = row_stats(x, base, c, one);
     let r = recip_fixed(s, one);
     let gi = g[i];
     for j in 0..c {
