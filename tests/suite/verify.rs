@@ -297,3 +297,85 @@ fn predict_reproduces_the_recorded_test_logits() {
         assert_bitwise(&format!("predict on {b}"), &want, &got);
     }
 }
+
+/// Python interop: Python's `safetensors` + numpy reproduce the recorded logits from the final
+/// checkpoint using only the layout documented in README. Skips loudly without them.
+#[test]
+fn numpy_forward_pass_reproduces_the_recorded_scores() {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import numpy, safetensors"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!(
+            "\n!!! SKIPPING the Python interop check: python3 with numpy and safetensors is not installed (pip install numpy safetensors) !!!\n"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let rows = |n: usize, salt: usize| -> String {
+        (0..n)
+            .map(|i| {
+                format!(
+                    "{},{}",
+                    (0..16)
+                        .map(|j| ((i * 3 + j * 7 + salt) % 17).to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    (i + salt) % 3
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let (train, test) = (dir.path().join("train.csv"), dir.path().join("test.csv"));
+    std::fs::write(&train, rows(120, 0)).unwrap();
+    std::fs::write(&test, rows(30, 2)).unwrap();
+    let text = format!(
+        "seed = 9\n[data]\ndataset = \"csv\"\ntrain_path = \"{}\"\ntest_path = \"{}\"\nimage_shape = [1, 4, 4]\nclasses = 3\nnormalize = \"unit\"\n[model]\nkind = \"mlp\"\nhidden = [8, 6]\n[optimizer]\nkind = \"adam\"\nlr = 0.01\n[train]\nbatch_size = 16\nepochs = 2\n",
+        train.display(),
+        test.display()
+    );
+    let cfg = write_config(dir.path(), "py.toml", &text);
+    let run = dir.path().join("run");
+    lockstep(
+        &[
+            "train",
+            cfg.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+        ],
+        true,
+    );
+    let script = format!(
+        r#"
+import numpy as np
+from safetensors.numpy import load_file
+f = load_file("{run}/final.safetensors")
+tr = np.loadtxt("{train}", delimiter=",")[:, :16]
+te = np.loadtxt("{test}", delimiter=",")[:, :16]
+x = (te / np.abs(tr).max()).astype(np.float32)
+n = len([k for k in f if k.startswith("model.") and k.endswith(".weight")])
+for i in range(n):
+    x = x @ f[f"model.l{{i}}.weight"] + f[f"model.l{{i}}.bias"]
+    if i < n - 1:
+        x = np.maximum(x, 0)
+want = load_file("{run}/eval/test.safetensors")["logits"]
+print(float(np.abs(x - want).max()))
+"#,
+        run = run.display(),
+        train = train.display(),
+        test = test.display()
+    );
+    let o = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let max: f64 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    assert!(
+        max < 1e-5,
+        "numpy logits differ from the recorded ones by {max}"
+    );
+}

@@ -292,13 +292,13 @@ fn take_indices(all: Raw, k: usize, stream: &mut SeedStream) -> (Raw, Raw) {
     let mut rest: Vec<u32> = perm[k..].to_vec();
     taken.sort_unstable();
     rest.sort_unstable();
+    let all = Split {
+        features: all.pixels,
+        labels: all.labels,
+        dim: all.dim,
+    };
     let pick = |idx: &[u32]| {
-        let s = Split {
-            features: all.pixels.clone(),
-            labels: all.labels.clone(),
-            dim: all.dim,
-        }
-        .subset(idx);
+        let s = all.subset(idx);
         Raw {
             pixels: s.features,
             labels: s.labels,

@@ -148,16 +148,7 @@ impl Model {
             .collect()
     }
 
-    fn activate(&self, x: Tensor<2>) -> Tensor<2> {
-        match self.cfg.activation {
-            Activation::Relu => relu(x),
-            Activation::Tanh => x.tanh(),
-            Activation::Sigmoid => sigmoid(x),
-            Activation::Gelu => gelu(x),
-        }
-    }
-
-    fn activate4(&self, x: Tensor<4>) -> Tensor<4> {
+    fn activate<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match self.cfg.activation {
             Activation::Relu => relu(x),
             Activation::Tanh => x.tanh(),
@@ -191,7 +182,7 @@ impl Model {
                     KernelSet::Burn => conv2d(y, w, Some(p(idx + 1)), opts()),
                     KernelSet::Lockstep => conv2d_im2col(y, w, p(idx + 1), pad),
                 };
-                y = max_pool2d(self.activate4(y), MaxPoolOptions::new([2, 2]));
+                y = max_pool2d(self.activate(y), MaxPoolOptions::new([2, 2]));
                 idx += 2;
             }
             let [b, c2, h2, w2] = y.dims();
