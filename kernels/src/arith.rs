@@ -80,6 +80,19 @@ pub fn log_fixed(x: f32) -> f32 {
     e * LN2_HI + r
 }
 
+/// `sigmoid(x) = recip_fixed(1 + exp_fixed(-x))`, x clamped to [-40, 40] (so the reciprocal's
+/// argument stays in [1, 2^60]).
+pub fn sigmoid_fixed(x: f32) -> f32 {
+    let xc = if x < -40.0 { -40.0 } else { x };
+    let xc = if xc > 40.0 { 40.0 } else { xc };
+    recip_fixed(1.0 + exp_fixed(-xc))
+}
+
+/// `tanh(x) = 2 * sigmoid(2x) - 1` (absolute error ~1e-7 near 0, where tanh is ~x).
+pub fn tanh_fixed(x: f32) -> f32 {
+    2.0 * sigmoid_fixed(2.0 * x) - 1.0
+}
+
 pub fn recip_fixed(d: f32) -> f32 {
     let mut y = f32::from_bits(0x7ef3_11c3u32.wrapping_sub(d.to_bits()));
     for _ in 0..4 {
@@ -169,6 +182,39 @@ pub mod gpu {
             terminate!();
         }
         out[pos] = exp_fixed(x[pos], one);
+    }
+
+    #[cube]
+    pub fn sigmoid_fixed(x: f32, one: f32) -> f32 {
+        let xc = select(x < -40.0f32, -40.0f32, x);
+        let xc = select(xc > 40.0f32, 40.0f32, xc);
+        let e = exp_fixed(-xc, one);
+        recip_fixed(nc(1.0f32 + e, one), one)
+    }
+
+    #[cube]
+    pub fn tanh_fixed(x: f32, one: f32) -> f32 {
+        let s = sigmoid_fixed(nc(2.0f32 * x, one), one);
+        nc(nc(2.0f32 * s, one) - 1.0f32, one)
+    }
+
+    /// Element-wise `kind`: 2 = sigmoid_fixed, 3 = tanh_fixed.
+    #[cube(launch)]
+    pub fn activation_kernel(
+        x: &Tensor<f32>,
+        out: &mut Tensor<f32>,
+        one: f32,
+        #[comptime] kind: u32,
+    ) {
+        let pos = ABSOLUTE_POS;
+        if pos >= out.len() {
+            terminate!();
+        }
+        if kind == 2 {
+            out[pos] = sigmoid_fixed(x[pos], one);
+        } else {
+            out[pos] = tanh_fixed(x[pos], one);
+        }
     }
 
     #[cube(launch)]

@@ -52,6 +52,10 @@ pub trait DetOps: Backend {
     fn det_exp(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Element-wise `arith::log_fixed`.
     fn det_log(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Element-wise `arith::sigmoid_fixed`; backward `g * s * (1 - s)`.
+    fn det_sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Element-wise `arith::tanh_fixed`; backward `g * (1 - t * t)`.
+    fn det_tanh(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `a * b + c` written plainly, as the device compiles it (the arithmetic-profile probe).
     fn det_probe_mad(
         a: FloatTensor<Self>,
@@ -169,6 +173,24 @@ macro_rules! impl_cpu_det_ops {
                 let (xv, s) = host::<Self>(x);
                 upload::<Self>(
                     xv.iter().map(|&v| crate::arith::log_fixed(v)).collect(),
+                    s,
+                    &device,
+                )
+            }
+            fn det_sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self> {
+                let device = x.device();
+                let (xv, s) = host::<Self>(x);
+                upload::<Self>(
+                    xv.iter().map(|&v| crate::arith::sigmoid_fixed(v)).collect(),
+                    s,
+                    &device,
+                )
+            }
+            fn det_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+                let device = x.device();
+                let (xv, s) = host::<Self>(x);
+                upload::<Self>(
+                    xv.iter().map(|&v| crate::arith::tanh_fixed(v)).collect(),
                     s,
                     &device,
                 )
@@ -390,6 +412,29 @@ mod cube_host {
         out
     }
 
+    /// `kind`: 2 = sigmoid, 3 = tanh (`arith::gpu::activation_kernel`).
+    pub fn launch_activation(x: CubeTensor, kind: u32) -> CubeTensor {
+        f32_only(&x, "det_sigmoid/det_tanh");
+        let x = into_contiguous(x);
+        let shape = x.shape();
+        let len = shape.num_elements();
+        let out = empty(&x, shape);
+        if len == 0 {
+            return out;
+        }
+        let (count, dim) = grid(&out, len);
+        crate::arith::gpu::activation_kernel::launch(
+            &out.client,
+            count,
+            dim,
+            x.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            ONE,
+            kind,
+        );
+        out
+    }
+
     pub fn launch_elementwise(x: CubeTensor, log: bool) -> CubeTensor {
         f32_only(&x, "det_exp/det_log");
         let x = into_contiguous(x);
@@ -459,6 +504,12 @@ impl DetOps for burn::backend::Cube {
     }
     fn det_log(x: FloatTensor<Self>) -> FloatTensor<Self> {
         cube_host::launch_elementwise(x, true)
+    }
+    fn det_sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        cube_host::launch_activation(x, 2)
+    }
+    fn det_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        cube_host::launch_activation(x, 3)
     }
     fn det_probe_mad(
         a: FloatTensor<Self>,
@@ -657,6 +708,67 @@ impl<B: DetOps, C: CheckpointStrategy> DetOps for Autodiff<B, C> {
         <Self as AutodiffBackend>::from_inner(B::det_dropout_mask(like.primitive(), key, p, scale))
     }
 
+    fn det_sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct SigmoidBackward;
+        impl<B: DetOps> Backward<B, 1> for SigmoidBackward {
+            type State = FloatTensor<B>;
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut AdGrads,
+                _c: &mut Checkpointer,
+            ) {
+                let s = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |g| {
+                    let one_minus = B::float_add_scalar(B::float_neg(s.clone()), 1.0f32.into());
+                    B::float_mul(g, B::float_mul(s, one_minus))
+                });
+            }
+        }
+        match SigmoidBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::det_sigmoid(x.into_primitive());
+                prep.finish(out.clone(), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::det_sigmoid(x.into_primitive())),
+        }
+    }
+
+    fn det_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct TanhBackward;
+        impl<B: DetOps> Backward<B, 1> for TanhBackward {
+            type State = FloatTensor<B>;
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut AdGrads,
+                _c: &mut Checkpointer,
+            ) {
+                let t = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |g| {
+                    let sq = B::float_mul(t.clone(), t);
+                    B::float_mul(g, B::float_add_scalar(B::float_neg(sq), 1.0f32.into()))
+                });
+            }
+        }
+        match TanhBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::det_tanh(x.into_primitive());
+                prep.finish(out.clone(), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::det_tanh(x.into_primitive())),
+        }
+    }
     fn det_probe_mad(
         a: FloatTensor<Self>,
         b: FloatTensor<Self>,
@@ -787,4 +899,14 @@ pub fn probe_mad(a: Tensor<1>, b: Tensor<1>, c: Tensor<1>) -> Tensor<1> {
         b.into_dispatch(),
         c.into_dispatch(),
     ))
+}
+
+/// Element-wise `arith::sigmoid_fixed`.
+pub fn sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as DetOps>::det_sigmoid(x.into_dispatch()))
+}
+
+/// Element-wise `arith::tanh_fixed`.
+pub fn tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as DetOps>::det_tanh(x.into_dispatch()))
 }

@@ -68,6 +68,31 @@ fn lockstep_kernels_give_identical_bits_on_cpu_and_gpu() {
 }
 
 #[test]
+fn lockstep_tanh_and_sigmoid_mlps_give_identical_bits_on_cpu_and_gpu() {
+    let dir = tempfile::tempdir().expect("tmp");
+    for act in ["tanh", "sigmoid"] {
+        let text =
+            short_digits("").replace("activation = \"relu\"", &format!("activation = \"{act}\""));
+        assert!(text.contains(&format!("activation = \"{act}\"")));
+        let cfg = write_config(dir.path(), &format!("{act}.toml"), &text);
+        let nd = dir.path().join(format!("{act}-ndarray"));
+        train(&cfg, &nd, "ndarray");
+        let other = if wgpu_or_skip("the tanh/sigmoid CPU-vs-GPU run") {
+            "wgpu"
+        } else {
+            "flex"
+        };
+        let o = dir.path().join(format!("{act}-{other}"));
+        train(&cfg, &o, other);
+        same(
+            &nd,
+            &o,
+            &["final.safetensors", "metrics.jsonl", "scores.json"],
+        );
+    }
+}
+
+#[test]
 fn lockstep_cnn_gives_identical_bits_on_cpu_and_gpu() {
     let dir = tempfile::tempdir().expect("tmp");
     // The shipped CNN architecture (conv-pool-conv-pool-fc) on the embedded 8x8 digits, 40 steps.

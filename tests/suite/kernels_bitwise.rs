@@ -309,3 +309,64 @@ fn lockstep_backward_passes_match_finite_differences_and_stock_ops() {
         }
     }
 }
+
+#[test]
+fn sigmoid_and_tanh_forward_and_backward_should_match_reference_backend() {
+    let mut x = seeded(20_000, "act", -50.0, 50.0);
+    x.extend(seeded(5_000, "act-small", -1e-3, 1e-3));
+    x.extend([0.0, -0.0, 40.0, -40.0, 88.0, -88.0]);
+    let g = seeded(x.len(), "act-g", -1.0, 1.0);
+    let n = x.len();
+    let mut want: Vec<(String, Vec<f32>)> = vec![];
+    for (name, d) in devices() {
+        let ad = d.clone().autodiff();
+        for (op, f) in [
+            ("sigmoid", det::sigmoid::<1> as fn(Tensor<1>) -> Tensor<1>),
+            ("tanh", det::tanh::<1>),
+        ] {
+            let xt = Tensor::<1>::from_data(TensorData::new(x.clone(), [n]), &ad).require_grad();
+            let y = f(xt.clone());
+            let grads = (y.clone() * Tensor::<1>::from_data(TensorData::new(g.clone(), [n]), &ad))
+                .sum()
+                .backward();
+            let (fwd, bwd) = (host(y), host(xt.grad(&grads).expect("grad")));
+            if name == "ndarray" {
+                let cpu: Vec<f32> = x
+                    .iter()
+                    .map(|&v| {
+                        if op == "sigmoid" {
+                            lockstep_kernels::arith::sigmoid_fixed(v)
+                        } else {
+                            lockstep_kernels::arith::tanh_fixed(v)
+                        }
+                    })
+                    .collect();
+                assert_bitwise(&format!("{op} vs the CPU reference"), &cpu, &fwd);
+                for (i, (&a, &v)) in fwd.iter().zip(&x).enumerate() {
+                    let exact = if op == "sigmoid" {
+                        1.0 / (1.0 + (-(v as f64)).exp())
+                    } else {
+                        (v as f64).tanh()
+                    };
+                    assert!(
+                        (a as f64 - exact).abs() <= 3e-7,
+                        "{op}({v}) = {a}, exact {exact} (index {i})"
+                    );
+                }
+                want.push((format!("{op} fwd"), fwd));
+                want.push((format!("{op} bwd"), bwd));
+            } else {
+                let w = want
+                    .iter()
+                    .find(|(k, _)| k == &format!("{op} fwd"))
+                    .expect("reference first");
+                assert_bitwise(&format!("{op} forward on {name}"), &w.1, &fwd);
+                let w = want
+                    .iter()
+                    .find(|(k, _)| k == &format!("{op} bwd"))
+                    .expect("reference first");
+                assert_bitwise(&format!("{op} backward on {name}"), &w.1, &bwd);
+            }
+        }
+    }
+}

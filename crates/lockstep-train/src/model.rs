@@ -149,11 +149,13 @@ impl Model {
     }
 
     fn activate<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        match self.cfg.activation {
-            Activation::Relu => relu(x),
-            Activation::Tanh => x.tanh(),
-            Activation::Sigmoid => sigmoid(x),
-            Activation::Gelu => gelu(x),
+        match (self.kernels, self.cfg.activation) {
+            (_, Activation::Relu) => relu(x),
+            (KernelSet::Lockstep, Activation::Tanh) => det::ops::tanh(x),
+            (KernelSet::Lockstep, Activation::Sigmoid) => det::ops::sigmoid(x),
+            (_, Activation::Tanh) => x.tanh(),
+            (_, Activation::Sigmoid) => sigmoid(x),
+            (_, Activation::Gelu) => gelu(x),
         }
     }
 
