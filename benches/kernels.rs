@@ -10,6 +10,8 @@
 //!
 //! Run: `cargo bench --bench kernels` (add `-- --quick` for a shorter run).
 
+#![allow(clippy::unwrap_used)]
+
 use burn::tensor::{Device, Tensor, TensorData};
 use criterion::Criterion;
 use lockstep_core::SeedStream;

@@ -28,6 +28,8 @@ pub const EP3: f32 = f32::from_bits(0x3d2a_a9c1);
 pub const EP4: f32 = f32::from_bits(0x3e2a_aaaa);
 pub const EP5: f32 = 0.5;
 /// Cephes logf polynomial (highest power first).
+// Cephes logf coefficients as published (rounded to f32 by the compiler).
+#[allow(clippy::excessive_precision)]
 pub const LP0: f32 = 7.037_683_6e-2;
 pub const LP1: f32 = -1.151_461_1e-1;
 pub const LP2: f32 = 1.167_699_9e-1;
@@ -36,6 +38,7 @@ pub const LP4: f32 = 1.424_932_3e-1;
 pub const LP5: f32 = -1.666_805_8e-1;
 pub const LP6: f32 = 2.000_071_4e-1;
 pub const LP7: f32 = -2.499_999_4e-1;
+#[allow(clippy::excessive_precision)]
 pub const LP8: f32 = 3.333_333_1e-1;
 pub const SQRT_HALF_X2: f32 = f32::from_bits(0x3fb5_04f3); // sqrt(2)
 
@@ -93,6 +96,7 @@ pub fn tanh_fixed(x: f32) -> f32 {
     2.0 * sigmoid_fixed(2.0 * x) - 1.0
 }
 
+#[allow(clippy::assign_op_pattern)] // written out to mirror the GPU twin op for op
 pub fn recip_fixed(d: f32) -> f32 {
     let mut y = f32::from_bits(0x7ef3_11c3u32.wrapping_sub(d.to_bits()));
     for _ in 0..4 {

@@ -3,6 +3,8 @@
 //! Every determinism claim is checked against a second run, a recorded golden value, or an
 //! independent reimplementation — never against the code path under test.
 
+#![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
+
 mod bad_input;
 mod checkpoint_format;
 mod config_files;

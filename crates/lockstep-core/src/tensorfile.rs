@@ -136,7 +136,7 @@ impl TensorFile {
         let mut json = serde_json::to_string(&Value::Object(header))
             .expect("serialising a Value cannot fail")
             .into_bytes();
-        while (8 + json.len()) % 8 != 0 {
+        while !(8 + json.len()).is_multiple_of(8) {
             json.push(b' ');
         }
         let mut out = Vec::with_capacity(8 + json.len() + offset);

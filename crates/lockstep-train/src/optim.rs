@@ -5,7 +5,7 @@
 //! once to f32:
 //! - SGD:   `g += wd*w; buf = mu*buf + g; w -= lr*buf` (PyTorch's SGD, no dampening/nesterov).
 //! - Adam:  `g += wd*w; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g;`
-//!          `w -= lr * (m*c1) / (sqrt(v*c2) + eps)`.
+//!   `w -= lr * (m*c1) / (sqrt(v*c2) + eps)`.
 //! - AdamW: Adam without the `g += wd*w`, and `w -= lr*wd*w` applied first (decoupled decay).
 
 use burn::tensor::Tensor;

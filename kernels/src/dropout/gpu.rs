@@ -1,5 +1,8 @@
 //! GPU ChaCha8 dropout-mask kernel (CubeCL), integer arithmetic only.
 
+// CubeCL has no rotate intrinsic: rotations are written as two shifts and an or.
+#![allow(clippy::manual_rotate)]
+
 use cubecl::prelude::*;
 
 /// 2^-24 exactly.

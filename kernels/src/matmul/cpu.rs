@@ -85,6 +85,7 @@ fn block<const FUSED: bool>(a: &[f32], b: &[f32], out: &mut [f32], k: usize, n: 
 }
 
 /// The plain triple loop: the reference the fast version must match bit for bit.
+#[allow(clippy::assign_op_pattern)] // `acc = a*b + acc` is the documented order
 pub fn matmul_reference(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     let mut out = vec![0f32; m * n];
     for i in 0..m {

@@ -18,6 +18,7 @@ fn row_stats(x: &[f32]) -> (f32, f32) {
 }
 
 /// Per-row negative log-likelihood, `[m]`.
+#[allow(clippy::assign_op_pattern)] // `dot = x*t + dot` mirrors the GPU kernel
 pub fn forward(x: &[f32], t: &[f32], m: usize, c: usize) -> Vec<f32> {
     assert!(
         c > 0 && x.len() == m * c && t.len() == m * c,
