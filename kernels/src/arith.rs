@@ -106,6 +106,27 @@ pub fn recip_fixed(d: f32) -> f32 {
     y
 }
 
+/// The element-wise ops with a CPU function and one GPU kernel (`gpu::unary_kernel`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unary {
+    Exp = 0,
+    Log = 1,
+    Sigmoid = 2,
+    Tanh = 3,
+}
+
+impl Unary {
+    /// The CPU version of the op.
+    pub fn cpu(self) -> fn(f32) -> f32 {
+        match self {
+            Unary::Exp => exp_fixed,
+            Unary::Log => log_fixed,
+            Unary::Sigmoid => sigmoid_fixed,
+            Unary::Tanh => tanh_fixed,
+        }
+    }
+}
+
 /// The `#[cube]` twins. Kept free of burn imports (cubecl's prelude has its own `Tensor`).
 pub mod gpu {
     use super::{
@@ -179,15 +200,6 @@ pub mod gpu {
         mad_nc(e, LN2_HI, r, one)
     }
 
-    #[cube(launch)]
-    pub fn exp_kernel(x: &Tensor<f32>, out: &mut Tensor<f32>, one: f32) {
-        let pos = ABSOLUTE_POS;
-        if pos >= out.len() {
-            terminate!();
-        }
-        out[pos] = exp_fixed(x[pos], one);
-    }
-
     #[cube]
     pub fn sigmoid_fixed(x: f32, one: f32) -> f32 {
         let xc = select(x < -40.0f32, -40.0f32, x);
@@ -202,32 +214,22 @@ pub mod gpu {
         nc(nc(2.0f32 * s, one) - 1.0f32, one)
     }
 
-    /// Element-wise `kind`: 2 = sigmoid_fixed, 3 = tanh_fixed.
+    /// Element-wise `Unary` op `kind` (0 exp, 1 log, 2 sigmoid, 3 tanh; see `super::Unary`).
     #[cube(launch)]
-    pub fn activation_kernel(
-        x: &Tensor<f32>,
-        out: &mut Tensor<f32>,
-        one: f32,
-        #[comptime] kind: u32,
-    ) {
+    pub fn unary_kernel(x: &Tensor<f32>, out: &mut Tensor<f32>, one: f32, #[comptime] kind: u32) {
         let pos = ABSOLUTE_POS;
         if pos >= out.len() {
             terminate!();
         }
-        if kind == 2 {
+        if kind == 0 {
+            out[pos] = exp_fixed(x[pos], one);
+        } else if kind == 1 {
+            out[pos] = log_fixed(x[pos], one);
+        } else if kind == 2 {
             out[pos] = sigmoid_fixed(x[pos], one);
         } else {
             out[pos] = tanh_fixed(x[pos], one);
         }
-    }
-
-    #[cube(launch)]
-    pub fn log_kernel(x: &Tensor<f32>, out: &mut Tensor<f32>, one: f32) {
-        let pos = ABSOLUTE_POS;
-        if pos >= out.len() {
-            terminate!();
-        }
-        out[pos] = log_fixed(x[pos], one);
     }
 
     /// `a * b + c` written plainly: the arithmetic-profile probe (CubeCL emits `fma` here).

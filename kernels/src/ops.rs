@@ -7,6 +7,7 @@
 
 #![allow(deprecated)] // burn's NdArray backend is deprecated upstream in favour of Flex.
 
+use crate::arith::Unary;
 use crate::{dropout, matmul, reduce, xent};
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, Flex, NdArray, Shape, TensorData, TensorMetadata,
@@ -75,6 +76,12 @@ fn host<B: Backend>(t: FloatTensor<B>) -> (Vec<f32>, Shape) {
 
 fn upload<B: Backend>(v: Vec<f32>, shape: Shape, device: &B::Device) -> FloatTensor<B> {
     B::float_from_data(TensorData::new(v, shape), device)
+}
+
+fn host_unary<B: Backend>(x: FloatTensor<B>, op: Unary) -> FloatTensor<B> {
+    let device = x.device();
+    let (xv, s) = host::<B>(x);
+    upload::<B>(xv.into_iter().map(op.cpu()).collect(), s, &device)
 }
 
 fn dims2(s: &Shape, op: &str) -> (usize, usize) {
@@ -160,40 +167,16 @@ macro_rules! impl_cpu_det_ops {
                 upload::<Self>(out, shape, &like.device())
             }
             fn det_exp(x: FloatTensor<Self>) -> FloatTensor<Self> {
-                let device = x.device();
-                let (xv, s) = host::<Self>(x);
-                upload::<Self>(
-                    xv.iter().map(|&v| crate::arith::exp_fixed(v)).collect(),
-                    s,
-                    &device,
-                )
+                host_unary::<Self>(x, Unary::Exp)
             }
             fn det_log(x: FloatTensor<Self>) -> FloatTensor<Self> {
-                let device = x.device();
-                let (xv, s) = host::<Self>(x);
-                upload::<Self>(
-                    xv.iter().map(|&v| crate::arith::log_fixed(v)).collect(),
-                    s,
-                    &device,
-                )
+                host_unary::<Self>(x, Unary::Log)
             }
             fn det_sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self> {
-                let device = x.device();
-                let (xv, s) = host::<Self>(x);
-                upload::<Self>(
-                    xv.iter().map(|&v| crate::arith::sigmoid_fixed(v)).collect(),
-                    s,
-                    &device,
-                )
+                host_unary::<Self>(x, Unary::Sigmoid)
             }
             fn det_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
-                let device = x.device();
-                let (xv, s) = host::<Self>(x);
-                upload::<Self>(
-                    xv.iter().map(|&v| crate::arith::tanh_fixed(v)).collect(),
-                    s,
-                    &device,
-                )
+                host_unary::<Self>(x, Unary::Tanh)
             }
             fn det_probe_mad(
                 a: FloatTensor<Self>,
@@ -220,7 +203,7 @@ impl_cpu_det_ops!(Flex);
 // ---- CubeCL (wgpu and every other cube runtime) ----------------------------------------------
 
 mod cube_host {
-    use super::{dropout, matmul, reduce, xent};
+    use super::{Unary, dropout, matmul, reduce, xent};
     use burn::backend::{DType, Shape, TensorMetadata};
     use burn_cubecl::kernel::{into_contiguous, untile};
     use burn_cubecl::ops::numeric::{empty_device_contiguous_dtype, zeros_client};
@@ -412,9 +395,8 @@ mod cube_host {
         out
     }
 
-    /// `kind`: 2 = sigmoid, 3 = tanh (`arith::gpu::activation_kernel`).
-    pub fn launch_activation(x: CubeTensor, kind: u32) -> CubeTensor {
-        f32_only(&x, "det_sigmoid/det_tanh");
+    pub fn launch_unary(x: CubeTensor, op: Unary) -> CubeTensor {
+        f32_only(&x, "det_exp/det_log/det_sigmoid/det_tanh");
         let x = into_contiguous(x);
         let shape = x.shape();
         let len = shape.num_elements();
@@ -423,47 +405,15 @@ mod cube_host {
             return out;
         }
         let (count, dim) = grid(&out, len);
-        crate::arith::gpu::activation_kernel::launch(
+        crate::arith::gpu::unary_kernel::launch(
             &out.client,
             count,
             dim,
             x.into_tensor_arg(),
             out.clone().into_tensor_arg(),
             ONE,
-            kind,
+            op as u32,
         );
-        out
-    }
-
-    pub fn launch_elementwise(x: CubeTensor, log: bool) -> CubeTensor {
-        f32_only(&x, "det_exp/det_log");
-        let x = into_contiguous(x);
-        let shape = x.shape();
-        let len = shape.num_elements();
-        let out = empty(&x, shape);
-        if len == 0 {
-            return out;
-        }
-        let (count, dim) = grid(&out, len);
-        if log {
-            crate::arith::gpu::log_kernel::launch(
-                &out.client,
-                count,
-                dim,
-                x.into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                ONE,
-            );
-        } else {
-            crate::arith::gpu::exp_kernel::launch(
-                &out.client,
-                count,
-                dim,
-                x.into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                ONE,
-            );
-        }
         out
     }
 }
@@ -500,16 +450,16 @@ impl DetOps for burn::backend::Cube {
         cube_host::launch_dropout_mask(like, key, p, scale)
     }
     fn det_exp(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        cube_host::launch_elementwise(x, false)
+        cube_host::launch_unary(x, Unary::Exp)
     }
     fn det_log(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        cube_host::launch_elementwise(x, true)
+        cube_host::launch_unary(x, Unary::Log)
     }
     fn det_sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        cube_host::launch_activation(x, 2)
+        cube_host::launch_unary(x, Unary::Sigmoid)
     }
     fn det_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        cube_host::launch_activation(x, 3)
+        cube_host::launch_unary(x, Unary::Tanh)
     }
     fn det_probe_mad(
         a: FloatTensor<Self>,
