@@ -132,6 +132,46 @@ fn existing_run_directory_is_never_overwritten() {
     );
     assert_clean_failure(&o, "file");
     assert_eq!(std::fs::read(&f).unwrap(), b"keep");
+    // A directory holding someone's own config.toml (no lockstep .lock) is not a dead start.
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("config.toml"), b"mine").unwrap();
+    let o = lockstep(
+        &[
+            "train",
+            p.to_str().unwrap(),
+            "--out",
+            foreign.to_str().unwrap(),
+        ],
+        false,
+    );
+    assert_clean_failure(&o, "foreign");
+    assert_eq!(std::fs::read(foreign.join("config.toml")).unwrap(), b"mine");
+}
+
+/// A start killed before its manifest was written (the crash harness lands there) leaves `.lock`,
+/// an empty `checkpoints/`, `config.toml`, an empty `metrics.jsonl` and temp files: `train` must
+/// start over in it rather than refuse, and the result equals a run into a fresh directory.
+#[test]
+fn a_start_killed_before_its_manifest_can_be_restarted() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = write_config(dir.path(), "j.toml", &short_digits(""));
+    let fresh = dir.path().join("fresh");
+    let dead = dir.path().join("dead");
+    std::fs::create_dir_all(dead.join("checkpoints")).unwrap();
+    std::fs::write(dead.join(".lock"), b"").unwrap();
+    std::fs::write(dead.join("config.toml"), b"half").unwrap();
+    std::fs::write(dead.join("metrics.jsonl"), b"").unwrap();
+    std::fs::write(dead.join(".manifest.json.tmp-12345"), b"{\"trunc").unwrap();
+    for out in [&fresh, &dead] {
+        let args = ["train", p.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        lockstep(&args, true);
+    }
+    assert_eq!(
+        std::fs::read(fresh.join("final.safetensors")).unwrap(),
+        std::fs::read(dead.join("final.safetensors")).unwrap()
+    );
+    assert!(!dead.join(".manifest.json.tmp-12345").exists());
 }
 
 #[test]

@@ -173,12 +173,15 @@ pub fn train(
             rustc: opts.build.rustc.clone(),
         },
     };
+    // manifest.json is written last: it marks the run as started. A start killed before it
+    // leaves only files `is_unstarted` recognises, and the next `train` starts over.
+    remove_stale_temps(out);
     write_atomic(&out.join("config.toml"), config_text.as_bytes())?;
+    write_atomic(&out.join("metrics.jsonl"), b"")?;
     write_atomic(
         &out.join("manifest.json"),
         pretty_json(&manifest).as_bytes(),
     )?;
-    write_atomic(&out.join("metrics.jsonl"), b"")?;
     let model = Model::new(
         &cfg.model,
         cfg.train.kernels,
@@ -252,19 +255,26 @@ fn link_run(found: &Path, out: &Path) -> Result<(), TrainError> {
     ))
 }
 
-/// An empty directory, or one left by a start that died before writing its manifest (only
-/// `.lock` and an empty `checkpoints/`): safe to (re)start in.
+/// An empty directory, or one left by a start that died before writing its manifest: `.lock`,
+/// an empty `checkpoints/`, and (only beside our `.lock`) `config.toml`, an empty
+/// `metrics.jsonl` and interrupted temp files. Safe to (re)start in; anything else is refused.
 fn is_unstarted(dir: &Path) -> bool {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return false;
     };
+    let ours = dir.join(".lock").is_file();
     entries.flatten().all(|e| {
-        let name = e.file_name();
-        name == ".lock"
-            || (name == "checkpoints"
-                && std::fs::read_dir(e.path())
-                    .map(|mut d| d.next().is_none())
-                    .unwrap_or(false))
+        let name = e.file_name().to_string_lossy().into_owned();
+        let path = e.path();
+        match name.as_str() {
+            ".lock" => true,
+            "checkpoints" => std::fs::read_dir(&path)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false),
+            "config.toml" => ours,
+            "metrics.jsonl" => ours && std::fs::metadata(&path).is_ok_and(|m| m.len() == 0),
+            n => ours && n.starts_with('.') && n.contains(".tmp-"),
+        }
     })
 }
 
