@@ -154,23 +154,25 @@ fn main() {
         g.finish();
         summary.push(format!("train_step MLP b128 on {bname:<8} lockstep {:6.2} ms | burn stock {:6.2} ms | ratio (burn/lockstep) {:.2}x", tl * 1e3, tb * 1e3, tb / tl));
     }
-    // FP32 peak: 10 independent 8-wide chains per thread, all threads; once as mul-then-add
+    // FP32 peak: independent register-resident chains per thread, all threads; once as mul-then-add
     // (two roundings, what lockstep's kernels compute) and once as FMA (what matrixmultiply and
-    // gemm use), both compiled for AVX2.
+    // gemm use), both at the widest vector width this CPU has (the one the lockstep matmul runs).
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
     let iters = 4_000_000usize;
     let run_peak = |fused: bool| {
         let t = Instant::now();
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(move || black_box(peak_chains(iters, fused)));
-            }
+        let flops: f64 = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..threads)
+                .map(|_| s.spawn(move || peak_chains(iters, fused).1))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
         });
-        (threads * iters * 10 * 8 * 2) as f64 / t.elapsed().as_secs_f64() / 1e9
+        flops / t.elapsed().as_secs_f64() / 1e9
     };
     let (peak, peak_fma) = (run_peak(false), run_peak(true));
+    let width = peak_chains(1, false).0;
     let (m, k, n) = (128, 784, 256);
     let (a, b) = (seeded(m * k, "a"), seeded(k * n, "b"));
     let (tl, _) = ab(
@@ -183,56 +185,78 @@ fn main() {
         || (),
     );
     let gf = 2.0 * (m * k * n) as f64 / tl / 1e9;
-    summary.push(format!("peak ({threads} threads, AVX2): mul+add {peak:.1} GFLOP/s, FMA {peak_fma:.1} GFLOP/s; lockstep matmul 128x784x256 {gf:.1} GFLOP/s = {:.0}% of the mul+add peak, {:.0}% of the FMA peak", 100.0 * gf / peak, 100.0 * gf / peak_fma));
+    summary.push(format!("peak ({threads} threads, {width}): mul+add {peak:.1} GFLOP/s, FMA {peak_fma:.1} GFLOP/s; lockstep matmul 128x784x256 {gf:.1} GFLOP/s = {:.0}% of the mul+add peak, {:.0}% of the FMA peak", 100.0 * gf / peak, 100.0 * gf / peak_fma));
     println!("\n=== ratios (A/B interleaved medians, same run) ===");
     for l in summary {
         println!("{l}");
     }
 }
 
-fn peak_chains(iters: usize, fused: bool) -> f32 {
+/// Register-resident chains at the widest vector width this CPU has (the one the lockstep
+/// matmul is dispatched to): returns the width's name and the flops done.
+fn peak_chains(iters: usize, fused: bool) -> (&'static str, f64) {
     #[cfg(target_arch = "x86_64")]
     {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the features `chains_avx512` is compiled for were just detected.
+            #[allow(unsafe_code)]
+            return unsafe {
+                black_box(if fused {
+                    chains_avx512::<true>(iters)
+                } else {
+                    chains_avx512::<false>(iters)
+                });
+                ("AVX-512", (iters * 20 * 16 * 2) as f64)
+            };
+        }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the features `chains_avx2` is compiled for were just detected.
             #[allow(unsafe_code)]
             return unsafe {
-                if fused {
+                black_box(if fused {
                     chains_avx2::<true>(iters)
                 } else {
                     chains_avx2::<false>(iters)
-                }
+                });
+                ("AVX2", (iters * 12 * 8 * 2) as f64)
             };
         }
     }
-    if fused {
-        chains::<true>(iters)
+    black_box(if fused {
+        chains::<true, 8, 8>(iters)
     } else {
-        chains::<false>(iters)
-    }
+        chains::<false, 8, 8>(iters)
+    });
+    ("portable", (iters * 8 * 8 * 2) as f64)
 }
 
+/// 20 chains of 16 lanes: 20 of the 32 ZMM registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+fn chains_avx512<const FUSED: bool>(iters: usize) -> f32 {
+    chains::<FUSED, 16, 20>(iters)
+}
+
+/// 12 chains of 8 lanes: 12 of the 16 YMM registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn chains_avx2<const FUSED: bool>(iters: usize) -> f32 {
-    chains::<FUSED>(iters)
+    chains::<FUSED, 8, 12>(iters)
 }
 
-/// 10 accumulators of 8 lanes: 10 YMM registers, so nothing spills.
+/// `C` independent accumulators of `L` lanes (enough chains to cover the multiply-then-add
+/// latency, few enough that nothing spills), each step one multiply and one add of every lane
+/// (or one FMA): `iters * C * L * 2` flops.
 #[inline(always)]
-fn chains<const FUSED: bool>(iters: usize) -> f32 {
-    let mut acc = [[0.5f32; 8]; 10];
-    let (m, a) = (black_box([0.999_999f32; 8]), black_box([1e-7f32; 8]));
+fn chains<const FUSED: bool, const L: usize, const C: usize>(iters: usize) -> f32 {
+    let mut acc = [[0.5f32; L]; C];
+    let (m, a) = (black_box(0.999_999f32), black_box(1e-7f32));
     for _ in 0..iters {
-        for r in acc.iter_mut() {
-            for l in 0..8 {
-                r[l] = if FUSED {
-                    r[l].mul_add(m[l], a[l])
-                } else {
-                    r[l] * m[l] + a[l]
-                };
-            }
+        for c in acc.iter_mut() {
+            *c = c.map(|v| if FUSED { v.mul_add(m, a) } else { v * m + a });
         }
     }
     acc.iter().flatten().sum()

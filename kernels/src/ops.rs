@@ -74,13 +74,59 @@ fn host<B: Backend>(t: FloatTensor<B>) -> (Vec<f32>, Shape) {
     (v, shape)
 }
 
+/// How a CPU backend hands a tensor's values to a host loop, as a row-major `Vec`.
+trait HostRead: Backend {
+    fn read(t: FloatTensor<Self>) -> (Vec<f32>, Shape) {
+        host::<Self>(t)
+    }
+}
+
+impl HostRead for Flex {}
+
+/// burn-ndarray's `into_data` walks element by element whenever the array is shared (autodiff
+/// keeps a reference to every saved input) or transposed; read the storage directly instead:
+/// one copy for row-major views, a blocked transpose for transposed 2-D views.
+impl HostRead for NdArray {
+    fn read(t: FloatTensor<Self>) -> (Vec<f32>, Shape) {
+        let shape = t.shape();
+        if let burn::backend::ndarray::NdArrayTensor::F32(storage) = &t {
+            let v = storage.view();
+            if let Some(s) = v.as_slice() {
+                return (s.to_vec(), shape);
+            }
+            if v.ndim() == 2
+                && let Some(s) = v.t().as_slice()
+            {
+                return (transpose(s, shape[1], shape[0]), shape);
+            }
+        }
+        host::<Self>(t)
+    }
+}
+
+/// `src` is `[rows, cols]` row-major; returns its `[cols, rows]` transpose, in 32x32 blocks.
+fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const T: usize = 32;
+    let mut out = vec![0f32; rows * cols];
+    for r0 in (0..rows).step_by(T) {
+        for c0 in (0..cols).step_by(T) {
+            for r in r0..(r0 + T).min(rows) {
+                for c in c0..(c0 + T).min(cols) {
+                    out[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+    }
+    out
+}
+
 fn upload<B: Backend>(v: Vec<f32>, shape: Shape, device: &B::Device) -> FloatTensor<B> {
     B::float_from_data(TensorData::new(v, shape), device)
 }
 
-fn host_unary<B: Backend>(x: FloatTensor<B>, op: Unary) -> FloatTensor<B> {
+fn host_unary<B: HostRead>(x: FloatTensor<B>, op: Unary) -> FloatTensor<B> {
     let device = x.device();
-    let (xv, s) = host::<B>(x);
+    let (xv, s) = B::read(x);
     upload::<B>(xv.into_iter().map(op.cpu()).collect(), s, &device)
 }
 
@@ -94,7 +140,8 @@ macro_rules! impl_cpu_det_ops {
         impl DetOps for $b {
             fn det_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
                 let device = a.device();
-                let ((av, sa), (bv, sb)) = (host::<Self>(a), host::<Self>(b));
+                let ((av, sa), (bv, sb)) =
+                    (<Self as HostRead>::read(a), <Self as HostRead>::read(b));
                 let ((m, k), (k2, n)) = (dims2(&sa, "det_matmul"), dims2(&sb, "det_matmul"));
                 assert_eq!(k, k2, "det_matmul: inner dims differ: {sa:?} x {sb:?}");
                 upload::<Self>(
@@ -105,7 +152,7 @@ macro_rules! impl_cpu_det_ops {
             }
             fn det_sum_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
                 let device = x.device();
-                let (xv, s) = host::<Self>(x);
+                let (xv, s) = <Self as HostRead>::read(x);
                 let (m, n) = dims2(&s, "det_sum_rows");
                 upload::<Self>(
                     reduce::cpu::sum_rows(&xv, m, n),
@@ -115,7 +162,7 @@ macro_rules! impl_cpu_det_ops {
             }
             fn det_sum_all(x: FloatTensor<Self>) -> FloatTensor<Self> {
                 let device = x.device();
-                let (xv, _) = host::<Self>(x);
+                let (xv, _) = <Self as HostRead>::read(x);
                 upload::<Self>(vec![reduce::cpu::sum_all(&xv)], Shape::new([1]), &device)
             }
             fn det_add_bias(x: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -126,7 +173,10 @@ macro_rules! impl_cpu_det_ops {
                 targets: FloatTensor<Self>,
             ) -> FloatTensor<Self> {
                 let device = logits.device();
-                let ((xv, s), (tv, _)) = (host::<Self>(logits), host::<Self>(targets));
+                let ((xv, s), (tv, _)) = (
+                    <Self as HostRead>::read(logits),
+                    <Self as HostRead>::read(targets),
+                );
                 let (m, c) = dims2(&s, "det_xent");
                 upload::<Self>(
                     xent::cpu::forward(&xv, &tv, m, c),
@@ -140,8 +190,11 @@ macro_rules! impl_cpu_det_ops {
                 g: FloatTensor<Self>,
             ) -> FloatTensor<Self> {
                 let device = logits.device();
-                let ((xv, s), (tv, _), (gv, _)) =
-                    (host::<Self>(logits), host::<Self>(targets), host::<Self>(g));
+                let ((xv, s), (tv, _), (gv, _)) = (
+                    <Self as HostRead>::read(logits),
+                    <Self as HostRead>::read(targets),
+                    <Self as HostRead>::read(g),
+                );
                 let (m, c) = dims2(&s, "det_xent_backward");
                 upload::<Self>(xent::cpu::backward(&xv, &tv, &gv, m, c), s, &device)
             }
@@ -184,8 +237,11 @@ macro_rules! impl_cpu_det_ops {
                 c: FloatTensor<Self>,
             ) -> FloatTensor<Self> {
                 let device = a.device();
-                let ((av, s), (bv, _), (cv, _)) =
-                    (host::<Self>(a), host::<Self>(b), host::<Self>(c));
+                let ((av, s), (bv, _), (cv, _)) = (
+                    <Self as HostRead>::read(a),
+                    <Self as HostRead>::read(b),
+                    <Self as HostRead>::read(c),
+                );
                 let out = av
                     .iter()
                     .zip(&bv)

@@ -2,8 +2,8 @@
 
 use rayon::prelude::*;
 
-const ROWS: usize = 4;
-const COLS: usize = 512;
+/// Output rows per parallel task (a multiple of every register tile's row count).
+const ROWS: usize = 8;
 
 /// `a` `[m, k]` and `b` `[k, n]` row-major. `fused` selects the fused multiply-add profile.
 pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, fused: bool) -> Vec<f32> {
@@ -36,9 +36,20 @@ pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, fused: bool) -
     c
 }
 
+/// The widest register tile this CPU runs. Only speed depends on the choice: every tile computes
+/// each output with its own accumulator in k order, so all of them give the same bits.
 fn block_dispatch<const FUSED: bool>(a: &[f32], b: &[f32], out: &mut [f32], k: usize, n: usize) {
     #[cfg(target_arch = "x86_64")]
     {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports the features `block_avx512` is compiled for (checked above).
+            #[allow(unsafe_code)]
+            unsafe {
+                return block_avx512::<FUSED>(a, b, out, k, n);
+            }
+        }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU supports the features `block_avx2` is compiled for (checked above).
@@ -48,39 +59,112 @@ fn block_dispatch<const FUSED: bool>(a: &[f32], b: &[f32], out: &mut [f32], k: u
             }
         }
     }
-    block::<FUSED>(a, b, out, k, n)
+    tiled::<FUSED, 4, 8>(a, b, out, k, n)
 }
 
-/// The same loop compiled with AVX2 (wider lanes; each lane still one output's accumulator, and
-/// `a * b + c` stays two roundings: rustc never contracts, FMA is used only by `mul_add`).
+/// 8 rows x 32 columns of accumulators in 16 zmm registers (`a * b + c` stays two roundings:
+/// rustc never contracts; FMA is used only by `mul_add`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+fn block_avx512<const FUSED: bool>(a: &[f32], b: &[f32], out: &mut [f32], k: usize, n: usize) {
+    tiled::<FUSED, 8, 32>(a, b, out, k, n)
+}
+
+/// 4 rows x 16 columns of accumulators in 8 ymm registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn block_avx2<const FUSED: bool>(a: &[f32], b: &[f32], out: &mut [f32], k: usize, n: usize) {
-    block::<FUSED>(a, b, out, k, n)
+    tiled::<FUSED, 4, 16>(a, b, out, k, n)
 }
 
-/// Up to `ROWS` output rows: for each column tile, for p in 0..k in order, add a[r,p]*b[p,:].
 #[inline(always)]
-fn block<const FUSED: bool>(a: &[f32], b: &[f32], out: &mut [f32], k: usize, n: usize) {
+fn mad<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FUSED { a.mul_add(b, c) } else { a * b + c }
+}
+
+/// Rows of `out` (`[rows, n]`, zeroed) in register tiles of `R x W` outputs (then `R x 16` and
+/// `R x 8` for the last columns): per tile, the accumulators stay in registers for the whole k
+/// loop (p = 0, 1, ..., k-1) and are stored once. Whatever is left (fewer than `R` rows or 8
+/// columns) takes `span`, the same order without tiling.
+#[inline(always)]
+fn tiled<const FUSED: bool, const R: usize, const W: usize>(
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    k: usize,
+    n: usize,
+) {
     let rows = out.len() / n;
-    let mut j0 = 0;
-    while j0 < n {
-        let j1 = (j0 + COLS).min(n);
-        for p in 0..k {
-            let brow = &b[p * n + j0..p * n + j1];
-            for r in 0..rows {
-                let av = a[r * k + p];
-                let crow = &mut out[r * n + j0..r * n + j1];
-                for (cv, &bv) in crow.iter_mut().zip(brow) {
-                    *cv = if FUSED {
-                        av.mul_add(bv, *cv)
-                    } else {
-                        av * bv + *cv
-                    };
-                }
+    let mut r0 = 0;
+    while r0 + R <= rows {
+        let arows: [&[f32]; R] = std::array::from_fn(|r| &a[(r0 + r) * k..(r0 + r + 1) * k]);
+        let mut j0 = 0;
+        while j0 + W <= n {
+            tile::<FUSED, R, W>(&arows, b, out, n, r0, j0);
+            j0 += W;
+        }
+        if W > 16 && j0 + 16 <= n {
+            tile::<FUSED, R, 16>(&arows, b, out, n, r0, j0);
+            j0 += 16;
+        }
+        if W > 8 && j0 + 8 <= n {
+            tile::<FUSED, R, 8>(&arows, b, out, n, r0, j0);
+            j0 += 8;
+        }
+        span::<FUSED>(a, b, out, k, n, r0..r0 + R, j0..n);
+        r0 += R;
+    }
+    span::<FUSED>(a, b, out, k, n, r0..rows, 0..n);
+}
+
+/// One `R x W` tile of outputs at row `r0`, column `j0`.
+#[inline(always)]
+fn tile<const FUSED: bool, const R: usize, const W: usize>(
+    arows: &[&[f32]; R],
+    b: &[f32],
+    out: &mut [f32],
+    n: usize,
+    r0: usize,
+    j0: usize,
+) {
+    let mut acc = [[0f32; W]; R];
+    for p in 0..arows[0].len() {
+        let bw: &[f32; W] = b[p * n + j0..p * n + j0 + W].try_into().expect("W columns");
+        for r in 0..R {
+            let av = arows[r][p];
+            for j in 0..W {
+                acc[r][j] = mad::<FUSED>(av, bw[j], acc[r][j]);
             }
         }
-        j0 = j1;
+    }
+    for r in 0..R {
+        out[(r0 + r) * n + j0..(r0 + r) * n + j0 + W].copy_from_slice(&acc[r]);
+    }
+}
+
+/// Outputs `rows x cols` of `out` (zeroed): for p in 0..k in order, add `a[r,p] * b[p, cols]`.
+#[inline(always)]
+fn span<const FUSED: bool>(
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    k: usize,
+    n: usize,
+    rows: std::ops::Range<usize>,
+    cols: std::ops::Range<usize>,
+) {
+    if cols.is_empty() {
+        return;
+    }
+    for p in 0..k {
+        let brow = &b[p * n + cols.start..p * n + cols.end];
+        for r in rows.clone() {
+            let av = a[r * k + p];
+            let crow = &mut out[r * n + cols.start..r * n + cols.end];
+            for (cv, &bv) in crow.iter_mut().zip(brow) {
+                *cv = mad::<FUSED>(av, bv, *cv);
+            }
+        }
     }
 }
 
@@ -118,6 +202,9 @@ mod tests {
             (4, 1, 600),
             (9, 513, 17),
             (33, 64, 1030),
+            (17, 40, 97),
+            (8, 3, 32),
+            (128, 784, 256),
             (0, 3, 2),
             (2, 0, 3),
         ] {
@@ -129,6 +216,42 @@ mod tests {
                 .zip(&slow)
                 .position(|(x, y)| x.to_bits() != y.to_bits());
             assert_eq!(bad, None, "{m}x{k}x{n}: first mismatch at {bad:?}");
+        }
+    }
+
+    /// Each dispatch target (the portable 4x8 tile, AVX2's 4x16, AVX-512's 8x32 and the tails)
+    /// gives the reference loop's bits, so the CPU a run lands on cannot change its results.
+    #[test]
+    fn every_register_tile_gives_the_reference_bits() {
+        for (m, k, n) in [(8, 5, 40), (13, 33, 57), (16, 100, 72), (3, 2, 9)] {
+            let (a, b) = (seeded(m * k, "a"), seeded(k * n, "b"));
+            let want = matmul_reference(&a, &b, m, k, n);
+            let mut tiles: Vec<(&str, Vec<f32>)> = Vec::new();
+            let mut run = |name, f: &dyn Fn(&mut [f32])| {
+                let mut out = vec![0f32; m * n];
+                f(&mut out);
+                tiles.push((name, out));
+            };
+            run("4x8", &|o| tiled::<false, 4, 8>(&a, &b, o, k, n));
+            run("4x16", &|o| tiled::<false, 4, 16>(&a, &b, o, k, n));
+            run("8x32", &|o| tiled::<false, 8, 32>(&a, &b, o, k, n));
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: the features were just detected.
+                #[allow(unsafe_code)]
+                run("avx512", &|o| unsafe {
+                    block_avx512::<false>(&a, &b, o, k, n)
+                });
+            }
+            for (name, got) in tiles {
+                let bad = got
+                    .iter()
+                    .zip(&want)
+                    .position(|(x, y)| x.to_bits() != y.to_bits());
+                assert_eq!(bad, None, "{name} {m}x{k}x{n}: first mismatch at {bad:?}");
+            }
         }
     }
 

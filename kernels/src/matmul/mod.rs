@@ -3,10 +3,12 @@
 //! Order (both sides, every backend): `acc = 0.0; for p in 0..k { acc = round(round(a[i,p] *
 //! b[p,j]) + acc) }; out[i,j] = acc`. No split-K, no blocking along k, no tree.
 //!
-//! - CPU (`cpu.rs`): threads split over blocks of 4 output rows, SIMD lanes over output columns
-//!   (each lane is one output's own accumulator), so thread count and vector width cannot change
-//!   the order. The `Fused` profile replaces the multiply-add with `mul_add` (one rounding), to
-//!   match a device that fuses.
+//! - CPU (`cpu.rs`): threads split over blocks of 8 output rows; inside a block, register tiles
+//!   of `R x W` outputs (AVX-512: 8x32, AVX2: 4x16, portable: 4x8, then 16- and 8-column and
+//!   scalar edges) keep one accumulator per output in a register for the whole k loop. SIMD lanes
+//!   run over output columns, so neither thread count, vector width nor tile shape can change
+//!   any output's order (a unit test runs every tile against the reference loop). The `Fused`
+//!   profile replaces the multiply-add with `mul_add` (one rounding), to match a device that fuses.
 //! - GPU (`gpu.rs`): one thread per output element, reading both inputs through their strides
 //!   (transposed views in backward cost no copy); the product passes through `mad_nc`.
 //!
