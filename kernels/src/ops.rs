@@ -8,7 +8,8 @@
 #![allow(deprecated)] // burn's NdArray backend is deprecated upstream in favour of Flex.
 
 use crate::arith::Unary;
-use crate::{dropout, matmul, reduce, xent};
+use crate::pool::Pool;
+use crate::{dropout, matmul, pool, reduce, xent};
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, Flex, NdArray, Shape, TensorData, TensorMetadata,
     autodiff::{
@@ -57,6 +58,15 @@ pub trait DetOps: Backend {
     fn det_sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Element-wise `arith::tanh_fixed`; backward `g * (1 - t * t)`.
     fn det_tanh(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `[n, c, h, w] -> [n, c, h / k, w / k]`, non-overlapping `k x k` windows (`pool`).
+    fn det_pool2d(x: FloatTensor<Self>, k: usize, kind: Pool) -> FloatTensor<Self>;
+    /// The gradient of `det_pool2d` with respect to `x` for incoming `dy` (`pool`).
+    fn det_pool2d_backward(
+        x: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        k: usize,
+        kind: Pool,
+    ) -> FloatTensor<Self>;
     /// `a * b + c` written plainly, as the device compiles it (the arithmetic-profile probe).
     fn det_probe_mad(
         a: FloatTensor<Self>,
@@ -133,6 +143,11 @@ fn host_unary<B: HostRead>(x: FloatTensor<B>, op: Unary) -> FloatTensor<B> {
 fn dims2(s: &Shape, op: &str) -> (usize, usize) {
     assert_eq!(s.num_dims(), 2, "{op}: expected a rank-2 tensor, got {s:?}");
     (s[0], s[1])
+}
+
+fn dims4(s: &Shape, op: &str) -> [usize; 4] {
+    assert_eq!(s.num_dims(), 4, "{op}: expected a rank-4 tensor, got {s:?}");
+    [s[0], s[1], s[2], s[3]]
 }
 
 macro_rules! impl_cpu_det_ops {
@@ -231,6 +246,32 @@ macro_rules! impl_cpu_det_ops {
             fn det_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
                 host_unary::<Self>(x, Unary::Tanh)
             }
+            fn det_pool2d(x: FloatTensor<Self>, k: usize, kind: Pool) -> FloatTensor<Self> {
+                let device = x.device();
+                let (xv, s) = <Self as HostRead>::read(x);
+                let [n, c, h, w] = dims4(&s, "det_pool2d");
+                upload::<Self>(
+                    pool::cpu::forward(&xv, n * c, h, w, k, kind),
+                    Shape::new([n, c, h / k, w / k]),
+                    &device,
+                )
+            }
+            fn det_pool2d_backward(
+                x: FloatTensor<Self>,
+                dy: FloatTensor<Self>,
+                k: usize,
+                kind: Pool,
+            ) -> FloatTensor<Self> {
+                let device = x.device();
+                let ((xv, s), (gv, _)) =
+                    (<Self as HostRead>::read(x), <Self as HostRead>::read(dy));
+                let [n, c, h, w] = dims4(&s, "det_pool2d_backward");
+                upload::<Self>(
+                    pool::cpu::backward(&xv, &gv, n * c, h, w, k, kind),
+                    s,
+                    &device,
+                )
+            }
             fn det_probe_mad(
                 a: FloatTensor<Self>,
                 b: FloatTensor<Self>,
@@ -259,7 +300,7 @@ impl_cpu_det_ops!(Flex);
 // ---- CubeCL (wgpu and every other cube runtime) ----------------------------------------------
 
 mod cube_host {
-    use super::{Unary, dropout, matmul, reduce, xent};
+    use super::{Pool, Unary, dropout, matmul, pool, reduce, xent};
     use burn::backend::{DType, Shape, TensorMetadata};
     use burn_cubecl::kernel::{into_contiguous, untile};
     use burn_cubecl::ops::numeric::{empty_device_contiguous_dtype, zeros_client};
@@ -451,6 +492,57 @@ mod cube_host {
         out
     }
 
+    pub fn launch_pool(x: CubeTensor, k: usize, kind: Pool) -> CubeTensor {
+        f32_only(&x, "det_pool2d");
+        let x = into_contiguous(x);
+        let [n, c, h, w] = x.shape().dims::<4>();
+        assert!(k > 0, "det_pool2d: window 0");
+        let out = empty(&x, Shape::new([n, c, h / k, w / k]));
+        let len = out.shape().num_elements();
+        if len == 0 {
+            return out;
+        }
+        let (count, dim) = grid(&out, len);
+        pool::gpu::pool_forward_kernel::launch(
+            &out.client,
+            count,
+            dim,
+            x.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            Pool::inv(k),
+            ONE,
+            k,
+            kind.code(),
+        );
+        out
+    }
+
+    pub fn launch_pool_backward(x: CubeTensor, g: CubeTensor, k: usize, kind: Pool) -> CubeTensor {
+        f32_only(&x, "det_pool2d_backward");
+        f32_only(&g, "det_pool2d_backward");
+        let (x, g) = (into_contiguous(x), into_contiguous(g));
+        let shape = x.shape();
+        let len = shape.num_elements();
+        let out = empty(&x, shape);
+        if len == 0 {
+            return out;
+        }
+        let (count, dim) = grid(&out, len);
+        pool::gpu::pool_backward_kernel::launch(
+            &out.client,
+            count,
+            dim,
+            x.into_tensor_arg(),
+            g.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            Pool::inv(k),
+            ONE,
+            k,
+            kind.code(),
+        );
+        out
+    }
+
     pub fn launch_unary(x: CubeTensor, op: Unary) -> CubeTensor {
         f32_only(&x, "det_exp/det_log/det_sigmoid/det_tanh");
         let x = into_contiguous(x);
@@ -523,6 +615,17 @@ impl DetOps for burn::backend::Cube {
         c: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
         cube_host::launch_probe_mad(a, b, c)
+    }
+    fn det_pool2d(x: FloatTensor<Self>, k: usize, kind: Pool) -> FloatTensor<Self> {
+        cube_host::launch_pool(x, k, kind)
+    }
+    fn det_pool2d_backward(
+        x: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        k: usize,
+        kind: Pool,
+    ) -> FloatTensor<Self> {
+        cube_host::launch_pool_backward(x, dy, k, kind)
     }
 }
 
@@ -775,6 +878,48 @@ impl<B: DetOps, C: CheckpointStrategy> DetOps for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => prep.finish(B::det_tanh(x.into_primitive())),
         }
     }
+    fn det_pool2d(x: FloatTensor<Self>, k: usize, kind: Pool) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct PoolBackward;
+        impl<B: DetOps> Backward<B, 1> for PoolBackward {
+            type State = (FloatTensor<B>, usize, Pool);
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut AdGrads,
+                _c: &mut Checkpointer,
+            ) {
+                let (x, k, kind) = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |g| {
+                    B::det_pool2d_backward(x, g, k, kind)
+                });
+            }
+        }
+        match PoolBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let xp = x.primitive().clone();
+                prep.finish((xp.clone(), k, kind), B::det_pool2d(xp, k, kind))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::det_pool2d(x.into_primitive(), k, kind)),
+        }
+    }
+    fn det_pool2d_backward(
+        x: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        k: usize,
+        kind: Pool,
+    ) -> FloatTensor<Self> {
+        <Self as AutodiffBackend>::from_inner(B::det_pool2d_backward(
+            x.into_primitive(),
+            dy.into_primitive(),
+            k,
+            kind,
+        ))
+    }
     fn det_probe_mad(
         a: FloatTensor<Self>,
         b: FloatTensor<Self>,
@@ -915,4 +1060,22 @@ pub fn sigmoid<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// Element-wise `arith::tanh_fixed`.
 pub fn tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as DetOps>::det_tanh(x.into_dispatch()))
+}
+
+/// Max pooling over non-overlapping `k x k` windows, ties to the earliest element (`pool`).
+pub fn max_pool2d(x: Tensor<4>, k: usize) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as DetOps>::det_pool2d(
+        x.into_dispatch(),
+        k,
+        Pool::Max,
+    ))
+}
+
+/// Average pooling over non-overlapping `k x k` windows (`pool`).
+pub fn avg_pool2d(x: Tensor<4>, k: usize) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as DetOps>::det_pool2d(
+        x.into_dispatch(),
+        k,
+        Pool::Avg,
+    ))
 }

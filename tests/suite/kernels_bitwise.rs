@@ -370,3 +370,119 @@ fn sigmoid_and_tanh_forward_and_backward_should_match_reference_backend() {
         }
     }
 }
+
+/// Plain reference pooling: each window listed in row-major order, max = the first of its
+/// largest values, avg = the in-order sum times `1/k^2`; backward routes `dy` to that first
+/// maximum (or spreads `dy/k^2`).
+fn pool_reference(
+    x: &[f32],
+    dy: &[f32],
+    [n, c, h, w]: [usize; 4],
+    k: usize,
+    max: bool,
+) -> (Vec<f32>, Vec<f32>) {
+    let (ho, wo) = (h / k, w / k);
+    let inv = (1.0 / (k * k) as f64) as f32;
+    let (mut y, mut dx) = (vec![], vec![0f32; x.len()]);
+    for p in 0..n * c {
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let idx: Vec<usize> = (0..k * k)
+                    .map(|t| p * h * w + (oy * k + t / k) * w + ox * k + t % k)
+                    .collect();
+                let g = dy[p * ho * wo + oy * wo + ox];
+                if max {
+                    let best = idx
+                        .iter()
+                        .copied()
+                        .reduce(|b, i| if x[i] > x[b] { i } else { b })
+                        .expect("k > 0");
+                    y.push(x[best]);
+                    dx[best] = g;
+                } else {
+                    y.push(idx.iter().fold(0f32, |s, &i| s + x[i]) * inv);
+                    for &i in &idx {
+                        dx[i] = g * inv;
+                    }
+                }
+            }
+        }
+    }
+    (y, dx)
+}
+
+#[test]
+fn pooling_forward_and_backward_should_match_reference_backend() {
+    use burn::tensor::module::{avg_pool2d, max_pool2d};
+    use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
+    let cases: &[([usize; 4], usize)] = &[
+        ([2, 3, 8, 8], 2),
+        ([1, 1, 5, 7], 2),
+        ([3, 2, 4, 6], 2),
+        ([1, 2, 9, 10], 3),
+        ([1, 1, 1, 1], 2),
+        ([2, 1, 3, 3], 1),
+        ([4, 8, 28, 28], 2),
+    ];
+    for (ci, &(shape, k)) in cases.iter().enumerate() {
+        let len: usize = shape.iter().product();
+        let out_len = shape[0] * shape[1] * (shape[2] / k) * (shape[3] / k);
+        // Half the cases quantised to {-1, 0, 1, 2}: windows full of ties (as after a ReLU).
+        let mut x = seeded(len, &format!("pool-{ci}"), -3.0, 3.0);
+        if ci % 2 == 0 {
+            x.iter_mut().for_each(|v| *v = v.round().clamp(-1.0, 2.0));
+        }
+        let dy = seeded(out_len, &format!("pool-g-{ci}"), -1.0, 1.0);
+        for max in [true, false] {
+            let (want_y, want_dx) = pool_reference(&x, &dy, shape, k, max);
+            for (name, d) in devices() {
+                let ad = d.clone().autodiff();
+                let xt =
+                    Tensor::<4>::from_data(TensorData::new(x.clone(), shape), &ad).require_grad();
+                let y = if max {
+                    det::max_pool2d(xt.clone(), k)
+                } else {
+                    det::avg_pool2d(xt.clone(), k)
+                };
+                let g = Tensor::<4>::from_data(TensorData::new(dy.clone(), y.dims()), &ad);
+                let grads = (y.clone() * g).sum().backward();
+                let what = format!(
+                    "{} pool {shape:?} k={k} on {name}",
+                    if max { "max" } else { "avg" }
+                );
+                assert_bitwise(&format!("{what} forward"), &want_y, &host(y));
+                let dx = xt.grad(&grads).map(host).unwrap_or_else(|| vec![0.0; len]);
+                assert_bitwise(&format!("{what} backward"), &want_dx, &dx);
+                // The stock op agrees on the forward (max is exact; avg sums 4 values).
+                if name == "ndarray" && out_len > 0 {
+                    let xs = Tensor::<4>::from_data(TensorData::new(x.clone(), shape), &d);
+                    let stock = if max {
+                        host(max_pool2d(xs, MaxPoolOptions::new([k, k])))
+                    } else {
+                        host(avg_pool2d(xs, AvgPoolOptions::new([k, k])))
+                    };
+                    for (i, (a, b)) in stock.iter().zip(&want_y).enumerate() {
+                        assert!((a - b).abs() <= 1e-6, "{what}: stock [{i}] {a} vs {b}");
+                    }
+                    // ... and on the backward where no window has ties (the unquantised cases).
+                    if ci % 2 == 1 {
+                        let xs = Tensor::<4>::from_data(TensorData::new(x.clone(), shape), &ad)
+                            .require_grad();
+                        let ys = if max {
+                            max_pool2d(xs.clone(), MaxPoolOptions::new([k, k]))
+                        } else {
+                            avg_pool2d(xs.clone(), AvgPoolOptions::new([k, k]))
+                        };
+                        let gs =
+                            Tensor::<4>::from_data(TensorData::new(dy.clone(), ys.dims()), &ad);
+                        let grads = (ys * gs).sum().backward();
+                        let stock_dx = host(xs.grad(&grads).expect("grad"));
+                        for (i, (a, b)) in stock_dx.iter().zip(&want_dx).enumerate() {
+                            assert!((a - b).abs() <= 1e-6, "{what}: stock grad [{i}] {a} vs {b}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -176,6 +176,14 @@ pub fn cases() -> Vec<Case> {
                 AvgPoolOptions::new([2, 2]),
             ))
         }));
+        let x1 = x.clone();
+        out.push(case("max_pool2d", "lockstep", shape.clone(), move |d| {
+            host(det::max_pool2d(t(&x1, [nb, c, h, h], d), 2))
+        }));
+        let x1 = x.clone();
+        out.push(case("avg_pool2d", "lockstep", shape.clone(), move |d| {
+            host(det::avg_pool2d(t(&x1, [nb, c, h, h], d), 2))
+        }));
     }
     for (m, n) in [(1, 1), (3, 7), (128, 256), (1, 1_000_000), (1000, 3)] {
         let x = seeded(m * n, &format!("r{m}x{n}"), -2.0, 2.0);

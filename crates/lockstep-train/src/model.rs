@@ -184,7 +184,10 @@ impl Model {
                     KernelSet::Burn => conv2d(y, w, Some(p(idx + 1)), opts()),
                     KernelSet::Lockstep => conv2d_im2col(y, w, p(idx + 1), pad),
                 };
-                y = max_pool2d(self.activate(y), MaxPoolOptions::new([2, 2]));
+                y = match self.kernels {
+                    KernelSet::Burn => max_pool2d(self.activate(y), MaxPoolOptions::new([2, 2])),
+                    KernelSet::Lockstep => det::ops::max_pool2d(self.activate(y), 2),
+                };
                 idx += 2;
             }
             let [b, c2, h2, w2] = y.dims();
