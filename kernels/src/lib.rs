@@ -26,6 +26,7 @@ pub mod ops;
 pub mod pool;
 pub mod profile;
 pub mod reduce;
+pub mod softmax;
 pub mod xent;
 
 pub use ops::{

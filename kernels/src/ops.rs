@@ -9,7 +9,7 @@
 
 use crate::arith::Unary;
 use crate::pool::Pool;
-use crate::{dropout, matmul, pool, reduce, xent};
+use crate::{dropout, matmul, pool, reduce, softmax, xent};
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, Flex, NdArray, Shape, TensorData, TensorMetadata,
     autodiff::{
@@ -66,6 +66,14 @@ pub trait DetOps: Backend {
         dy: FloatTensor<Self>,
         k: usize,
         kind: Pool,
+    ) -> FloatTensor<Self>;
+    /// Softmax (`log = false`) or log-softmax (`log = true`) of each row of `[m, c]` (`softmax`).
+    fn det_softmax(x: FloatTensor<Self>, log: bool) -> FloatTensor<Self>;
+    /// The gradient of `det_softmax` from its output `y` and the incoming `dy` (`softmax`).
+    fn det_softmax_backward(
+        y: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        log: bool,
     ) -> FloatTensor<Self>;
     /// `a * b + c` written plainly, as the device compiles it (the arithmetic-profile probe).
     fn det_probe_mad(
@@ -272,6 +280,23 @@ macro_rules! impl_cpu_det_ops {
                     &device,
                 )
             }
+            fn det_softmax(x: FloatTensor<Self>, log: bool) -> FloatTensor<Self> {
+                let device = x.device();
+                let (xv, s) = <Self as HostRead>::read(x);
+                let (m, c) = dims2(&s, "det_softmax");
+                upload::<Self>(softmax::cpu::forward(&xv, m, c, log), s, &device)
+            }
+            fn det_softmax_backward(
+                y: FloatTensor<Self>,
+                dy: FloatTensor<Self>,
+                log: bool,
+            ) -> FloatTensor<Self> {
+                let device = y.device();
+                let ((yv, s), (gv, _)) =
+                    (<Self as HostRead>::read(y), <Self as HostRead>::read(dy));
+                let (m, c) = dims2(&s, "det_softmax_backward");
+                upload::<Self>(softmax::cpu::backward(&yv, &gv, m, c, log), s, &device)
+            }
             fn det_probe_mad(
                 a: FloatTensor<Self>,
                 b: FloatTensor<Self>,
@@ -300,7 +325,7 @@ impl_cpu_det_ops!(Flex);
 // ---- CubeCL (wgpu and every other cube runtime) ----------------------------------------------
 
 mod cube_host {
-    use super::{Pool, Unary, dropout, matmul, pool, reduce, xent};
+    use super::{Pool, Unary, dropout, matmul, pool, reduce, softmax, xent};
     use burn::backend::{DType, Shape, TensorMetadata};
     use burn_cubecl::kernel::{into_contiguous, untile};
     use burn_cubecl::ops::numeric::{empty_device_contiguous_dtype, zeros_client};
@@ -543,6 +568,52 @@ mod cube_host {
         out
     }
 
+    pub fn launch_softmax(x: CubeTensor, log: bool) -> CubeTensor {
+        f32_only(&x, "det_softmax");
+        let x = into_contiguous(x);
+        let shape = x.shape();
+        let [m, c] = shape.dims::<2>();
+        let out = empty(&x, shape);
+        if m * c == 0 {
+            return out;
+        }
+        let (count, dim) = grid(&out, m);
+        softmax::gpu::softmax_forward_kernel::launch(
+            &out.client,
+            count,
+            dim,
+            x.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            ONE,
+            u32::from(log),
+        );
+        out
+    }
+
+    pub fn launch_softmax_backward(y: CubeTensor, g: CubeTensor, log: bool) -> CubeTensor {
+        f32_only(&y, "det_softmax_backward");
+        f32_only(&g, "det_softmax_backward");
+        let (y, g) = (into_contiguous(y), into_contiguous(g));
+        let shape = y.shape();
+        let [m, c] = shape.dims::<2>();
+        let out = empty(&y, shape);
+        if m * c == 0 {
+            return out;
+        }
+        let (count, dim) = grid(&out, m);
+        softmax::gpu::softmax_backward_kernel::launch(
+            &out.client,
+            count,
+            dim,
+            y.into_tensor_arg(),
+            g.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            ONE,
+            u32::from(log),
+        );
+        out
+    }
+
     pub fn launch_unary(x: CubeTensor, op: Unary) -> CubeTensor {
         f32_only(&x, "det_exp/det_log/det_sigmoid/det_tanh");
         let x = into_contiguous(x);
@@ -618,6 +689,16 @@ impl DetOps for burn::backend::Cube {
     }
     fn det_pool2d(x: FloatTensor<Self>, k: usize, kind: Pool) -> FloatTensor<Self> {
         cube_host::launch_pool(x, k, kind)
+    }
+    fn det_softmax(x: FloatTensor<Self>, log: bool) -> FloatTensor<Self> {
+        cube_host::launch_softmax(x, log)
+    }
+    fn det_softmax_backward(
+        y: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        log: bool,
+    ) -> FloatTensor<Self> {
+        cube_host::launch_softmax_backward(y, dy, log)
     }
     fn det_pool2d_backward(
         x: FloatTensor<Self>,
@@ -907,6 +988,46 @@ impl<B: DetOps, C: CheckpointStrategy> DetOps for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => prep.finish(B::det_pool2d(x.into_primitive(), k, kind)),
         }
     }
+    fn det_softmax(x: FloatTensor<Self>, log: bool) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct SoftmaxBackward;
+        impl<B: DetOps> Backward<B, 1> for SoftmaxBackward {
+            type State = (FloatTensor<B>, bool);
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut AdGrads,
+                _c: &mut Checkpointer,
+            ) {
+                let (y, log) = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |g| {
+                    B::det_softmax_backward(y, g, log)
+                });
+            }
+        }
+        match SoftmaxBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::det_softmax(x.into_primitive(), log);
+                prep.finish((out.clone(), log), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::det_softmax(x.into_primitive(), log)),
+        }
+    }
+    fn det_softmax_backward(
+        y: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        log: bool,
+    ) -> FloatTensor<Self> {
+        <Self as AutodiffBackend>::from_inner(B::det_softmax_backward(
+            y.into_primitive(),
+            dy.into_primitive(),
+            log,
+        ))
+    }
     fn det_pool2d_backward(
         x: FloatTensor<Self>,
         dy: FloatTensor<Self>,
@@ -1078,4 +1199,14 @@ pub fn avg_pool2d(x: Tensor<4>, k: usize) -> Tensor<4> {
         k,
         Pool::Avg,
     ))
+}
+
+/// Softmax of each row of `[m, c]` (`softmax`).
+pub fn softmax(x: Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as DetOps>::det_softmax(x.into_dispatch(), false))
+}
+
+/// Log-softmax of each row of `[m, c]` (`softmax`).
+pub fn log_softmax(x: Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as DetOps>::det_softmax(x.into_dispatch(), true))
 }

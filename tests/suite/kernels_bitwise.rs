@@ -486,3 +486,79 @@ fn pooling_forward_and_backward_should_match_reference_backend() {
         }
     }
 }
+
+#[test]
+fn softmax_and_log_softmax_forward_and_backward_should_match_reference_backend() {
+    for (ci, &(m, c)) in [(1, 1), (4, 1), (128, 10), (7, 257), (2, 5000), (3, 4)]
+        .iter()
+        .enumerate()
+    {
+        let mut x = seeded(m * c, &format!("sm-{ci}"), -20.0, 20.0);
+        if ci == 5 {
+            // a row of equal logits, a row at exp's range ends, a row with one huge gap
+            x = vec![
+                3.0, 3.0, 3.0, 3.0, 88.0, -88.0, 0.0, 87.0, -100.0, 0.0, -100.0, -100.0,
+            ];
+        }
+        let dy = seeded(m * c, &format!("sm-g-{ci}"), -1.0, 1.0);
+        for log in [false, true] {
+            let op = if log { "log_softmax" } else { "softmax" };
+            let mut reference: Option<(Vec<f32>, Vec<f32>)> = None;
+            for (name, d) in devices() {
+                let ad = d.clone().autodiff();
+                let xt =
+                    Tensor::<2>::from_data(TensorData::new(x.clone(), [m, c]), &ad).require_grad();
+                let y = if log {
+                    det::log_softmax(xt.clone())
+                } else {
+                    det::softmax(xt.clone())
+                };
+                let g = Tensor::<2>::from_data(TensorData::new(dy.clone(), [m, c]), &ad);
+                let grads = (y.clone() * g).sum().backward();
+                let (fwd, bwd) = (host(y), host(xt.grad(&grads).expect("grad")));
+                let what = format!("{op} {m}x{c} on {name}");
+                match &reference {
+                    None => {
+                        // f64 definition: within a few ULP-scaled units of the exact value.
+                        for i in 0..m {
+                            let row: Vec<f64> =
+                                x[i * c..(i + 1) * c].iter().map(|&v| v as f64).collect();
+                            let mx = row.iter().cloned().fold(f64::MIN, f64::max);
+                            let z: f64 = row.iter().map(|v| (v - mx).exp()).sum();
+                            let gr: Vec<f64> =
+                                dy[i * c..(i + 1) * c].iter().map(|&v| v as f64).collect();
+                            let p: Vec<f64> = row.iter().map(|v| (v - mx).exp() / z).collect();
+                            let dot: f64 = p.iter().zip(&gr).map(|(a, b)| a * b).sum();
+                            let gs: f64 = gr.iter().sum();
+                            for j in 0..c {
+                                let k = i * c + j;
+                                let (want_y, want_d) = if log {
+                                    ((row[j] - mx) - z.ln(), gr[j] - p[j] * gs)
+                                } else {
+                                    (p[j], p[j] * (gr[j] - dot))
+                                };
+                                let tol = |v: f64| 1e-5 * (1.0 + v.abs());
+                                assert!(
+                                    (fwd[k] as f64 - want_y).abs() <= tol(want_y),
+                                    "{what}: y[{k}] {} vs {want_y}",
+                                    fwd[k]
+                                );
+                                assert!(
+                                    (bwd[k] as f64 - want_d).abs()
+                                        <= tol(want_d) * (1.0 + gs.abs()),
+                                    "{what}: dx[{k}] {} vs {want_d}",
+                                    bwd[k]
+                                );
+                            }
+                        }
+                        reference = Some((fwd, bwd));
+                    }
+                    Some((rf, rb)) => {
+                        assert_bitwise(&format!("{what} forward"), rf, &fwd);
+                        assert_bitwise(&format!("{what} backward"), rb, &bwd);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -113,6 +113,8 @@ pub const TOLERANCES: &[ToleranceEntry] = &[
     row("tanh", "lockstep", Bitwise, "tanh_fixed = 2*sigmoid_fixed(2x) - 1"),
     row("sigmoid_grad", "lockstep", Bitwise, "s * (1 - s) * g, one IEEE op each"),
     row("tanh_grad", "lockstep", Bitwise, "(1 - t*t) * g, one IEEE op each"),
+    row("softmax", "lockstep", Bitwise, "xent's row stats, Newton reciprocal"),
+    row("log_softmax", "lockstep", Bitwise, "xent's row stats, log_fixed"),
     row("cross_entropy", "lockstep", Bitwise, "fused xent kernel, fixed per-row order"),
     row("cross_entropy_grad", "lockstep", Bitwise, "fused xent backward, Newton reciprocal"),
     row("dropout_mask", "lockstep", Bitwise, "ChaCha8 on device, integer arithmetic"),

@@ -285,6 +285,14 @@ pub fn cases() -> Vec<Case> {
         out.push(case("log_softmax", "burn", shape.clone(), move |d| {
             host(log_softmax(t(&x1, [m, c], d), 1))
         }));
+        let x1 = x.clone();
+        out.push(case("softmax", "lockstep", shape.clone(), move |d| {
+            host(det::softmax(t(&x1, [m, c], d)))
+        }));
+        let x1 = x.clone();
+        out.push(case("log_softmax", "lockstep", shape.clone(), move |d| {
+            host(det::log_softmax(t(&x1, [m, c], d)))
+        }));
         for (kernels, ks) in [("burn", KernelSet::Burn), ("lockstep", KernelSet::Lockstep)] {
             let (x1, t1) = (x.clone(), tg.clone());
             out.push(case("cross_entropy", kernels, shape.clone(), move |d| {

@@ -3,7 +3,8 @@
 use crate::arith::{exp_fixed, log_fixed, recip_fixed};
 use rayon::prelude::*;
 
-fn row_stats(x: &[f32]) -> (f32, f32) {
+/// Row maximum and `sum_j exp_fixed(x[j] - max)`, j in order (`xent`'s first two lines).
+pub fn row_stats(x: &[f32]) -> (f32, f32) {
     let mut mx = x[0];
     for &v in &x[1..] {
         if v > mx {

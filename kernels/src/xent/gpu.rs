@@ -5,7 +5,7 @@ use cubecl::prelude::*;
 
 /// Row maximum and `sum_j exp_fixed(x[j] - max)` of row `base .. base + c`, j in order.
 #[cube]
-fn row_stats(x: &Tensor<f32>, base: usize, c: usize, one: f32) -> (f32, f32) {
+pub fn row_stats(x: &Tensor<f32>, base: usize, c: usize, one: f32) -> (f32, f32) {
     let mut mx = x[base];
     for j in 1..c {
         let v = x[base + j];

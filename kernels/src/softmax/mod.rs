@@ -1,0 +1,23 @@
+//! `softmax`: softmax and log-softmax over the last axis of `[m, c]`, forward and backward,
+//! from `arith`'s exact pieces and `xent`'s row statistics.
+//!
+//! Per row, in this order on both sides (`mx`, `s` exactly as in `xent`):
+//!
+//! ```text
+//! mx = x[0]; for j in 1..c: if x[j] > mx { mx = x[j] }
+//! s  = 0;    for j in 0..c: s = s + exp_fixed(x[j] - mx)
+//! softmax:      r = recip_fixed(s);  y[j] = exp_fixed(x[j] - mx) * r
+//! log_softmax:  l = log_fixed(s);    y[j] = (x[j] - mx) - l
+//! ```
+//!
+//! Backward, from the forward's output `y` and the incoming `dy` (no `x` needed):
+//!
+//! ```text
+//! softmax:      dot = 0; for j: dot = mad(dy[j], y[j], dot);   dx[j] = y[j] * (dy[j] - dot)
+//! log_softmax:  sg  = 0; for j: sg  = sg + dy[j];              dx[j] = mad(exp_fixed(y[j]), -sg, dy[j])
+//! ```
+//!
+//! `mad(a, b, c)` = round(round(a*b) + c). CPU: threads over rows; GPU: one thread per row.
+
+pub mod cpu;
+pub mod gpu;
