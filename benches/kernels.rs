@@ -76,8 +76,15 @@ fn train_step(
     let grads = loss.backward();
     for i in 0..params.len() {
         let g = leaves[i].grad(&grads).expect("grad");
-        params[i] =
-            lockstep_train::optim::update(cfg, 1e-3, 1, params[i].clone(), g, &mut slots[i]);
+        params[i] = lockstep_train::optim::update(
+            cfg,
+            model.kernels,
+            1e-3,
+            1,
+            params[i].clone(),
+            g,
+            &mut slots[i],
+        );
     }
     let _ = params[0].clone().try_into_vec_as::<f32>();
 }

@@ -23,6 +23,7 @@ pub mod arith;
 pub mod dropout;
 pub mod matmul;
 pub mod ops;
+pub mod optim;
 pub mod pool;
 pub mod profile;
 pub mod reduce;

@@ -8,8 +8,9 @@
 #![allow(deprecated)] // burn's NdArray backend is deprecated upstream in favour of Flex.
 
 use crate::arith::Unary;
+use crate::optim::{AdamHyper, Decay, SgdHyper};
 use crate::pool::Pool;
-use crate::{dropout, matmul, pool, reduce, softmax, xent};
+use crate::{dropout, matmul, optim, pool, reduce, softmax, xent};
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, Flex, NdArray, Shape, TensorData, TensorMetadata,
     autodiff::{
@@ -75,6 +76,23 @@ pub trait DetOps: Backend {
         dy: FloatTensor<Self>,
         log: bool,
     ) -> FloatTensor<Self>;
+    /// One SGD-momentum step: `(w, g, buf) -> (w, buf)` (`optim`). Not differentiable.
+    fn det_sgd_step(
+        w: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        buf: FloatTensor<Self>,
+        hp: SgdHyper,
+        decay: Decay,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+    /// One Adam / AdamW step: `(w, g, m, v) -> (w, m, v)` (`optim`). Not differentiable.
+    fn det_adam_step(
+        w: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        hp: AdamHyper,
+        decay: Decay,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
     /// `a * b + c` written plainly, as the device compiles it (the arithmetic-profile probe).
     fn det_probe_mad(
         a: FloatTensor<Self>,
@@ -297,6 +315,42 @@ macro_rules! impl_cpu_det_ops {
                 let (m, c) = dims2(&s, "det_softmax_backward");
                 upload::<Self>(softmax::cpu::backward(&yv, &gv, m, c, log), s, &device)
             }
+            fn det_sgd_step(
+                w: FloatTensor<Self>,
+                g: FloatTensor<Self>,
+                buf: FloatTensor<Self>,
+                hp: SgdHyper,
+                decay: Decay,
+            ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+                let device = w.device();
+                let (wv, s) = <Self as HostRead>::read(w);
+                let ((gv, _), (bv, _)) =
+                    (<Self as HostRead>::read(g), <Self as HostRead>::read(buf));
+                let (wo, bo) = optim::cpu::sgd(&wv, &gv, &bv, hp, decay);
+                (
+                    upload::<Self>(wo, s.clone(), &device),
+                    upload::<Self>(bo, s, &device),
+                )
+            }
+            fn det_adam_step(
+                w: FloatTensor<Self>,
+                g: FloatTensor<Self>,
+                m: FloatTensor<Self>,
+                v: FloatTensor<Self>,
+                hp: AdamHyper,
+                decay: Decay,
+            ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+                let device = w.device();
+                let (wv, s) = <Self as HostRead>::read(w);
+                let (gv, _) = <Self as HostRead>::read(g);
+                let ((mv, _), (vv, _)) = (<Self as HostRead>::read(m), <Self as HostRead>::read(v));
+                let (wo, mo, vo) = optim::cpu::adam(&wv, &gv, &mv, &vv, hp, decay);
+                (
+                    upload::<Self>(wo, s.clone(), &device),
+                    upload::<Self>(mo, s.clone(), &device),
+                    upload::<Self>(vo, s, &device),
+                )
+            }
             fn det_probe_mad(
                 a: FloatTensor<Self>,
                 b: FloatTensor<Self>,
@@ -325,7 +379,10 @@ impl_cpu_det_ops!(Flex);
 // ---- CubeCL (wgpu and every other cube runtime) ----------------------------------------------
 
 mod cube_host {
-    use super::{Pool, Unary, dropout, matmul, pool, reduce, softmax, xent};
+    use super::{
+        AdamHyper, Decay, Pool, SgdHyper, Unary, dropout, matmul, optim, pool, reduce, softmax,
+        xent,
+    };
     use burn::backend::{DType, Shape, TensorMetadata};
     use burn_cubecl::kernel::{into_contiguous, untile};
     use burn_cubecl::ops::numeric::{empty_device_contiguous_dtype, zeros_client};
@@ -614,6 +671,95 @@ mod cube_host {
         out
     }
 
+    pub fn launch_sgd(
+        w: CubeTensor,
+        g: CubeTensor,
+        buf: CubeTensor,
+        hp: SgdHyper,
+        decay: Decay,
+    ) -> (CubeTensor, CubeTensor) {
+        for t in [&w, &g, &buf] {
+            f32_only(t, "det_sgd_step");
+        }
+        let (w, g, buf) = (into_contiguous(w), into_contiguous(g), into_contiguous(buf));
+        let shape = w.shape();
+        let len = shape.num_elements();
+        let (wo, bo) = (empty(&w, shape.clone()), empty(&w, shape));
+        if len == 0 {
+            return (wo, bo);
+        }
+        let (count, dim) = grid(&wo, len);
+        let [lr, wd, mu] = hp;
+        optim::gpu::sgd_kernel::launch(
+            &wo.client,
+            count,
+            dim,
+            w.into_tensor_arg(),
+            g.into_tensor_arg(),
+            buf.into_tensor_arg(),
+            wo.clone().into_tensor_arg(),
+            bo.clone().into_tensor_arg(),
+            lr,
+            wd,
+            mu,
+            ONE,
+            decay as u32,
+        );
+        (wo, bo)
+    }
+
+    pub fn launch_adam(
+        w: CubeTensor,
+        g: CubeTensor,
+        m: CubeTensor,
+        v: CubeTensor,
+        hp: AdamHyper,
+        decay: Decay,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        for t in [&w, &g, &m, &v] {
+            f32_only(t, "det_adam_step");
+        }
+        let (w, g) = (into_contiguous(w), into_contiguous(g));
+        let (m, v) = (into_contiguous(m), into_contiguous(v));
+        let shape = w.shape();
+        let len = shape.num_elements();
+        let (wo, mo, vo) = (
+            empty(&w, shape.clone()),
+            empty(&w, shape.clone()),
+            empty(&w, shape),
+        );
+        if len == 0 {
+            return (wo, mo, vo);
+        }
+        let (count, dim) = grid(&wo, len);
+        let [lr, wd, b1, b2, omb1, omb2, c1, c2, eps, lrwd] = hp;
+        optim::gpu::adam_kernel::launch(
+            &wo.client,
+            count,
+            dim,
+            w.into_tensor_arg(),
+            g.into_tensor_arg(),
+            m.into_tensor_arg(),
+            v.into_tensor_arg(),
+            wo.clone().into_tensor_arg(),
+            mo.clone().into_tensor_arg(),
+            vo.clone().into_tensor_arg(),
+            lr,
+            wd,
+            b1,
+            b2,
+            omb1,
+            omb2,
+            c1,
+            c2,
+            eps,
+            lrwd,
+            ONE,
+            decay as u32,
+        );
+        (wo, mo, vo)
+    }
+
     pub fn launch_unary(x: CubeTensor, op: Unary) -> CubeTensor {
         f32_only(&x, "det_exp/det_log/det_sigmoid/det_tanh");
         let x = into_contiguous(x);
@@ -689,6 +835,25 @@ impl DetOps for burn::backend::Cube {
     }
     fn det_pool2d(x: FloatTensor<Self>, k: usize, kind: Pool) -> FloatTensor<Self> {
         cube_host::launch_pool(x, k, kind)
+    }
+    fn det_sgd_step(
+        w: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        buf: FloatTensor<Self>,
+        hp: SgdHyper,
+        decay: Decay,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        cube_host::launch_sgd(w, g, buf, hp, decay)
+    }
+    fn det_adam_step(
+        w: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        hp: AdamHyper,
+        decay: Decay,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        cube_host::launch_adam(w, g, m, v, hp, decay)
     }
     fn det_softmax(x: FloatTensor<Self>, log: bool) -> FloatTensor<Self> {
         cube_host::launch_softmax(x, log)
@@ -1017,6 +1182,47 @@ impl<B: DetOps, C: CheckpointStrategy> DetOps for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => prep.finish(B::det_softmax(x.into_primitive(), log)),
         }
     }
+    fn det_sgd_step(
+        w: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        buf: FloatTensor<Self>,
+        hp: SgdHyper,
+        decay: Decay,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (w, b) = B::det_sgd_step(
+            w.into_primitive(),
+            g.into_primitive(),
+            buf.into_primitive(),
+            hp,
+            decay,
+        );
+        (
+            <Self as AutodiffBackend>::from_inner(w),
+            <Self as AutodiffBackend>::from_inner(b),
+        )
+    }
+    fn det_adam_step(
+        w: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        hp: AdamHyper,
+        decay: Decay,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (w, m, v) = B::det_adam_step(
+            w.into_primitive(),
+            g.into_primitive(),
+            m.into_primitive(),
+            v.into_primitive(),
+            hp,
+            decay,
+        );
+        (
+            <Self as AutodiffBackend>::from_inner(w),
+            <Self as AutodiffBackend>::from_inner(m),
+            <Self as AutodiffBackend>::from_inner(v),
+        )
+    }
     fn det_softmax_backward(
         y: FloatTensor<Self>,
         dy: FloatTensor<Self>,
@@ -1209,4 +1415,46 @@ pub fn softmax(x: Tensor<2>) -> Tensor<2> {
 /// Log-softmax of each row of `[m, c]` (`softmax`).
 pub fn log_softmax(x: Tensor<2>) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as DetOps>::det_softmax(x.into_dispatch(), true))
+}
+
+/// One fused SGD-momentum step (`optim`): returns the new `(w, buf)`.
+pub fn sgd_step(
+    w: Tensor<1>,
+    g: Tensor<1>,
+    buf: Tensor<1>,
+    hp: SgdHyper,
+    decay: Decay,
+) -> (Tensor<1>, Tensor<1>) {
+    let (w, b) = <Dispatch as DetOps>::det_sgd_step(
+        w.into_dispatch(),
+        g.into_dispatch(),
+        buf.into_dispatch(),
+        hp,
+        decay,
+    );
+    (Tensor::from_dispatch(w), Tensor::from_dispatch(b))
+}
+
+/// One fused Adam / AdamW step (`optim`): returns the new `(w, m, v)`.
+pub fn adam_step(
+    w: Tensor<1>,
+    g: Tensor<1>,
+    m: Tensor<1>,
+    v: Tensor<1>,
+    hp: AdamHyper,
+    decay: Decay,
+) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+    let (w, m, v) = <Dispatch as DetOps>::det_adam_step(
+        w.into_dispatch(),
+        g.into_dispatch(),
+        m.into_dispatch(),
+        v.into_dispatch(),
+        hp,
+        decay,
+    );
+    (
+        Tensor::from_dispatch(w),
+        Tensor::from_dispatch(m),
+        Tensor::from_dispatch(v),
+    )
 }

@@ -113,6 +113,8 @@ pub const TOLERANCES: &[ToleranceEntry] = &[
     row("tanh", "lockstep", Bitwise, "tanh_fixed = 2*sigmoid_fixed(2x) - 1"),
     row("sigmoid_grad", "lockstep", Bitwise, "s * (1 - s) * g, one IEEE op each"),
     row("tanh_grad", "lockstep", Bitwise, "(1 - t*t) * g, one IEEE op each"),
+    row("adam_update", "lockstep", Bitwise, "fused kernel; sqrt and / correctly rounded (profile)"),
+    row("sgd_update", "lockstep", Bitwise, "fused kernel, products rounded"),
     row("softmax", "lockstep", Bitwise, "xent's row stats, Newton reciprocal"),
     row("log_softmax", "lockstep", Bitwise, "xent's row stats, log_fixed"),
     row("cross_entropy", "lockstep", Bitwise, "fused xent kernel, fixed per-row order"),

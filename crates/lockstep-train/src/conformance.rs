@@ -343,45 +343,52 @@ pub fn cases() -> Vec<Case> {
         weight_decay: 0.01,
         momentum: 0.0,
     };
-    let (w1, g1, m1, v1, c1) = (w.clone(), g.clone(), mo.clone(), v.clone(), cfg.clone());
-    out.push(case(
-        "adam_update",
-        "burn",
-        "10000 (AdamW, step 7)".into(),
-        move |d| {
-            let mut slots = vec![t(&m1, [10_000], d), t(&v1, [10_000], d)];
-            host(crate::optim::update(
-                &c1,
-                1e-3,
-                7,
-                t(&w1, [10_000], d),
-                t(&g1, [10_000], d),
-                &mut slots,
-            ))
-        },
-    ));
+    for (kernels, ks) in [("burn", KernelSet::Burn), ("lockstep", KernelSet::Lockstep)] {
+        let (w1, g1, m1, v1, c1) = (w.clone(), g.clone(), mo.clone(), v.clone(), cfg.clone());
+        out.push(case(
+            "adam_update",
+            kernels,
+            "10000 (AdamW, step 7)".into(),
+            move |d| {
+                let mut slots = vec![t(&m1, [10_000], d), t(&v1, [10_000], d)];
+                host(crate::optim::update(
+                    &c1,
+                    ks,
+                    1e-3,
+                    7,
+                    t(&w1, [10_000], d),
+                    t(&g1, [10_000], d),
+                    &mut slots,
+                ))
+            },
+        ));
+    }
     let sgd = lockstep_core::config::OptimizerConfig {
         kind: lockstep_core::config::OptimizerKind::Sgd,
         momentum: 0.9,
         weight_decay: 0.0,
         ..cfg
     };
-    out.push(case(
-        "sgd_update",
-        "burn",
-        "10000 (momentum 0.9)".into(),
-        move |d| {
-            let mut slots = vec![t(&mo, [10_000], d)];
-            host(crate::optim::update(
-                &sgd,
-                1e-2,
-                3,
-                t(&w, [10_000], d),
-                t(&g, [10_000], d),
-                &mut slots,
-            ))
-        },
-    ));
+    for (kernels, ks) in [("burn", KernelSet::Burn), ("lockstep", KernelSet::Lockstep)] {
+        let (w1, g1, m1, c1) = (w.clone(), g.clone(), mo.clone(), sgd.clone());
+        out.push(case(
+            "sgd_update",
+            kernels,
+            "10000 (momentum 0.9)".into(),
+            move |d| {
+                let mut slots = vec![t(&m1, [10_000], d)];
+                host(crate::optim::update(
+                    &c1,
+                    ks,
+                    1e-2,
+                    3,
+                    t(&w1, [10_000], d),
+                    t(&g1, [10_000], d),
+                    &mut slots,
+                ))
+            },
+        ));
+    }
     out
 }
 

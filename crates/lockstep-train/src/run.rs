@@ -755,6 +755,7 @@ fn run_loop(
                 .expect("every parameter takes part in the loss");
             params[i] = optim::update(
                 &cfg.optimizer,
+                cfg.train.kernels,
                 lr,
                 state.step + 1,
                 params[i].clone(),
