@@ -137,7 +137,7 @@ fn runs_table_compare_plot_and_mlflow_export() {
         return;
     }
     let script = format!(
-        "import mlflow\nc = mlflow.tracking.MlflowClient(tracking_uri='file://{}')\nr = c.search_runs(['0'])[0]\nprint(r.data.params['seed'], len(c.get_metric_history(r.info.run_id, 'train_loss')))",
+        "import mlflow\nc = mlflow.tracking.MlflowClient(tracking_uri='file://{}')\nr = c.search_runs(['0'])[0]\narts = sorted(a.path for a in c.list_artifacts(r.info.run_id))\nprint(r.data.params['seed'], len(c.get_metric_history(r.info.run_id, 'train_loss')), len(r.data.tags['lockstep.config_hash']), 'manifest.json' in arts, r.info.status)",
         mlruns.display()
     );
     let o = std::process::Command::new("python3")
@@ -147,7 +147,7 @@ fn runs_table_compare_plot_and_mlflow_export() {
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
-        o.status.success() && out.starts_with("42 90"),
+        o.status.success() && out.trim() == "42 90 64 True FINISHED",
         "mlflow read: {out} {}",
         String::from_utf8_lossy(&o.stderr)
     );
