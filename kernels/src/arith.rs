@@ -10,6 +10,11 @@
 //!   result `y * 2^n` with `2^n` assembled from bits. Results stay normal. NaN passes through.
 //! - `log_fixed(x)` for normal x > 0: `x = m * 2^e`, `m` in (√½, √2]; `f = m - 1`; Cephes logf
 //!   degree-8 polynomial; `f + p*f*f² - f²/2 + e*ln2` with ln2 split hi/lo. No division.
+//! - `gelu_fixed(x) = x * Phi(x)`, `gelu_grad_fixed(x) = Phi(x) + x * phi(x)` (exact, erf-based
+//!   GELU as burn's `gelu`): with `z = min(|x|, 10) * (1/sqrt2)`, `t = recip_fixed(p*z + 1)`, the
+//!   Abramowitz-Stegun 7.1.26 polynomial `q = t*(a1 + t*(a2 + ... a5))` times `e = exp_fixed(-z*z)`
+//!   approximates `erfc(z)` (|error| <= 1.5e-7); `Phi = x < 0 ? q/2 : 1 - q/2` (no cancellation in
+//!   the left tail), `phi = e * (1/sqrt(2 pi))`.
 //! - `recip_fixed(d)` for d in [1, 2^60]: `y0` from the bit trick `0x7ef311c3 - bits(d)`, then
 //!   four Newton steps `y = y * (2 - d*y)`. Not correctly rounded (a few ULP), but the same bits
 //!   everywhere.
@@ -96,6 +101,57 @@ pub fn tanh_fixed(x: f32) -> f32 {
     2.0 * sigmoid_fixed(2.0 * x) - 1.0
 }
 
+pub const INV_SQRT2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+pub const INV_SQRT_2PI: f32 = 0.398_942_3;
+// Abramowitz & Stegun 7.1.26 as published (rounded to f32 by the compiler).
+#[allow(clippy::excessive_precision)]
+pub const ERF_P: f32 = 0.327_591_1;
+#[allow(clippy::excessive_precision)]
+pub const ERF_A1: f32 = 0.254_829_592;
+#[allow(clippy::excessive_precision)]
+pub const ERF_A2: f32 = -0.284_496_736;
+#[allow(clippy::excessive_precision)]
+pub const ERF_A3: f32 = 1.421_413_741;
+#[allow(clippy::excessive_precision)]
+pub const ERF_A4: f32 = -1.453_152_027;
+#[allow(clippy::excessive_precision)]
+pub const ERF_A5: f32 = 1.061_405_429;
+
+/// `(q, e)`: `q ~ erfc(|x|/sqrt2)` and `e = exp(-x^2/2)` (module doc).
+#[allow(clippy::assign_op_pattern)] // written out to mirror the GPU twin op for op
+fn gauss_tail(x: f32) -> (f32, f32) {
+    let ax = if x < 0.0 { -x } else { x };
+    let ax = if ax > 10.0 { 10.0 } else { ax };
+    let z = ax * INV_SQRT2;
+    let t = recip_fixed(ERF_P * z + 1.0);
+    let mut p = ERF_A5;
+    p = p * t + ERF_A4;
+    p = p * t + ERF_A3;
+    p = p * t + ERF_A2;
+    p = p * t + ERF_A1;
+    p = p * t;
+    let e = exp_fixed(-(z * z));
+    (p * e, e)
+}
+
+/// The standard normal CDF from `gauss_tail`'s `q`.
+fn phi_cdf(x: f32, q: f32) -> f32 {
+    let h = 0.5 * q;
+    if x < 0.0 { h } else { 1.0 - h }
+}
+
+/// `x * Phi(x)` (module doc).
+pub fn gelu_fixed(x: f32) -> f32 {
+    let (q, _) = gauss_tail(x);
+    x * phi_cdf(x, q)
+}
+
+/// `d gelu / dx = Phi(x) + x * phi(x)` (module doc).
+pub fn gelu_grad_fixed(x: f32) -> f32 {
+    let (q, e) = gauss_tail(x);
+    x * (e * INV_SQRT_2PI) + phi_cdf(x, q)
+}
+
 #[allow(clippy::assign_op_pattern)] // written out to mirror the GPU twin op for op
 pub fn recip_fixed(d: f32) -> f32 {
     let mut y = f32::from_bits(0x7ef3_11c3u32.wrapping_sub(d.to_bits()));
@@ -113,6 +169,9 @@ pub enum Unary {
     Log = 1,
     Sigmoid = 2,
     Tanh = 3,
+    Gelu = 4,
+    /// The derivative of `Gelu` (its backward multiplies this by the incoming gradient).
+    GeluGrad = 5,
 }
 
 impl Unary {
@@ -123,6 +182,8 @@ impl Unary {
             Unary::Log => log_fixed,
             Unary::Sigmoid => sigmoid_fixed,
             Unary::Tanh => tanh_fixed,
+            Unary::Gelu => gelu_fixed,
+            Unary::GeluGrad => gelu_grad_fixed,
         }
     }
 }
@@ -133,7 +194,10 @@ pub mod gpu {
         EP0, EP1, EP2, EP3, EP4, EP5, EXP_HI, EXP_LO, LN2_HI, LN2_LO, LOG2E, LP0, LP1, LP2, LP3,
         LP4, LP5, LP6, LP7, LP8,
     };
-    use super::{NEG_LN2_HI, NEG_LN2_LO, SQRT_HALF_X2};
+    use super::{
+        ERF_A1, ERF_A2, ERF_A3, ERF_A4, ERF_A5, ERF_P, INV_SQRT_2PI, INV_SQRT2, NEG_LN2_HI,
+        NEG_LN2_LO, SQRT_HALF_X2,
+    };
     use cubecl::prelude::*;
 
     /// An optimisation barrier: `x` passed through an integer xor with a value the compiler
@@ -214,7 +278,42 @@ pub mod gpu {
         nc(nc(2.0f32 * s, one) - 1.0f32, one)
     }
 
-    /// Element-wise `Unary` op `kind` (0 exp, 1 log, 2 sigmoid, 3 tanh; see `super::Unary`).
+    /// `(q, e)` of the CPU `gauss_tail`, the same operations in the same order.
+    #[cube]
+    fn gauss_tail(x: f32, one: f32) -> (f32, f32) {
+        let ax = select(x < 0.0f32, -x, x);
+        let ax = select(ax > 10.0f32, 10.0f32, ax);
+        let z = nc(ax * INV_SQRT2, one);
+        let t = recip_fixed(mad_nc(ERF_P, z, 1.0f32, one), one);
+        let p = mad_nc(ERF_A5, t, ERF_A4, one);
+        let p = mad_nc(p, t, ERF_A3, one);
+        let p = mad_nc(p, t, ERF_A2, one);
+        let p = mad_nc(p, t, ERF_A1, one);
+        let p = nc(p * t, one);
+        let e = exp_fixed(-nc(z * z, one), one);
+        (nc(p * e, one), e)
+    }
+
+    #[cube]
+    fn phi_cdf(x: f32, q: f32, one: f32) -> f32 {
+        let h = nc(0.5f32 * q, one);
+        select(x < 0.0f32, h, nc(1.0f32 - h, one))
+    }
+
+    #[cube]
+    pub fn gelu_fixed(x: f32, one: f32) -> f32 {
+        let (q, _e) = gauss_tail(x, one);
+        nc(x * phi_cdf(x, q, one), one)
+    }
+
+    #[cube]
+    pub fn gelu_grad_fixed(x: f32, one: f32) -> f32 {
+        let (q, e) = gauss_tail(x, one);
+        mad_nc(x, nc(e * INV_SQRT_2PI, one), phi_cdf(x, q, one), one)
+    }
+
+    /// Element-wise `Unary` op `kind` (0 exp, 1 log, 2 sigmoid, 3 tanh, 4 gelu, 5 gelu'; see
+    /// `super::Unary`).
     #[cube(launch)]
     pub fn unary_kernel(x: &Tensor<f32>, out: &mut Tensor<f32>, one: f32, #[comptime] kind: u32) {
         let pos = ABSOLUTE_POS;
@@ -227,8 +326,12 @@ pub mod gpu {
             out[pos] = log_fixed(x[pos], one);
         } else if kind == 2 {
             out[pos] = sigmoid_fixed(x[pos], one);
-        } else {
+        } else if kind == 3 {
             out[pos] = tanh_fixed(x[pos], one);
+        } else if kind == 4 {
+            out[pos] = gelu_fixed(x[pos], one);
+        } else {
+            out[pos] = gelu_grad_fixed(x[pos], one);
         }
     }
 
@@ -283,6 +386,45 @@ mod tests {
             x *= 1.013;
         }
         assert_eq!(log_fixed(1.0), 0.0);
+    }
+
+    #[test]
+    fn gelu_fixed_is_close_to_the_erf_definition() {
+        // erf from f64 via a high-accuracy series/continued fraction is not in std; use the
+        // identity Phi(x) = erfc(-x/sqrt2)/2 with a 30-term Taylor series for |x| <= 3 and the
+        // asymptotic tail beyond, both in f64.
+        fn phi(x: f64) -> f64 {
+            let z = x / std::f64::consts::SQRT_2;
+            let erf = if z.abs() <= 3.0 {
+                let (mut term, mut sum) = (z, z);
+                for n in 1..80 {
+                    term *= -z * z / n as f64;
+                    sum += term / (2 * n + 1) as f64;
+                }
+                sum * 2.0 / std::f64::consts::PI.sqrt()
+            } else {
+                let a = z.abs();
+                let tail = (-a * a).exp() / (a * std::f64::consts::PI.sqrt())
+                    * (1.0 - 1.0 / (2.0 * a * a) + 3.0 / (4.0 * a.powi(4)));
+                (1.0 - tail).copysign(z)
+            };
+            0.5 * (1.0 + erf)
+        }
+        for i in -1200..=1200 {
+            let x = i as f32 * 0.01;
+            let xd = x as f64;
+            let want = xd * phi(xd);
+            let dwant = phi(xd) + xd * (-xd * xd / 2.0).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            assert!(
+                (gelu_fixed(x) as f64 - want).abs() <= 4e-7 * (1.0 + xd.abs()),
+                "gelu({x})"
+            );
+            assert!(
+                (gelu_grad_fixed(x) as f64 - dwant).abs() <= 1e-6,
+                "gelu'({x})"
+            );
+        }
+        assert!(gelu_fixed(f32::NAN).is_nan());
     }
 
     #[test]

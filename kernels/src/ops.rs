@@ -59,6 +59,10 @@ pub trait DetOps: Backend {
     fn det_sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Element-wise `arith::tanh_fixed`; backward `g * (1 - t * t)`.
     fn det_tanh(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Element-wise `arith::gelu_fixed` (erf GELU); backward multiplies by `det_gelu_grad`.
+    fn det_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Element-wise `arith::gelu_grad_fixed`, the derivative of `det_gelu`.
+    fn det_gelu_grad(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `[n, c, h, w] -> [n, c, h / k, w / k]`, non-overlapping `k x k` windows (`pool`).
     fn det_pool2d(x: FloatTensor<Self>, k: usize, kind: Pool) -> FloatTensor<Self>;
     /// The gradient of `det_pool2d` with respect to `x` for incoming `dy` (`pool`).
@@ -271,6 +275,12 @@ macro_rules! impl_cpu_det_ops {
             }
             fn det_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
                 host_unary::<Self>(x, Unary::Tanh)
+            }
+            fn det_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+                host_unary::<Self>(x, Unary::Gelu)
+            }
+            fn det_gelu_grad(x: FloatTensor<Self>) -> FloatTensor<Self> {
+                host_unary::<Self>(x, Unary::GeluGrad)
             }
             fn det_pool2d(x: FloatTensor<Self>, k: usize, kind: Pool) -> FloatTensor<Self> {
                 let device = x.device();
@@ -761,7 +771,7 @@ mod cube_host {
     }
 
     pub fn launch_unary(x: CubeTensor, op: Unary) -> CubeTensor {
-        f32_only(&x, "det_exp/det_log/det_sigmoid/det_tanh");
+        f32_only(&x, "det_exp/det_log/det_sigmoid/det_tanh/det_gelu");
         let x = into_contiguous(x);
         let shape = x.shape();
         let len = shape.num_elements();
@@ -825,6 +835,12 @@ impl DetOps for burn::backend::Cube {
     }
     fn det_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
         cube_host::launch_unary(x, Unary::Tanh)
+    }
+    fn det_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        cube_host::launch_unary(x, Unary::Gelu)
+    }
+    fn det_gelu_grad(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        cube_host::launch_unary(x, Unary::GeluGrad)
     }
     fn det_probe_mad(
         a: FloatTensor<Self>,
@@ -1092,6 +1108,39 @@ impl<B: DetOps, C: CheckpointStrategy> DetOps for Autodiff<B, C> {
             }
             OpsKind::UnTracked(prep) => prep.finish(B::det_sigmoid(x.into_primitive())),
         }
+    }
+
+    fn det_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct GeluBackward;
+        impl<B: DetOps> Backward<B, 1> for GeluBackward {
+            type State = FloatTensor<B>;
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut AdGrads,
+                _c: &mut Checkpointer,
+            ) {
+                let x = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |g| {
+                    B::float_mul(g, B::det_gelu_grad(x))
+                });
+            }
+        }
+        match GeluBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let xp = x.primitive().clone();
+                prep.finish(xp.clone(), B::det_gelu(xp))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::det_gelu(x.into_primitive())),
+        }
+    }
+    fn det_gelu_grad(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        <Self as AutodiffBackend>::from_inner(B::det_gelu_grad(x.into_primitive()))
     }
 
     fn det_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -1457,4 +1506,9 @@ pub fn adam_step(
         Tensor::from_dispatch(m),
         Tensor::from_dispatch(v),
     )
+}
+
+/// Element-wise `arith::gelu_fixed` (the erf GELU, as burn's `gelu`).
+pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as DetOps>::det_gelu(x.into_dispatch()))
 }

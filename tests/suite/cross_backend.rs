@@ -68,16 +68,16 @@ fn lockstep_kernels_give_identical_bits_on_cpu_and_gpu() {
 }
 
 #[test]
-fn lockstep_tanh_and_sigmoid_mlps_give_identical_bits_on_cpu_and_gpu() {
+fn lockstep_tanh_sigmoid_and_gelu_mlps_give_identical_bits_on_cpu_and_gpu() {
     let dir = tempfile::tempdir().expect("tmp");
-    for act in ["tanh", "sigmoid"] {
+    for act in ["tanh", "sigmoid", "gelu"] {
         let text =
             short_digits("").replace("activation = \"relu\"", &format!("activation = \"{act}\""));
         assert!(text.contains(&format!("activation = \"{act}\"")));
         let cfg = write_config(dir.path(), &format!("{act}.toml"), &text);
         let nd = dir.path().join(format!("{act}-ndarray"));
         train(&cfg, &nd, "ndarray");
-        let other = if wgpu_or_skip("the tanh/sigmoid CPU-vs-GPU run") {
+        let other = if wgpu_or_skip("the tanh/sigmoid/gelu CPU-vs-GPU run") {
             "wgpu"
         } else {
             "flex"

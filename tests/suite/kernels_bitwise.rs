@@ -635,3 +635,47 @@ fn fused_optimizer_steps_match_the_stock_ops_on_every_backend() {
         }
     }
 }
+
+/// lockstep's GELU (erf form): the same bits on every backend, forward and backward, close to the
+/// f64 definition and to burn's stock `gelu`.
+#[test]
+fn gelu_forward_and_backward_should_match_reference_backend() {
+    let mut x = seeded(20_000, "gelu", -12.0, 12.0);
+    x.extend([0.0, -0.0, 10.0, -10.0, 30.0, -30.0, 1e-30, -1e-30]);
+    let g = seeded(x.len(), "gelu-g", -1.0, 1.0);
+    let n = x.len();
+    let mut want: Option<(Vec<f32>, Vec<f32>)> = None;
+    for (name, d) in devices() {
+        let ad = d.clone().autodiff();
+        let xt = Tensor::<1>::from_data(TensorData::new(x.clone(), [n]), &ad).require_grad();
+        let y = det::gelu(xt.clone());
+        let grads = (y.clone() * Tensor::<1>::from_data(TensorData::new(g.clone(), [n]), &ad))
+            .sum()
+            .backward();
+        let (fwd, bwd) = (host(y), host(xt.grad(&grads).expect("grad")));
+        match &want {
+            None => {
+                let stock = host(burn::tensor::activation::gelu(Tensor::<1>::from_data(
+                    TensorData::new(x.clone(), [n]),
+                    &d,
+                )));
+                for i in 0..n {
+                    let xd = x[i] as f64;
+                    assert!(
+                        (fwd[i] - stock[i]).abs() as f64 <= 1e-6 * (1.0 + xd.abs()),
+                        "gelu({xd}) = {} vs stock {}",
+                        fwd[i],
+                        stock[i]
+                    );
+                    let cpu = lockstep_kernels::arith::gelu_grad_fixed(x[i]) * g[i];
+                    assert_eq!(bwd[i].to_bits(), cpu.to_bits(), "gelu' at {xd}");
+                }
+                want = Some((fwd, bwd));
+            }
+            Some((wf, wb)) => {
+                assert_bitwise(&format!("gelu forward on {name}"), wf, &fwd);
+                assert_bitwise(&format!("gelu backward on {name}"), wb, &bwd);
+            }
+        }
+    }
+}

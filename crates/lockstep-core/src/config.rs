@@ -394,14 +394,6 @@ impl Validator {
         let optimizer = self.optimizer(raw.optimizer)?;
         let schedule = self.schedule(raw.schedule)?;
         let train = self.train(raw.train)?;
-        if train.kernels == KernelSet::Lockstep && model.activation == Activation::Gelu {
-            return Err(self.err(
-                "model.activation",
-                format!("{:?}", model.activation).to_lowercase(),
-                "the lockstep kernel set has no fixed-order gelu kernel (relu, tanh and sigmoid are supported)",
-                "use relu, tanh or sigmoid, or kernels = \"burn\" for gelu",
-            ));
-        }
         Ok(Config {
             name,
             seed,

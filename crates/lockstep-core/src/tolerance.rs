@@ -111,6 +111,8 @@ pub const TOLERANCES: &[ToleranceEntry] = &[
     row("log", "lockstep", Bitwise, "log_fixed: + - * and bit casts only"),
     row("sigmoid", "lockstep", Bitwise, "sigmoid_fixed: exp_fixed + Newton reciprocal"),
     row("tanh", "lockstep", Bitwise, "tanh_fixed = 2*sigmoid_fixed(2x) - 1"),
+    row("gelu", "lockstep", Bitwise, "x * Phi(x), A&S erfc from exp_fixed and recip_fixed"),
+    row("gelu_grad", "lockstep", Bitwise, "Phi(x) + x * phi(x), then one IEEE multiply by g"),
     row("sigmoid_grad", "lockstep", Bitwise, "s * (1 - s) * g, one IEEE op each"),
     row("tanh_grad", "lockstep", Bitwise, "(1 - t*t) * g, one IEEE op each"),
     row("adam_update", "lockstep", Bitwise, "fused kernel; sqrt and / correctly rounded (profile)"),

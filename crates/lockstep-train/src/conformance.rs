@@ -260,6 +260,16 @@ pub fn cases() -> Vec<Case> {
         out.push(case("exp", "lockstep", shape.clone(), move |d| {
             host(det::exp(t(&x1, [n], d)))
         }));
+        if label != "[-80,80]" {
+            let x1 = x.clone();
+            out.push(case("gelu", "lockstep", shape.clone(), move |d| {
+                host(det::gelu(t(&x1, [n], d)))
+            }));
+            let (x1, g1) = (x.clone(), g.clone());
+            out.push(case("gelu_grad", "lockstep", shape.clone(), move |d| {
+                grad_of(&x1, [n], &g1, d, det::gelu::<1>)
+            }));
+        }
     }
     let pos = seeded(4096, "login", 0.01, 100.0);
     let p1 = pos.clone();

@@ -153,9 +153,10 @@ impl Model {
             (_, Activation::Relu) => relu(x),
             (KernelSet::Lockstep, Activation::Tanh) => det::ops::tanh(x),
             (KernelSet::Lockstep, Activation::Sigmoid) => det::ops::sigmoid(x),
+            (KernelSet::Lockstep, Activation::Gelu) => det::ops::gelu(x),
             (_, Activation::Tanh) => x.tanh(),
             (_, Activation::Sigmoid) => sigmoid(x),
-            (_, Activation::Gelu) => gelu(x),
+            (KernelSet::Burn, Activation::Gelu) => gelu(x),
         }
     }
 
