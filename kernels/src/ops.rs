@@ -114,33 +114,78 @@ fn host<B: Backend>(t: FloatTensor<B>) -> (Vec<f32>, Shape) {
     (v, shape)
 }
 
-/// How a CPU backend hands a tensor's values to a host loop, as a row-major `Vec`.
-trait HostRead: Backend {
-    fn read(t: FloatTensor<Self>) -> (Vec<f32>, Shape) {
-        host::<Self>(t)
+/// A CPU tensor's values as a row-major `[f32]`: the tensor itself when its storage already is
+/// one (no copy), otherwise a contiguous copy.
+struct Held<B: HostRead> {
+    tensor: Option<FloatTensor<B>>,
+    copy: Vec<f32>,
+}
+
+impl<B: HostRead> std::ops::Deref for Held<B> {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match &self.tensor {
+            Some(t) => B::view(t).expect("checked when held"),
+            None => &self.copy,
+        }
     }
 }
 
-impl HostRead for Flex {}
+/// How a CPU backend hands a tensor's values to a host loop.
+trait HostRead: Backend {
+    /// The storage as row-major f32, when it is exactly that.
+    fn view(t: &FloatTensor<Self>) -> Option<&[f32]>;
+
+    /// A row-major copy (any layout).
+    fn copy(t: FloatTensor<Self>) -> Vec<f32> {
+        host::<Self>(t).0
+    }
+
+    fn read(t: FloatTensor<Self>) -> (Held<Self>, Shape) {
+        let shape = t.shape();
+        let held = if Self::view(&t).is_some() {
+            Held {
+                tensor: Some(t),
+                copy: Vec::new(),
+            }
+        } else {
+            Held {
+                tensor: None,
+                copy: Self::copy(t),
+            }
+        };
+        (held, shape)
+    }
+}
+
+impl HostRead for Flex {
+    fn view(t: &FloatTensor<Self>) -> Option<&[f32]> {
+        t.as_slice::<f32>()
+    }
+}
 
 /// burn-ndarray's `into_data` walks element by element whenever the array is shared (autodiff
 /// keeps a reference to every saved input) or transposed; read the storage directly instead:
-/// one copy for row-major views, a blocked transpose for transposed 2-D views.
+/// no copy for row-major arrays, a blocked transpose for transposed 2-D views.
 impl HostRead for NdArray {
-    fn read(t: FloatTensor<Self>) -> (Vec<f32>, Shape) {
+    fn view(t: &FloatTensor<Self>) -> Option<&[f32]> {
+        match t {
+            burn::backend::ndarray::NdArrayTensor::F32(storage) => storage.view().to_slice(),
+            _ => None,
+        }
+    }
+
+    fn copy(t: FloatTensor<Self>) -> Vec<f32> {
         let shape = t.shape();
         if let burn::backend::ndarray::NdArrayTensor::F32(storage) = &t {
             let v = storage.view();
-            if let Some(s) = v.as_slice() {
-                return (s.to_vec(), shape);
-            }
             if v.ndim() == 2
                 && let Some(s) = v.t().as_slice()
             {
-                return (transpose(s, shape[1], shape[0]), shape);
+                return transpose(s, shape[1], shape[0]);
             }
         }
-        host::<Self>(t)
+        host::<Self>(t).0
     }
 }
 
@@ -167,7 +212,8 @@ fn upload<B: Backend>(v: Vec<f32>, shape: Shape, device: &B::Device) -> FloatTen
 fn host_unary<B: HostRead>(x: FloatTensor<B>, op: Unary) -> FloatTensor<B> {
     let device = x.device();
     let (xv, s) = B::read(x);
-    upload::<B>(xv.into_iter().map(op.cpu()).collect(), s, &device)
+    let f = op.cpu();
+    upload::<B>(xv.iter().map(|&v| f(v)).collect(), s, &device)
 }
 
 fn dims2(s: &Shape, op: &str) -> (usize, usize) {
@@ -374,8 +420,8 @@ macro_rules! impl_cpu_det_ops {
                 );
                 let out = av
                     .iter()
-                    .zip(&bv)
-                    .zip(&cv)
+                    .zip(bv.iter())
+                    .zip(cv.iter())
                     .map(|((&a, &b), &c)| a * b + c)
                     .collect();
                 upload::<Self>(out, s, &device)
