@@ -72,4 +72,6 @@ fn schema_errors_name_file_key_and_fix() {
     assert!(e.contains("seed"), "{e}");
     let e = parse_err(&MINIMAL.replace("kind = \"sgd\"", "kind = \"sgd\"\nbetas = [0.9, 0.99]"));
     assert!(e.contains("optimizer.betas"), "{e}");
+    let e = parse_err(&MINIMAL.replace("kind = \"mlp\"", "kind = \"mlp\"\npool = \"avg\""));
+    assert!(e.contains("model.pool") && e.contains("cnn"), "{e}");
 }

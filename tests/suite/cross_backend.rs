@@ -95,26 +95,34 @@ fn lockstep_tanh_sigmoid_and_gelu_mlps_give_identical_bits_on_cpu_and_gpu() {
 #[test]
 fn lockstep_cnn_gives_identical_bits_on_cpu_and_gpu() {
     let dir = tempfile::tempdir().expect("tmp");
-    // The shipped CNN architecture (conv-pool-conv-pool-fc) on the embedded 8x8 digits, 40 steps.
-    let text = short_digits("")
-        .replace(
-            "kind = \"mlp\"",
-            "kind = \"cnn\"\nchannels = [4, 8]\nkernel_size = 3",
-        )
-        .replace("hidden = [128, 64]", "hidden = [32]")
-        .replace("epochs = 2", "epochs = 1\nmax_steps = 40");
-    let cfg = write_config(dir.path(), "cnn.toml", &text);
-    let nd = dir.path().join("ndarray");
-    train(&cfg, &nd, "ndarray");
-    if wgpu_or_skip("the CNN CPU-vs-GPU bitwise run") {
-        let gp = dir.path().join("wgpu");
-        train(&cfg, &gp, "wgpu");
-        same(
-            &nd,
-            &gp,
-            &["final.safetensors", "metrics.jsonl", "scores.json"],
-        );
+    // The shipped CNN architecture (conv-pool-conv-pool-fc) on the embedded 8x8 digits, 40 steps,
+    // with max pooling (the default) and with average pooling.
+    for pool in ["max", "avg"] {
+        let text = short_digits("")
+            .replace(
+                "kind = \"mlp\"",
+                &format!("kind = \"cnn\"\nchannels = [4, 8]\nkernel_size = 3\npool = \"{pool}\""),
+            )
+            .replace("hidden = [128, 64]", "hidden = [32]")
+            .replace("epochs = 2", "epochs = 1\nmax_steps = 40");
+        let cfg = write_config(dir.path(), &format!("cnn-{pool}.toml"), &text);
+        let nd = dir.path().join(format!("ndarray-{pool}"));
+        train(&cfg, &nd, "ndarray");
+        if wgpu_or_skip("the CNN CPU-vs-GPU bitwise run") {
+            let gp = dir.path().join(format!("wgpu-{pool}"));
+            train(&cfg, &gp, "wgpu");
+            same(
+                &nd,
+                &gp,
+                &["final.safetensors", "metrics.jsonl", "scores.json"],
+            );
+        }
     }
+    // The two poolings are different models (the test would pass vacuously otherwise).
+    assert_ne!(
+        std::fs::read(dir.path().join("ndarray-max/final.safetensors")).unwrap(),
+        std::fs::read(dir.path().join("ndarray-avg/final.safetensors")).unwrap()
+    );
 }
 
 #[test]

@@ -44,6 +44,7 @@ struct RawModel {
     activation: Option<String>,
     dropout: Option<f64>,
     init: Option<String>,
+    pool: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -148,6 +149,23 @@ pub enum Activation {
     Gelu,
 }
 
+/// The CNN's 2x2 pooling after each conv.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolKind {
+    #[default]
+    Max,
+    Avg,
+}
+
+impl PoolKind {
+    /// `max` is left out of the identity (and so of the hash) so configs written before the
+    /// field existed keep their hash.
+    pub fn is_max(&self) -> bool {
+        *self == PoolKind::Max
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Init {
@@ -166,6 +184,9 @@ pub struct ModelConfig {
     pub activation: Activation,
     pub dropout: f64,
     pub init: Init,
+    /// CNN only: `max` (default) or `avg` pooling.
+    #[serde(default, skip_serializing_if = "PoolKind::is_max")]
+    pub pool: PoolKind,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -640,6 +661,26 @@ impl Validator {
                 ));
             }
         };
+        let pool = match (kind, m.pool.as_deref()) {
+            (ModelKind::Mlp, Some(_)) => {
+                return Err(self.err(
+                    "model.pool",
+                    "(set)",
+                    "only the cnn model pools",
+                    "remove model.pool or set kind = \"cnn\"",
+                ));
+            }
+            (_, None | Some("max")) => PoolKind::Max,
+            (_, Some("avg")) => PoolKind::Avg,
+            (_, Some(other)) => {
+                return Err(self.err(
+                    "model.pool",
+                    format!("{other:?}"),
+                    "unknown pooling",
+                    "use \"max\" or \"avg\"",
+                ));
+            }
+        };
         Ok(ModelConfig {
             kind,
             hidden,
@@ -648,6 +689,7 @@ impl Validator {
             activation,
             dropout,
             init,
+            pool,
         })
     }
 

@@ -14,11 +14,11 @@
 //! `>= p`; kept values are multiplied by `(1 / (1 - p)) as f32` (computed in f64).
 
 use burn::tensor::activation::{gelu, log_softmax, relu, sigmoid};
-use burn::tensor::module::{conv2d, max_pool2d};
-use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
+use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
+use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor, TensorData};
 use lockstep_core::SeedStream;
-use lockstep_core::config::{Activation, Init, KernelSet, ModelConfig, ModelKind};
+use lockstep_core::config::{Activation, Init, KernelSet, ModelConfig, ModelKind, PoolKind};
 use lockstep_kernels as det;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -185,9 +185,12 @@ impl Model {
                     KernelSet::Burn => conv2d(y, w, Some(p(idx + 1)), opts()),
                     KernelSet::Lockstep => conv2d_im2col(y, w, p(idx + 1), pad),
                 };
-                y = match self.kernels {
-                    KernelSet::Burn => max_pool2d(self.activate(y), MaxPoolOptions::new([2, 2])),
-                    KernelSet::Lockstep => det::ops::max_pool2d(self.activate(y), 2),
+                let a = self.activate(y);
+                y = match (self.kernels, self.cfg.pool) {
+                    (KernelSet::Burn, PoolKind::Max) => max_pool2d(a, MaxPoolOptions::new([2, 2])),
+                    (KernelSet::Burn, PoolKind::Avg) => avg_pool2d(a, AvgPoolOptions::new([2, 2])),
+                    (KernelSet::Lockstep, PoolKind::Max) => det::ops::max_pool2d(a, 2),
+                    (KernelSet::Lockstep, PoolKind::Avg) => det::ops::avg_pool2d(a, 2),
                 };
                 idx += 2;
             }
