@@ -208,3 +208,34 @@ fn wgpu_stop_and_resume_is_bitwise_identical_to_an_uninterrupted_run() {
         &["final.safetensors", "metrics.jsonl", "scores.json"],
     );
 }
+
+/// Issue requirement: the shipped `configs/fashion_cnn.toml` itself (shortened to 6 steps) on
+/// ndarray and on wgpu from the same seed gives byte-identical checkpoints, metrics and scores.
+#[test]
+fn shipped_fashion_cnn_shortened_gives_identical_bits_on_cpu_and_gpu() {
+    if !std::path::Path::new("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+        .exists()
+    {
+        eprintln!(
+            "\n!!! SKIPPING: dataset-fashion-mnist not installed (scripts/setup.sh installs it) !!!\n"
+        );
+        return;
+    }
+    if !wgpu_or_skip("the shipped fashion_cnn CPU-vs-GPU run") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let text = std::fs::read_to_string(crate::harness::config("fashion_cnn.toml"))
+        .unwrap()
+        .replace("[train]\n", "[train]\nmax_steps = 6\n");
+    assert!(text.contains("max_steps = 6"));
+    let cfg = write_config(dir.path(), "fashion_cnn.toml", &text);
+    let (nd, gp) = (dir.path().join("ndarray"), dir.path().join("wgpu"));
+    train(&cfg, &nd, "ndarray");
+    train(&cfg, &gp, "wgpu");
+    same(
+        &nd,
+        &gp,
+        &["final.safetensors", "metrics.jsonl", "scores.json"],
+    );
+}
