@@ -8,10 +8,17 @@
 //! - `lockstep_mad`: the same inputs through lockstep's matmul, which rounds every product
 //!   (`mad_nc`): must be `unfused` everywhere — if it is not, lockstep's bitwise promise does not
 //!   hold on this device, and the run says so.
-//! - `div_exact` / `sqrt_exact`: stock `/` and `sqrt` (used by the Adam update) equal IEEE
+//! - `div_exact` / `sqrt_exact`: stock `/` and `sqrt` (used by the stock Adam update) equal IEEE
 //!   correctly rounded results on 4096 seeded inputs.
+//! - `optim_exact`: lockstep's fused Adam kernel (its own `sqrt` and `/`) gives the CPU loop's
+//!   bits on the same inputs.
+//!
+//! `lockstep_bitwise()` (lockstep's kernels give the CPU's bits here) needs `lockstep_mad` unfused
+//! and `optim_exact`; training with the lockstep kernels on a device without it warns loudly,
+//! and `resume`/`verify` refuse a device whose profile differs from the recorded one.
 
 use crate::ops;
+use crate::optim::Decay;
 use burn::tensor::{Device, Tensor, TensorData};
 use lockstep_core::SeedStream;
 use std::collections::BTreeMap;
@@ -22,6 +29,7 @@ pub struct ArithmeticProfile {
     pub lockstep_mad: &'static str,
     pub div_exact: bool,
     pub sqrt_exact: bool,
+    pub optim_exact: bool,
 }
 
 impl ArithmeticProfile {
@@ -34,12 +42,16 @@ impl ArithmeticProfile {
             ),
             ("arith.div_exact".to_string(), self.div_exact.to_string()),
             ("arith.sqrt_exact".to_string(), self.sqrt_exact.to_string()),
+            (
+                "arith.optim_exact".to_string(),
+                self.optim_exact.to_string(),
+            ),
         ])
     }
 
     /// Whether lockstep's kernels give the CPU's bits on this device.
     pub fn lockstep_bitwise(&self) -> bool {
-        self.lockstep_mad == "unfused" && self.div_exact && self.sqrt_exact
+        self.lockstep_mad == "unfused" && self.optim_exact
     }
 }
 
@@ -91,10 +103,27 @@ pub fn probe(device: &Device) -> ArithmeticProfile {
         .iter()
         .zip(&den)
         .all(|(g, d)| g.to_bits() == d.sqrt().to_bits());
+    // m = num, v = den, b1 = b2 = 1, the rest 0 or 1: w' = -(num / sqrt(den)) through the kernel.
+    let hp = [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0];
+    let zeros = vec![0f32; num.len()];
+    let (want, _, _) = crate::optim::cpu::adam(&zeros, &zeros, &num, &den, hp, Decay::None);
+    let (got, _, _) = ops::adam_step(
+        t1(zeros.clone(), device),
+        t1(zeros, device),
+        t1(num, device),
+        t1(den, device),
+        hp,
+        Decay::None,
+    );
+    let optim_exact = host(got)
+        .iter()
+        .zip(&want)
+        .all(|(g, w)| g.to_bits() == w.to_bits());
     ArithmeticProfile {
         native_mad,
         lockstep_mad,
         div_exact,
         sqrt_exact,
+        optim_exact,
     }
 }

@@ -14,6 +14,27 @@ pub struct Backend {
     pub kind: BackendKind,
     pub device: Device,
     pub facts: BTreeMap<String, String>,
+    /// The start-up probe found lockstep's kernels give the CPU's bits on this device
+    /// (`lockstep_kernels::profile`).
+    pub lockstep_bitwise: bool,
+}
+
+impl Backend {
+    /// Say loudly when a lockstep-kernel run lands on a device where those kernels cannot give
+    /// the CPU's bits (the probe found fused multiply-adds or an inexact sqrt/division in them).
+    pub fn warn_if_not_bitwise(&self, kernels: lockstep_core::config::KernelSet) {
+        if kernels == lockstep_core::config::KernelSet::Lockstep && !self.lockstep_bitwise {
+            eprintln!(
+                "warning: on this device lockstep's kernels do NOT reproduce the CPU's bits (arith.lockstep_mad = {}, arith.optim_exact = {}); this run is deterministic here but will differ from CPU runs of the same config",
+                self.facts
+                    .get("arith.lockstep_mad")
+                    .map_or("?", |s| s.as_str()),
+                self.facts
+                    .get("arith.optim_exact")
+                    .map_or("?", |s| s.as_str()),
+            );
+        }
+    }
 }
 
 /// Which wgpu adapter to use: `default`, `cpu` (software), `discrete:N`, `integrated:N`, `virtual:N`.
@@ -111,8 +132,10 @@ fn finish(
             burn::backend::Dispatch::name(device.as_dispatch()),
         );
     }
-    facts.extend(lockstep_kernels::profile::probe(&device).facts());
+    let profile = lockstep_kernels::profile::probe(&device);
+    facts.extend(profile.facts());
     Backend {
+        lockstep_bitwise: profile.lockstep_bitwise(),
         kind,
         device,
         facts,

@@ -146,6 +146,7 @@ pub fn train(
         );
     }
     let backend = backend::open(opts.backend, opts.threads, opts.device.as_deref())?;
+    backend.warn_if_not_bitwise(cfg.train.kernels);
     std::fs::create_dir_all(out.join("checkpoints")).map_err(|e| {
         TrainError::run_dir(
             out,
