@@ -457,6 +457,14 @@ mod cube_host {
         );
     }
 
+    /// f32-checked, contiguous inputs (a copy kernel where needed, no arithmetic).
+    fn contiguous<const N: usize>(ts: [CubeTensor; N], op: &str) -> [CubeTensor; N] {
+        ts.map(|t| {
+            f32_only(&t, op);
+            into_contiguous(t)
+        })
+    }
+
     fn grid(t: &CubeTensor, units: usize) -> (CubeCount, CubeDim) {
         assert!(units < u32::MAX as usize, "kernel indexing is 32-bit");
         let dim = CubeDim::new_1d(256);
@@ -547,8 +555,7 @@ mod cube_host {
     }
 
     pub fn launch_xent(x: CubeTensor, t: CubeTensor) -> CubeTensor {
-        f32_only(&x, "det_xent");
-        let (x, t) = (into_contiguous(x), into_contiguous(t));
+        let [x, t] = contiguous([x, t], "det_xent");
         let [m, _] = x.shape().dims::<2>();
         let out = empty(&x, Shape::new([m, 1]));
         if m == 0 {
@@ -568,7 +575,7 @@ mod cube_host {
     }
 
     pub fn launch_xent_backward(x: CubeTensor, t: CubeTensor, g: CubeTensor) -> CubeTensor {
-        let (x, t, g) = (into_contiguous(x), into_contiguous(t), into_contiguous(g));
+        let [x, t, g] = contiguous([x, t, g], "det_xent_backward");
         let shape = x.shape();
         let m = shape[0];
         let out = empty(&x, shape);
@@ -613,7 +620,7 @@ mod cube_host {
     }
 
     pub fn launch_probe_mad(a: CubeTensor, b: CubeTensor, c: CubeTensor) -> CubeTensor {
-        let (a, b, c) = (into_contiguous(a), into_contiguous(b), into_contiguous(c));
+        let [a, b, c] = contiguous([a, b, c], "det_probe_mad");
         let shape = a.shape();
         let len = shape.num_elements();
         let out = empty(&a, shape);
@@ -631,8 +638,7 @@ mod cube_host {
     }
 
     pub fn launch_pool(x: CubeTensor, k: usize, kind: Pool) -> CubeTensor {
-        f32_only(&x, "det_pool2d");
-        let x = into_contiguous(x);
+        let [x] = contiguous([x], "det_pool2d");
         let [n, c, h, w] = x.shape().dims::<4>();
         assert!(k > 0, "det_pool2d: window 0");
         let out = empty(&x, Shape::new([n, c, h / k, w / k]));
@@ -656,9 +662,7 @@ mod cube_host {
     }
 
     pub fn launch_pool_backward(x: CubeTensor, g: CubeTensor, k: usize, kind: Pool) -> CubeTensor {
-        f32_only(&x, "det_pool2d_backward");
-        f32_only(&g, "det_pool2d_backward");
-        let (x, g) = (into_contiguous(x), into_contiguous(g));
+        let [x, g] = contiguous([x, g], "det_pool2d_backward");
         let shape = x.shape();
         let len = shape.num_elements();
         let out = empty(&x, shape);
@@ -682,8 +686,7 @@ mod cube_host {
     }
 
     pub fn launch_softmax(x: CubeTensor, log: bool) -> CubeTensor {
-        f32_only(&x, "det_softmax");
-        let x = into_contiguous(x);
+        let [x] = contiguous([x], "det_softmax");
         let shape = x.shape();
         let [m, c] = shape.dims::<2>();
         let out = empty(&x, shape);
@@ -704,9 +707,7 @@ mod cube_host {
     }
 
     pub fn launch_softmax_backward(y: CubeTensor, g: CubeTensor, log: bool) -> CubeTensor {
-        f32_only(&y, "det_softmax_backward");
-        f32_only(&g, "det_softmax_backward");
-        let (y, g) = (into_contiguous(y), into_contiguous(g));
+        let [y, g] = contiguous([y, g], "det_softmax_backward");
         let shape = y.shape();
         let [m, c] = shape.dims::<2>();
         let out = empty(&y, shape);
@@ -734,10 +735,7 @@ mod cube_host {
         hp: SgdHyper,
         decay: Decay,
     ) -> (CubeTensor, CubeTensor) {
-        for t in [&w, &g, &buf] {
-            f32_only(t, "det_sgd_step");
-        }
-        let (w, g, buf) = (into_contiguous(w), into_contiguous(g), into_contiguous(buf));
+        let [w, g, buf] = contiguous([w, g, buf], "det_sgd_step");
         let shape = w.shape();
         let len = shape.num_elements();
         let (wo, bo) = (empty(&w, shape.clone()), empty(&w, shape));
@@ -772,11 +770,7 @@ mod cube_host {
         hp: AdamHyper,
         decay: Decay,
     ) -> (CubeTensor, CubeTensor, CubeTensor) {
-        for t in [&w, &g, &m, &v] {
-            f32_only(t, "det_adam_step");
-        }
-        let (w, g) = (into_contiguous(w), into_contiguous(g));
-        let (m, v) = (into_contiguous(m), into_contiguous(v));
+        let [w, g, m, v] = contiguous([w, g, m, v], "det_adam_step");
         let shape = w.shape();
         let len = shape.num_elements();
         let (wo, mo, vo) = (
@@ -817,8 +811,7 @@ mod cube_host {
     }
 
     pub fn launch_unary(x: CubeTensor, op: Unary) -> CubeTensor {
-        f32_only(&x, "det_exp/det_log/det_sigmoid/det_tanh/det_gelu");
-        let x = into_contiguous(x);
+        let [x] = contiguous([x], "det_exp/det_log/det_sigmoid/det_tanh/det_gelu");
         let shape = x.shape();
         let len = shape.num_elements();
         let out = empty(&x, shape);
@@ -938,6 +931,44 @@ impl DetOps for burn::backend::Cube {
 }
 
 // ---- Autodiff: backward passes from the same kernels ----------------------------------------
+
+/// An element-wise op's autodiff: `$state` (the op's `input` or `output`) is kept for the
+/// backward, which maps the incoming gradient `$g` with `$s` bound to that state.
+macro_rules! unary_autodiff {
+    ($name:ident, $backward:ident, $state:ident, |$g:ident, $s:ident| $body:expr) => {
+        fn $name(x: FloatTensor<Self>) -> FloatTensor<Self> {
+            #[derive(Debug)]
+            struct $backward;
+            impl<B: DetOps> Backward<B, 1> for $backward {
+                type State = FloatTensor<B>;
+                fn backward(
+                    self,
+                    ops: Ops<Self::State, 1>,
+                    grads: &mut AdGrads,
+                    _c: &mut Checkpointer,
+                ) {
+                    let $s = ops.state;
+                    unary::<B, _>(ops.parents, ops.node, grads, |$g| $body);
+                }
+            }
+            match $backward.prepare::<C>([x.node()]).compute_bound().stateful() {
+                OpsKind::Tracked(prep) => {
+                    let (state, out) = unary_autodiff!(@keep $state, B::$name, x);
+                    prep.finish(state, out)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(B::$name(x.into_primitive())),
+            }
+        }
+    };
+    (@keep output, $f:path, $x:ident) => {{
+        let out = $f($x.into_primitive());
+        (out.clone(), out)
+    }};
+    (@keep input, $f:path, $x:ident) => {{
+        let xp = $x.primitive().clone();
+        (xp.clone(), $f(xp))
+    }};
+}
 
 impl<B: DetOps, C: CheckpointStrategy> DetOps for Autodiff<B, C> {
     fn det_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -1125,100 +1156,23 @@ impl<B: DetOps, C: CheckpointStrategy> DetOps for Autodiff<B, C> {
         <Self as AutodiffBackend>::from_inner(B::det_dropout_mask(like.primitive(), key, p, scale))
     }
 
-    fn det_sigmoid(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct SigmoidBackward;
-        impl<B: DetOps> Backward<B, 1> for SigmoidBackward {
-            type State = FloatTensor<B>;
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut AdGrads,
-                _c: &mut Checkpointer,
-            ) {
-                let s = ops.state;
-                unary::<B, _>(ops.parents, ops.node, grads, |g| {
-                    let one_minus = B::float_add_scalar(B::float_neg(s.clone()), 1.0f32.into());
-                    B::float_mul(g, B::float_mul(s, one_minus))
-                });
-            }
-        }
-        match SigmoidBackward
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let out = B::det_sigmoid(x.into_primitive());
-                prep.finish(out.clone(), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::det_sigmoid(x.into_primitive())),
-        }
-    }
+    unary_autodiff!(det_sigmoid, SigmoidBackward, output, |g, s| {
+        let one_minus = B::float_add_scalar(B::float_neg(s.clone()), 1.0f32.into());
+        B::float_mul(g, B::float_mul(s, one_minus))
+    });
 
-    fn det_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct GeluBackward;
-        impl<B: DetOps> Backward<B, 1> for GeluBackward {
-            type State = FloatTensor<B>;
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut AdGrads,
-                _c: &mut Checkpointer,
-            ) {
-                let x = ops.state;
-                unary::<B, _>(ops.parents, ops.node, grads, |g| {
-                    B::float_mul(g, B::det_gelu_grad(x))
-                });
-            }
-        }
-        match GeluBackward
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let xp = x.primitive().clone();
-                prep.finish(xp.clone(), B::det_gelu(xp))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::det_gelu(x.into_primitive())),
-        }
-    }
+    unary_autodiff!(det_gelu, GeluBackward, input, |g, x| B::float_mul(
+        g,
+        B::det_gelu_grad(x)
+    ));
     fn det_gelu_grad(x: FloatTensor<Self>) -> FloatTensor<Self> {
         <Self as AutodiffBackend>::from_inner(B::det_gelu_grad(x.into_primitive()))
     }
 
-    fn det_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct TanhBackward;
-        impl<B: DetOps> Backward<B, 1> for TanhBackward {
-            type State = FloatTensor<B>;
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut AdGrads,
-                _c: &mut Checkpointer,
-            ) {
-                let t = ops.state;
-                unary::<B, _>(ops.parents, ops.node, grads, |g| {
-                    let sq = B::float_mul(t.clone(), t);
-                    B::float_mul(g, B::float_add_scalar(B::float_neg(sq), 1.0f32.into()))
-                });
-            }
-        }
-        match TanhBackward
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let out = B::det_tanh(x.into_primitive());
-                prep.finish(out.clone(), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::det_tanh(x.into_primitive())),
-        }
-    }
+    unary_autodiff!(det_tanh, TanhBackward, output, |g, t| {
+        let sq = B::float_mul(t.clone(), t);
+        B::float_mul(g, B::float_add_scalar(B::float_neg(sq), 1.0f32.into()))
+    });
     fn det_pool2d(x: FloatTensor<Self>, k: usize, kind: Pool) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct PoolBackward;
@@ -1354,61 +1308,9 @@ impl<B: DetOps, C: CheckpointStrategy> DetOps for Autodiff<B, C> {
         ))
     }
 
-    fn det_exp(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct ExpBackward;
-        impl<B: DetOps> Backward<B, 1> for ExpBackward {
-            type State = FloatTensor<B>;
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut AdGrads,
-                _c: &mut Checkpointer,
-            ) {
-                let out = ops.state;
-                unary::<B, _>(ops.parents, ops.node, grads, |g| B::float_mul(g, out));
-            }
-        }
-        match ExpBackward
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let out = B::det_exp(x.into_primitive());
-                prep.finish(out.clone(), out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::det_exp(x.into_primitive())),
-        }
-    }
+    unary_autodiff!(det_exp, ExpBackward, output, |g, out| B::float_mul(g, out));
 
-    fn det_log(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct LogBackward;
-        impl<B: DetOps> Backward<B, 1> for LogBackward {
-            type State = FloatTensor<B>;
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut AdGrads,
-                _c: &mut Checkpointer,
-            ) {
-                let x = ops.state;
-                unary::<B, _>(ops.parents, ops.node, grads, |g| B::float_div(g, x));
-            }
-        }
-        match LogBackward
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let xp = x.primitive().clone();
-                prep.finish(xp.clone(), B::det_log(xp))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::det_log(x.into_primitive())),
-        }
-    }
+    unary_autodiff!(det_log, LogBackward, input, |g, x| B::float_div(g, x));
 }
 
 // ---- Tensor-level API -----------------------------------------------------------------------
