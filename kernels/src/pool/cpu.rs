@@ -74,14 +74,14 @@ pub fn backward(
     out.par_chunks_mut(h * w).enumerate().for_each(|(p, d)| {
         let xp = &x[p * h * w..(p + 1) * h * w];
         let gp = &dy[p * ho * wo..(p + 1) * ho * wo];
-        for i in 0..h * w {
+        for (i, di) in d.iter_mut().enumerate() {
             let (yy, xx) = (i / w, i % w);
             let (oy, ox) = (yy / k, xx / k);
             if oy >= ho || ox >= wo {
                 continue;
             }
             let g = gp[oy * wo + ox];
-            d[i] = match kind {
+            *di = match kind {
                 Pool::Max => {
                     if argmax(xp, oy * k * w + ox * k, w, k) == i {
                         g
