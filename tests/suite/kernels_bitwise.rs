@@ -679,3 +679,117 @@ fn gelu_forward_and_backward_should_match_reference_backend() {
         }
     }
 }
+
+/// `sum(g * f(x))`'s gradient with respect to `x` through burn's autodiff on ndarray.
+fn autodiff_grad<const D: usize>(
+    x: &[f32],
+    shape: [usize; D],
+    g: &[f32],
+    f: &dyn Fn(Tensor<D>) -> Tensor<D>,
+) -> Vec<f32> {
+    #[allow(deprecated)]
+    let ad = Device::ndarray().autodiff();
+    let xt = Tensor::<D>::from_data(TensorData::new(x.to_vec(), shape), &ad).require_grad();
+    let y = f(xt.clone());
+    // `g` has the output's size (pooling shrinks it)
+    let gt = Tensor::<D>::from_data(TensorData::new(g.to_vec(), y.dims()), &ad);
+    let grads = (y * gt).sum().backward();
+    host(xt.grad(&grads).expect("x takes part"))
+}
+
+/// The new ops' backward passes (GELU, softmax, log-softmax, max and avg pooling): within
+/// tolerance of burn's stock op's gradient, and of central finite differences of the lockstep
+/// forward (`h` = 1e-3, f64 sums of the f32 outputs).
+#[test]
+fn pool_softmax_and_gelu_backward_passes_match_finite_differences_and_stock_ops() {
+    use burn::tensor::activation::{gelu, log_softmax, softmax};
+    use burn::tensor::module::{avg_pool2d, max_pool2d};
+    use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions};
+    #[allow(deprecated)]
+    let cpu = Device::ndarray();
+    type F2 = Box<dyn Fn(Tensor<2>) -> Tensor<2>>;
+    type F4 = Box<dyn Fn(Tensor<4>) -> Tensor<4>>;
+    // burn's own GELU backward is the loosest (the tolerance table's `gelu_grad` row: 1e-3).
+    let check = |name: &str, ours: &[f32], stock: &[f32], fd: &dyn Fn(usize) -> f64| {
+        let tol = if name == "gelu" { 1e-3 } else { 1e-5 };
+        for i in 0..ours.len() {
+            let (o, s, d) = (ours[i], stock[i], fd(i));
+            assert!(
+                (o - s).abs() <= tol + 10.0 * tol * s.abs(),
+                "{name}[{i}]: lockstep {o} vs stock {s}"
+            );
+            assert!(
+                (o as f64 - d).abs() <= 2e-3 + 2e-3 * d.abs(),
+                "{name}[{i}]: autodiff {o} vs finite difference {d}"
+            );
+        }
+    };
+    let h = 1e-3f32;
+    // rank 2: [4, 16]
+    let x2 = seeded(64, "fd2-x", -3.0, 3.0);
+    let g2 = seeded(64, "fd2-g", -1.0, 1.0);
+    let ops2: Vec<(&str, F2, F2)> = vec![
+        ("gelu", Box::new(det::gelu::<2>), Box::new(gelu::<2>)),
+        (
+            "softmax",
+            Box::new(det::softmax),
+            Box::new(|x| softmax(x, 1)),
+        ),
+        (
+            "log_softmax",
+            Box::new(det::log_softmax),
+            Box::new(|x| log_softmax(x, 1)),
+        ),
+    ];
+    for (name, ours, stock) in &ops2 {
+        let (go, gs) = (
+            autodiff_grad(&x2, [4, 16], &g2, ours.as_ref()),
+            autodiff_grad(&x2, [4, 16], &g2, stock.as_ref()),
+        );
+        let loss = |x: &[f32]| -> f64 {
+            let y = host(ours(t2(x, [4, 16], &cpu)));
+            y.iter().zip(&g2).map(|(&a, &b)| a as f64 * b as f64).sum()
+        };
+        let fd = |i: usize| {
+            let (mut up, mut dn) = (x2.clone(), x2.clone());
+            up[i] += h;
+            dn[i] -= h;
+            (loss(&up) - loss(&dn)) / (up[i] as f64 - dn[i] as f64)
+        };
+        check(name, &go, &gs, &fd);
+    }
+    // rank 4: [1, 2, 4, 8], 2x2 windows; continuous seeded values (no ties)
+    let shape = [1, 2, 4, 8];
+    let x4 = seeded(64, "fd4-x", -3.0, 3.0);
+    let g4 = seeded(16, "fd4-g", -1.0, 1.0);
+    let ops4: Vec<(&str, F4, F4)> = vec![
+        (
+            "max_pool2d",
+            Box::new(|x| det::max_pool2d(x, 2)),
+            Box::new(|x| max_pool2d(x, MaxPoolOptions::new([2, 2]))),
+        ),
+        (
+            "avg_pool2d",
+            Box::new(|x| det::avg_pool2d(x, 2)),
+            Box::new(|x| avg_pool2d(x, AvgPoolOptions::new([2, 2]))),
+        ),
+    ];
+    for (name, ours, stock) in &ops4 {
+        let (go, gs) = (
+            autodiff_grad(&x4, shape, &g4, ours.as_ref()),
+            autodiff_grad(&x4, shape, &g4, stock.as_ref()),
+        );
+        let loss = |x: &[f32]| -> f64 {
+            let t = Tensor::<4>::from_data(TensorData::new(x.to_vec(), shape), &cpu);
+            let y = host(ours(t));
+            y.iter().zip(&g4).map(|(&a, &b)| a as f64 * b as f64).sum()
+        };
+        let fd = |i: usize| {
+            let (mut up, mut dn) = (x4.clone(), x4.clone());
+            up[i] += h;
+            dn[i] -= h;
+            (loss(&up) - loss(&dn)) / (up[i] as f64 - dn[i] as f64)
+        };
+        check(name, &go, &gs, &fd);
+    }
+}
