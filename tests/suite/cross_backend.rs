@@ -2,7 +2,9 @@
 //! wgpu (lavapipe) writes byte-identical checkpoints and metrics; with stock kernels, wgpu is
 //! at least deterministic run to run.
 
-use crate::harness::{lockstep, short_digits, stock_digits, write_config};
+use crate::harness::{
+    assert_same_files as same, lockstep, short_digits, stock_digits, write_config,
+};
 use std::path::Path;
 
 fn wgpu_or_skip(what: &str) -> bool {
@@ -14,32 +16,7 @@ fn wgpu_or_skip(what: &str) -> bool {
 }
 
 fn train(cfg: &Path, out: &Path, backend: &str) {
-    lockstep(
-        &[
-            "train",
-            cfg.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--backend",
-            backend,
-        ],
-        true,
-    );
-}
-
-fn same(a: &Path, b: &Path, files: &[&str]) {
-    for f in files {
-        let (x, y) = (
-            std::fs::read(a.join(f)).unwrap(),
-            std::fs::read(b.join(f)).unwrap(),
-        );
-        assert!(
-            x == y,
-            "{f} differs between {} and {}",
-            a.display(),
-            b.display()
-        );
-    }
+    crate::harness::train(cfg, out, &["--backend", backend]);
 }
 
 #[test]

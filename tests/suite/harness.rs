@@ -35,6 +35,48 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `lockstep train CFG --out OUT EXTRA...`, which must succeed.
+pub fn train(cfg: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        cfg.to_str().expect("utf-8 path"),
+        "--out",
+        out.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    lockstep(&args, true)
+}
+
+/// Panics naming the first of `names` whose bytes differ between run directories `a` and `b`.
+pub fn assert_same_files(a: &Path, b: &Path, names: &[&str]) {
+    for n in names {
+        let (x, y) = (std::fs::read(a.join(n)), std::fs::read(b.join(n)));
+        let (x, y) = (
+            x.unwrap_or_else(|e| panic!("{}/{n}: {e}", a.display())),
+            y.unwrap_or_else(|e| panic!("{}/{n}: {e}", b.display())),
+        );
+        assert!(
+            x == y,
+            "{n} differs between {} and {}",
+            a.display(),
+            b.display()
+        );
+    }
+}
+
+/// `n` CSV rows of a 4x4, 3-class toy data set: pixel `j` of row `i` is `(i*a + j*b + salt) % 17`,
+/// the label `(i + salt) % 3`.
+pub fn csv_rows(n: usize, salt: usize, a: usize, b: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let px: Vec<String> = (0..16)
+                .map(|j| ((i * a + j * b + salt) % 17).to_string())
+                .collect();
+            format!("{},{}", px.join(","), (i + salt) % 3)
+        })
+        .collect()
+}
+
 /// Write `text` as a config file in `dir` and return its path.
 pub fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);

@@ -37,15 +37,7 @@ fn sigkill_at_many_points_then_resume_gives_the_uninterrupted_bytes() {
     let dir = tempfile::tempdir().expect("tmp");
     let cfg = long_job(dir.path());
     let reference = dir.path().join("reference");
-    lockstep(
-        &[
-            "train",
-            cfg.to_str().unwrap(),
-            "--out",
-            reference.to_str().unwrap(),
-        ],
-        true,
-    );
+    crate::harness::train(&cfg, &reference, &[]);
     let want = std::fs::read(reference.join("final.safetensors")).unwrap();
     let want_metrics = std::fs::read(reference.join("metrics.jsonl")).unwrap();
     let mut rng = SeedStream::new(99, "kill-points");
@@ -278,15 +270,7 @@ fn a_full_disk_fails_cleanly_keeps_the_last_checkpoint_and_resumes() {
     let _guard = Unmount(mnt.clone());
     let cfg = write_config(dir.path(), "j.toml", &short_digits(""));
     let reference = dir.path().join("reference");
-    lockstep(
-        &[
-            "train",
-            cfg.to_str().unwrap(),
-            "--out",
-            reference.to_str().unwrap(),
-        ],
-        true,
-    );
+    crate::harness::train(&cfg, &reference, &[]);
     let run = mnt.join("run");
     let o = lockstep(
         &[

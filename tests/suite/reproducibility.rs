@@ -1,38 +1,13 @@
 //! The same config and seed give the same bits: across runs, thread counts and resumes.
 //! The reference is always a second run of the real binary.
 
-use crate::harness::{config, lockstep, short_digits, tree, write_config};
+use crate::harness::{
+    assert_same_files, config, lockstep, short_digits, train, tree, write_config,
+};
 use std::path::Path;
 
 /// Files that legitimately differ between runs: wall-clock times and the lock file.
 const VOLATILE: &[&str] = &["timing.jsonl", ".lock"];
-
-fn train(cfg: &Path, out: &Path, extra: &[&str]) {
-    let mut args = vec![
-        "train",
-        cfg.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    lockstep(&args, true);
-}
-
-fn assert_same_files(a: &Path, b: &Path, names: &[&str]) {
-    for n in names {
-        let (x, y) = (std::fs::read(a.join(n)), std::fs::read(b.join(n)));
-        let (x, y) = (
-            x.unwrap_or_else(|e| panic!("{}/{n}: {e}", a.display())),
-            y.unwrap_or_else(|e| panic!("{}/{n}: {e}", b.display())),
-        );
-        assert!(
-            x == y,
-            "{n} differs between {} and {}",
-            a.display(),
-            b.display()
-        );
-    }
-}
 
 #[test]
 fn same_config_twice_gives_identical_run_directories() {

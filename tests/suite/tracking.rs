@@ -19,15 +19,7 @@ fn runs_table_compare_plot_and_mlflow_export() {
         &["train", cfg.to_str().unwrap(), "--out", a.to_str().unwrap()],
         true,
     );
-    lockstep(
-        &[
-            "train",
-            cfg.to_str().unwrap(),
-            "--out",
-            a2.to_str().unwrap(),
-        ],
-        true,
-    );
+    crate::harness::train(&cfg, &a2, &[]);
     lockstep(
         &[
             "train",

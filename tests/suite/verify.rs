@@ -1,7 +1,9 @@
 //! The deployment check: `lockstep verify` reproduces recorded scores on any backend and batch
 //! size, and refuses or fails — non-zero, with a readable report — when anything changed.
 
-use crate::harness::{config, lockstep, short_digits, stderr, stock_digits, write_config};
+use crate::harness::{
+    config, csv_rows, lockstep, short_digits, stderr, stock_digits, write_config,
+};
 use crate::kernels_bitwise::{assert_bitwise, devices, host, seeded, t2};
 use lockstep_kernels::ops as det;
 use std::path::Path;
@@ -47,15 +49,7 @@ fn verify_passes_on_untouched_runs_for_every_shipped_config() {
     for (name, text) in jobs {
         let cfg = write_config(dir.path(), &format!("{name}.toml"), &text);
         let run = dir.path().join(name);
-        lockstep(
-            &[
-                "train",
-                cfg.to_str().unwrap(),
-                "--out",
-                run.to_str().unwrap(),
-            ],
-            true,
-        );
+        crate::harness::train(&cfg, &run, &[]);
         for b in backends() {
             for bs in ["1", "7", "256"] {
                 let out = verify(&run, &["--backend", b, "--batch-size", bs], true);
@@ -69,14 +63,7 @@ fn verify_passes_on_untouched_runs_for_every_shipped_config() {
 fn verify_fails_on_a_flipped_weight_bit_changed_data_or_changed_profile() {
     let dir = tempfile::tempdir().expect("tmp");
     // A CSV job so one eval sample can be edited.
-    let rows: Vec<String> = (0..200)
-        .map(|i| {
-            let px: Vec<String> = (0..16)
-                .map(|j| ((i * 7 + j * 3) % 17).to_string())
-                .collect();
-            format!("{},{}", px.join(","), i % 3)
-        })
-        .collect();
+    let rows = csv_rows(200, 0, 7, 3);
     let csv = dir.path().join("data.csv");
     std::fs::write(&csv, rows.join("\n")).unwrap();
     let text = format!(
@@ -85,15 +72,7 @@ fn verify_fails_on_a_flipped_weight_bit_changed_data_or_changed_profile() {
     );
     let cfg = write_config(dir.path(), "csv.toml", &text);
     let run = dir.path().join("run");
-    lockstep(
-        &[
-            "train",
-            cfg.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-        ],
-        true,
-    );
+    crate::harness::train(&cfg, &run, &[]);
     assert!(verify(&run, &[], true).contains("PASS"));
 
     // (1) one flipped bit in a weight of final.safetensors
@@ -140,15 +119,7 @@ fn exported_half_precision_checkpoints_verify_within_the_declared_tolerance() {
     let dir = tempfile::tempdir().expect("tmp");
     let cfg = write_config(dir.path(), "j.toml", &short_digits(""));
     let run = dir.path().join("r");
-    lockstep(
-        &[
-            "train",
-            cfg.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-        ],
-        true,
-    );
+    crate::harness::train(&cfg, &run, &[]);
     for dt in ["f16", "bf16"] {
         let out = dir.path().join(format!("model-{dt}.safetensors"));
         lockstep(
@@ -234,17 +205,7 @@ fn lockstep_inference_ops_are_batch_invariant() {
 #[test]
 fn predict_reproduces_the_recorded_test_logits() {
     let dir = tempfile::tempdir().expect("tmp");
-    let rows = |n: usize, salt: usize| -> String {
-        (0..n)
-            .map(|i| {
-                let px: Vec<String> = (0..16)
-                    .map(|j| ((i * 5 + j * 11 + salt) % 17).to_string())
-                    .collect();
-                format!("{},{}", px.join(","), (i + salt) % 3)
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let rows = |n: usize, salt: usize| csv_rows(n, salt, 5, 11).join("\n");
     let (train, test) = (dir.path().join("train.csv"), dir.path().join("test.csv"));
     std::fs::write(&train, rows(150, 0)).unwrap();
     std::fs::write(&test, rows(23, 4)).unwrap();
@@ -255,15 +216,7 @@ fn predict_reproduces_the_recorded_test_logits() {
     );
     let cfg = write_config(dir.path(), "p.toml", &text);
     let run = dir.path().join("run");
-    lockstep(
-        &[
-            "train",
-            cfg.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-        ],
-        true,
-    );
+    crate::harness::train(&cfg, &run, &[]);
     let rec = lockstep_core::TensorFile::read(&run.join("eval/test.safetensors")).unwrap();
     let want = rec.tensors["logits"].to_f32().unwrap();
     let mut backends = vec!["ndarray", "flex"];
@@ -314,21 +267,7 @@ fn numpy_forward_pass_reproduces_the_recorded_scores() {
         return;
     }
     let dir = tempfile::tempdir().expect("tmp");
-    let rows = |n: usize, salt: usize| -> String {
-        (0..n)
-            .map(|i| {
-                format!(
-                    "{},{}",
-                    (0..16)
-                        .map(|j| ((i * 3 + j * 7 + salt) % 17).to_string())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                    (i + salt) % 3
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
+    let rows = |n: usize, salt: usize| csv_rows(n, salt, 3, 7).join("\n");
     let (train, test) = (dir.path().join("train.csv"), dir.path().join("test.csv"));
     std::fs::write(&train, rows(120, 0)).unwrap();
     std::fs::write(&test, rows(30, 2)).unwrap();
@@ -339,15 +278,7 @@ fn numpy_forward_pass_reproduces_the_recorded_scores() {
     );
     let cfg = write_config(dir.path(), "py.toml", &text);
     let run = dir.path().join("run");
-    lockstep(
-        &[
-            "train",
-            cfg.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-        ],
-        true,
-    );
+    crate::harness::train(&cfg, &run, &[]);
     let script = format!(
         r#"
 import numpy as np
