@@ -3,8 +3,14 @@
 //!
 //! - `matmul/<shape>`: lockstep's fixed-order CPU matmul vs burn-ndarray's stock matmul
 //!   (matrixmultiply) and burn-flex's (gemm), at the Fashion-MNIST MLP's training shapes.
-//! - `train_step/<backend>`: one full MLP 784-256-128-10 training step (batch 128: forward,
-//!   backward, Adam) with `kernels = "lockstep"` vs `kernels = "burn"` on the same backend.
+//! - `conv2d`: lockstep's im2col + fixed-order matmul vs burn's stock conv2d, forward, at the
+//!   Fashion-MNIST CNN's two conv layers, on burn-ndarray and burn-flex.
+//! - `train_step/<MLP|CNN>/<backend>`: one full training step (batch 128: forward, backward,
+//!   optimizer) of the shipped `fashion_mlp` and `fashion_cnn` models with `kernels = "lockstep"`
+//!   vs `kernels = "burn"` on the same backend.
+//! - `wgpu (lavapipe)`: correctness only (a software driver's speed means nothing): three steps
+//!   of each model from the same init on ndarray and on wgpu, how many parameters differ (0 for
+//!   lockstep kernels) and the ms/step.
 //! - `peak`: this machine's FP32 multiply+add peak (a register-resident microbenchmark), and the
 //!   lockstep matmul's GFLOP/s as a fraction of it.
 //!
@@ -12,11 +18,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use criterion::Criterion;
 use lockstep_core::SeedStream;
 use lockstep_core::config::{KernelSet, load_config};
-use lockstep_train::model::{Model, cross_entropy, one_hot, upload};
+use lockstep_train::model::{Model, conv2d_im2col, cross_entropy, one_hot, upload};
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -89,6 +97,30 @@ fn train_step(
     let _ = params[0].clone().try_into_vec_as::<f32>();
 }
 
+/// A model with its initial parameters and zeroed optimizer slots on `dev`.
+fn setup(
+    cfg: &lockstep_core::config::Config,
+    ks: KernelSet,
+    dev: &Device,
+) -> (Model, Vec<Tensor<1>>, Vec<Vec<Tensor<1>>>) {
+    let model = Model::new(&cfg.model, ks, [1, 28, 28], 10);
+    let params: Vec<Tensor<1>> = model
+        .init_params(cfg.seed)
+        .into_iter()
+        .map(|v| upload(v, dev))
+        .collect();
+    let slots: Vec<Vec<Tensor<1>>> = model
+        .specs
+        .iter()
+        .map(|s| (0..2).map(|_| upload(vec![0.0; s.numel()], dev)).collect())
+        .collect();
+    (model, params, slots)
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.try_into_vec_as::<f32>().expect("f32")
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args().sample_size(10);
     #[allow(deprecated)]
@@ -123,43 +155,108 @@ fn main() {
         let flops = 2.0 * (m * k * n) as f64;
         summary.push(format!("matmul {name:<18} lockstep {:7.1} GFLOP/s | vs burn-ndarray {:.2}x | vs burn-flex {:.2}x", flops / tl / 1e9, tn / tl, tf / tl));
     }
-    let cfg = load_config(std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/configs/fashion_mlp.toml"
-    )))
-    .expect("config");
+    // conv2d forward at the Fashion-MNIST CNN's two layers (same padding, k = 3): lockstep's
+    // im2col + fixed-order matmul vs burn's stock conv2d.
+    for (name, [n, ci, h, co]) in [
+        ("conv1 128x1x28x28->8", [128, 1, 28, 8]),
+        ("conv2 128x8x14x14->16", [128, 8, 14, 16]),
+    ] {
+        let xv = seeded(n * ci * h * h, "conv-x");
+        let (wv, bv) = (seeded(co * ci * 9, "conv-w"), seeded(co, "conv-b"));
+        let mut line = format!("conv2d {name:<22}");
+        for (bname, dev) in [("ndarray", nd.clone()), ("flex", fx.clone())] {
+            let x = Tensor::<4>::from_data(TensorData::new(xv.clone(), [n, ci, h, h]), &dev);
+            let w = Tensor::<4>::from_data(TensorData::new(wv.clone(), [co, ci, 3, 3]), &dev);
+            let b = Tensor::<1>::from_data(TensorData::new(bv.clone(), [co]), &dev);
+            let (tl, tb) = ab(
+                15,
+                || drop(host(conv2d_im2col(x.clone(), w.clone(), b.clone(), 1))),
+                || {
+                    drop(host(conv2d(
+                        x.clone(),
+                        w.clone(),
+                        Some(b.clone()),
+                        ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
+                    )))
+                },
+            );
+            line += &format!(
+                " | {bname}: lockstep {:6.2} ms, burn {:6.2} ms, {:.2}x",
+                tl * 1e3,
+                tb * 1e3,
+                tb / tl
+            );
+        }
+        summary.push(line);
+    }
+    // One full training step (forward, backward, Adam), batch 128, of the shipped Fashion-MNIST
+    // MLP and CNN: lockstep kernels vs stock ops on the same backend.
     let (x, y): (Vec<f32>, Vec<u32>) = (seeded(128 * 784, "x"), (0..128).map(|i| i % 10).collect());
-    for (bname, dev) in [("ndarray", nd.clone()), ("flex", fx.clone())] {
-        let mk = |ks: KernelSet| {
-            let model = Model::new(&cfg.model, ks, [1, 28, 28], 10);
-            let params: Vec<Tensor<1>> = model
-                .init_params(1)
-                .into_iter()
-                .map(|v| upload(v, &dev))
-                .collect();
-            let slots: Vec<Vec<Tensor<1>>> = model
-                .specs
-                .iter()
-                .map(|s| (0..2).map(|_| upload(vec![0.0; s.numel()], &dev)).collect())
-                .collect();
-            (model, params, slots)
-        };
-        let (ml, mut pl, mut sl) = mk(KernelSet::Lockstep);
-        let (mb, mut pb, mut sb) = mk(KernelSet::Burn);
-        let (tl, tb) = ab(
-            15,
-            || train_step(&ml, &mut pl, &mut sl, &x, &y, &dev, &cfg.optimizer),
-            || train_step(&mb, &mut pb, &mut sb, &x, &y, &dev, &cfg.optimizer),
-        );
-        let mut g = c.benchmark_group(format!("train_step/{bname}"));
-        g.bench_function("lockstep", |bch| {
-            bch.iter(|| train_step(&ml, &mut pl, &mut sl, &x, &y, &dev, &cfg.optimizer))
-        });
-        g.bench_function("burn", |bch| {
-            bch.iter(|| train_step(&mb, &mut pb, &mut sb, &x, &y, &dev, &cfg.optimizer))
-        });
-        g.finish();
-        summary.push(format!("train_step MLP b128 on {bname:<8} lockstep {:6.2} ms | burn stock {:6.2} ms | ratio (burn/lockstep) {:.2}x", tl * 1e3, tb * 1e3, tb / tl));
+    for (mname, file, reps) in [
+        ("MLP", "fashion_mlp.toml", 15),
+        ("CNN", "fashion_cnn.toml", 5),
+    ] {
+        let cfg = load_config(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("configs")
+                .join(file),
+        )
+        .expect("config");
+        for (bname, dev) in [("ndarray", nd.clone()), ("flex", fx.clone())] {
+            let (ml, mut pl, mut sl) = setup(&cfg, KernelSet::Lockstep, &dev);
+            let (mb, mut pb, mut sb) = setup(&cfg, KernelSet::Burn, &dev);
+            let (tl, tb) = ab(
+                reps,
+                || train_step(&ml, &mut pl, &mut sl, &x, &y, &dev, &cfg.optimizer),
+                || train_step(&mb, &mut pb, &mut sb, &x, &y, &dev, &cfg.optimizer),
+            );
+            let mut g = c.benchmark_group(format!("train_step/{mname}/{bname}"));
+            g.bench_function("lockstep", |bch| {
+                bch.iter(|| train_step(&ml, &mut pl, &mut sl, &x, &y, &dev, &cfg.optimizer))
+            });
+            g.bench_function("burn", |bch| {
+                bch.iter(|| train_step(&mb, &mut pb, &mut sb, &x, &y, &dev, &cfg.optimizer))
+            });
+            g.finish();
+            summary.push(format!("train_step {mname} b128 on {bname:<8} lockstep {:7.2} ms | burn stock {:7.2} ms | ratio (burn/lockstep) {:.2}x", tl * 1e3, tb * 1e3, tb / tl));
+        }
+        // GPU (lavapipe, a software driver): correctness, not speed. Three steps from the same
+        // init on ndarray and on wgpu: lockstep kernels must give the same bits.
+        if lockstep_train::backend::wgpu_available() {
+            let gpu = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+            let mut line = format!("wgpu (lavapipe) {mname} 3 steps:");
+            for ks in [KernelSet::Lockstep, KernelSet::Burn] {
+                let run = |dev: &Device| {
+                    let (m, mut p, mut sl) = setup(&cfg, ks, dev);
+                    let t = Instant::now();
+                    for _ in 0..3 {
+                        train_step(&m, &mut p, &mut sl, &x, &y, dev, &cfg.optimizer);
+                    }
+                    let secs = t.elapsed().as_secs_f64() / 3.0;
+                    let v: Vec<f32> = p.into_iter().flat_map(|t| host(t)).collect();
+                    (v, secs)
+                };
+                let ((cpu, _), (gv, secs)) = (run(&nd), run(&gpu));
+                let differ = cpu
+                    .iter()
+                    .zip(&gv)
+                    .filter(|(a, b)| a.to_bits() != b.to_bits())
+                    .count();
+                let max_d = cpu
+                    .iter()
+                    .zip(&gv)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                line += &format!(
+                    " | {ks:?}: {:.0} ms/step, {differ} of {} params differ from ndarray (max |d| {max_d:.1e})",
+                    secs * 1e3,
+                    cpu.len()
+                );
+            }
+            summary.push(line);
+        } else {
+            summary.push(format!("wgpu {mname}: skipped (no Vulkan adapter)"));
+        }
     }
     // FP32 peak: independent register-resident chains per thread, all threads; once as mul-then-add
     // (two roundings, what lockstep's kernels compute) and once as FMA (what matrixmultiply and

@@ -200,6 +200,16 @@ pub mod gpu {
     };
     use cubecl::prelude::*;
 
+    /// The most loop iterations one kernel launch runs per thread over data-sized loops.
+    /// Mesa's llvmpipe/lavapipe ends a shader invocation's loops after 65535 iterations *in
+    /// total* (a hang guard in its code generator; measured: a 65536-row column sum returned the
+    /// sum of the first 65535 rows, with no error; nesting the loop does not help, the counter is
+    /// shared). So matmul and the row sums run one launch per block of `LOOP_BLOCK` steps, in
+    /// order, the accumulator carried between launches as the same f32 (see their hosts in `ops`).
+    /// The per-row kernels (`xent`, `softmax`) loop about 3c times per row: rows of up to 21845
+    /// classes on lavapipe (no such limit on other drivers).
+    pub const LOOP_BLOCK: usize = 32768;
+
     /// An optimisation barrier: `x` passed through an integer xor with a value the compiler
     /// cannot know (`bits(one) ^ bits(1.0)`, i.e. 0 at run time). Nothing before it can be fused,
     /// reassociated or contracted with anything after it — in CubeCL, in naga, in the driver's

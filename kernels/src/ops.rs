@@ -439,6 +439,7 @@ mod cube_host {
         AdamHyper, Decay, Pool, SgdHyper, Unary, dropout, matmul, optim, pool, reduce, softmax,
         xent,
     };
+    use crate::arith::gpu::LOOP_BLOCK;
     use burn::backend::{DType, Shape, TensorMetadata};
     use burn_cubecl::kernel::{into_contiguous, untile};
     use burn_cubecl::ops::numeric::{empty_device_contiguous_dtype, zeros_client};
@@ -478,48 +479,78 @@ mod cube_host {
         empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, DType::F32)
     }
 
+    /// `[lo, hi)` blocks of `0..len` of at most `LOOP_BLOCK`, in order; one empty block for 0.
+    fn blocks(len: usize) -> Vec<(u32, u32)> {
+        assert!(len < u32::MAX as usize, "kernel indexing is 32-bit");
+        let n = len.div_ceil(LOOP_BLOCK).max(1);
+        (0..n)
+            .map(|b| {
+                let lo = b * LOOP_BLOCK;
+                (lo as u32, (lo + LOOP_BLOCK).min(len) as u32)
+            })
+            .collect()
+    }
+
     pub fn launch_matmul(a: CubeTensor, b: CubeTensor) -> CubeTensor {
         f32_only(&a, "det_matmul");
         f32_only(&b, "det_matmul");
         let (a, b) = (untile(a), untile(b));
         let ([m, k], [k2, n]) = (a.shape().dims::<2>(), b.shape().dims::<2>());
         assert_eq!(k, k2, "det_matmul: inner dims differ");
-        let out = empty(&a, Shape::new([m, n]));
+        let mut acc = empty(&a, Shape::new([m, n]));
         if m * n == 0 {
-            return out;
+            return acc;
         }
-        let (count, dim) = grid(&out, m * n);
-        matmul::gpu::matmul_kernel::launch(
-            &out.client,
-            count,
-            dim,
-            a.into_tensor_arg(),
-            b.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            ONE,
-        );
-        out
+        let (count, dim) = grid(&acc, m * n);
+        for (i, (p0, p1)) in blocks(k).into_iter().enumerate() {
+            let out = empty(&a, Shape::new([m, n]));
+            matmul::gpu::matmul_kernel::launch(
+                &out.client,
+                count.clone(),
+                dim,
+                a.clone().into_tensor_arg(),
+                b.clone().into_tensor_arg(),
+                acc.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                p0,
+                p1,
+                ONE,
+                i == 0,
+            );
+            acc = out;
+        }
+        acc
     }
 
     pub fn launch_sum_rows(x: CubeTensor) -> CubeTensor {
         f32_only(&x, "det_sum_rows");
         let x = untile(x);
-        let [_, n] = x.shape().dims::<2>();
-        let out = empty(&x, Shape::new([1, n]));
+        let [m, n] = x.shape().dims::<2>();
+        let mut acc = empty(&x, Shape::new([1, n]));
         if n == 0 {
-            return out;
+            return acc;
         }
-        let (count, dim) = grid(&out, n);
-        reduce::gpu::sum_rows_kernel::launch(
-            &out.client,
-            count,
-            dim,
-            x.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-        );
-        out
+        let (count, dim) = grid(&acc, n);
+        for (i, (i0, i1)) in blocks(m).into_iter().enumerate() {
+            let out = empty(&x, Shape::new([1, n]));
+            reduce::gpu::sum_rows_kernel::launch(
+                &out.client,
+                count.clone(),
+                dim,
+                x.clone().into_tensor_arg(),
+                acc.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                i0,
+                i1,
+                i == 0,
+            );
+            acc = out;
+        }
+        acc
     }
 
+    /// Chunks of 256 summed in order (one thread each), then the chunk partials summed in
+    /// order: the partials are a `[chunks, 1]` column, summed by `launch_sum_rows`.
     pub fn launch_sum_all(x: CubeTensor) -> CubeTensor {
         f32_only(&x, "det_sum_all");
         let len = x.shape().num_elements();
@@ -527,31 +558,22 @@ mod cube_host {
             return zeros_client(
                 x.client.clone(),
                 x.device.clone(),
-                Shape::new([1]),
+                Shape::new([1, 1]),
                 DType::F32,
             );
         }
         let x = into_contiguous(x);
         let chunks = len.div_ceil(reduce::CHUNK);
-        let partials = empty(&x, Shape::new([chunks]));
+        let partials = empty(&x, Shape::new([chunks, 1]));
         let (count, dim) = grid(&partials, chunks);
-        let client = x.client.clone();
-        let out = empty(&x, Shape::new([1]));
         reduce::gpu::sum_chunks_kernel::launch(
-            &client,
+            &x.client.clone(),
             count,
             dim,
             x.into_tensor_arg(),
             partials.clone().into_tensor_arg(),
         );
-        reduce::gpu::sum_partials_kernel::launch(
-            &client,
-            CubeCount::Static(1, 1, 1),
-            CubeDim::new_1d(1),
-            partials.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-        );
-        out
+        launch_sum_rows(partials)
     }
 
     pub fn launch_xent(x: CubeTensor, t: CubeTensor) -> CubeTensor {
@@ -840,7 +862,7 @@ impl DetOps for burn::backend::Cube {
         cube_host::launch_sum_rows(x)
     }
     fn det_sum_all(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        cube_host::launch_sum_all(x)
+        <Self as FloatTensorOps<Self>>::float_reshape(cube_host::launch_sum_all(x), Shape::new([1]))
     }
     fn det_add_bias(x: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
         <Self as FloatTensorOps<Self>>::float_add(x, b)

@@ -793,3 +793,37 @@ fn pool_softmax_and_gelu_backward_passes_match_finite_differences_and_stock_ops(
         check(name, &go, &gs, &fd);
     }
 }
+
+/// Reductions longer than 65535 steps per thread (a conv bias gradient over 128x28x28 rows, the
+/// conv weight gradient with k = 100352): lavapipe silently stops a shader's loops after 65535
+/// iterations in total, so these run as consecutive launches (`arith::gpu::LOOP_BLOCK`). Every
+/// backend must still give the plain reference loop's bits.
+#[test]
+fn reductions_longer_than_the_driver_loop_cap_match_reference_backend() {
+    let (m, n, k) = (100_352, 8, 9);
+    let x = seeded(m * n, "long-x", -1.0, 1.0);
+    let w = seeded(k * m, "long-w", -1.0, 1.0);
+    let mut want_rows = vec![0f32; n];
+    for i in 0..m {
+        for j in 0..n {
+            want_rows[j] += x[i * n + j];
+        }
+    }
+    let want_mm = lockstep_kernels::matmul::cpu::matmul_reference(&w, &x, k, m, n);
+    let want_all = lockstep_kernels::reduce::cpu::sum_all(&x);
+    for (name, d) in devices() {
+        let xt = t2(&x, [m, n], &d);
+        assert_bitwise(
+            &format!("sum_rows {m}x{n} on {name}"),
+            &want_rows,
+            &host(det::sum_rows(xt.clone())),
+        );
+        assert_bitwise(
+            &format!("sum_all {} on {name}", m * n),
+            &[want_all],
+            &host(det::sum_all(xt.clone())),
+        );
+        let got = host(det::matmul(t2(&w, [k, m], &d), xt));
+        assert_bitwise(&format!("matmul {k}x{m}x{n} on {name}"), &want_mm, &got);
+    }
+}

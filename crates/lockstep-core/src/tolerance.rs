@@ -143,14 +143,14 @@ pub const KNOWN_DEFECTS: &[KnownDefect] = &[
         kernels: "burn",
         backend: "wgpu",
         shape: "1x1000000",
-        what: "burn-wgpu 0.22.1 sum_dim over a 1M-element row returns a wrong value (-33.3 for -59.97); lockstep reduces only short rows (classes, batch) with stock sum_dim, and the lockstep set uses sum_rows",
+        what: "on lavapipe, burn-wgpu 0.22.1 sum_dim over a 1M-element row returns a wrong value (-33.3 for -59.97): Mesa's llvmpipe stops a shader's loops after 65535 iterations in total (1M ones sum to 262128 = 65532 x 4 lanes); lockstep reduces only short rows (classes, batch) with stock sum_dim, and its own kernels split long loops into launches",
     },
     KnownDefect {
         op: "mean",
         kernels: "burn",
         backend: "wgpu",
         shape: "1x1000000",
-        what: "burn-wgpu 0.22.1 mean over 1M elements is wrong (same reduction as sum_dim); not used by lockstep",
+        what: "on lavapipe, burn-wgpu 0.22.1 mean over 1M elements is wrong (the same 65535-iteration loop cap as sum_dim); not used by lockstep",
     },
     KnownDefect {
         op: "sum",

@@ -2,18 +2,28 @@
 
 use cubecl::prelude::*;
 
-/// One thread per column; rows added in order.
+/// One thread per column; rows `i0..i1` added in order onto `acc_in` (or 0.0 when `first`):
+/// one launch per block of rows (see `arith::gpu::LOOP_BLOCK`).
 #[cube(launch)]
-pub fn sum_rows_kernel(x: &Tensor<f32>, out: &mut Tensor<f32>) {
+pub fn sum_rows_kernel(
+    x: &Tensor<f32>,
+    acc_in: &Tensor<f32>,
+    out: &mut Tensor<f32>,
+    i0: u32,
+    i1: u32,
+    #[comptime] first: bool,
+) {
     let j = ABSOLUTE_POS;
     if j >= out.len() {
         terminate!();
     }
-    let m = x.shape(0);
     let s0 = x.stride(0);
     let col = j * x.stride(1);
     let mut acc = 0.0f32;
-    for i in 0..m {
+    if !first {
+        acc = acc_in[j];
+    }
+    for i in (i0 as usize)..(i1 as usize) {
         acc += x[i * s0 + col];
     }
     out[j] = acc;
@@ -34,18 +44,4 @@ pub fn sum_chunks_kernel(x: &Tensor<f32>, partials: &mut Tensor<f32>) {
         acc += x[i];
     }
     partials[c] = acc;
-}
-
-/// Stage 2: a single thread adds the partials in order.
-#[cube(launch)]
-pub fn sum_partials_kernel(partials: &Tensor<f32>, out: &mut Tensor<f32>) {
-    if ABSOLUTE_POS != 0 {
-        terminate!();
-    }
-    let count = partials.len();
-    let mut acc = 0.0f32;
-    for c in 0..count {
-        acc += partials[c];
-    }
-    out[0] = acc;
 }
