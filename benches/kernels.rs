@@ -233,7 +233,7 @@ fn main() {
                         train_step(&m, &mut p, &mut sl, &x, &y, dev, &cfg.optimizer);
                     }
                     let secs = t.elapsed().as_secs_f64() / 3.0;
-                    let v: Vec<f32> = p.into_iter().flat_map(|t| host(t)).collect();
+                    let v: Vec<f32> = p.into_iter().flat_map(host).collect();
                     (v, secs)
                 };
                 let ((cpu, _), (gv, secs)) = (run(&nd), run(&gpu));
