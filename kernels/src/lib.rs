@@ -21,6 +21,7 @@
 
 pub mod arith;
 pub mod dropout;
+pub mod im2col;
 pub mod matmul;
 pub mod ops;
 pub mod optim;

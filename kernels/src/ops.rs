@@ -10,7 +10,7 @@
 use crate::arith::Unary;
 use crate::optim::{AdamHyper, Decay, SgdHyper};
 use crate::pool::Pool;
-use crate::{dropout, matmul, optim, pool, reduce, softmax, xent};
+use crate::{dropout, im2col, matmul, optim, pool, reduce, softmax, xent};
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, Flex, NdArray, Shape, TensorData, TensorMetadata,
     autodiff::{
@@ -97,6 +97,15 @@ pub trait DetOps: Backend {
         hp: AdamHyper,
         decay: Decay,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    /// `[n, c, h, w] -> [n*h*w, c*k*k]`, stride 1, `pad` zeros each side (`im2col`).
+    fn det_im2col(x: FloatTensor<Self>, k: usize, pad: usize) -> FloatTensor<Self>;
+    /// The gradient of `det_im2col` with respect to its input of shape `dims` (`im2col`).
+    fn det_col2im(
+        dcols: FloatTensor<Self>,
+        dims: [usize; 4],
+        k: usize,
+        pad: usize,
+    ) -> FloatTensor<Self>;
     /// `a * b + c` written plainly, as the device compiles it (the arithmetic-profile probe).
     fn det_probe_mad(
         a: FloatTensor<Self>,
@@ -407,6 +416,31 @@ macro_rules! impl_cpu_det_ops {
                     upload::<Self>(vo, s, &device),
                 )
             }
+            fn det_im2col(x: FloatTensor<Self>, k: usize, pad: usize) -> FloatTensor<Self> {
+                let device = x.device();
+                let (xv, s) = <Self as HostRead>::read(x);
+                let dims = dims4(&s, "det_im2col");
+                let [n, c, h, w] = dims;
+                upload::<Self>(
+                    im2col::cpu::im2col(&xv, dims, k, pad),
+                    Shape::new([n * h * w, c * k * k]),
+                    &device,
+                )
+            }
+            fn det_col2im(
+                dcols: FloatTensor<Self>,
+                dims: [usize; 4],
+                k: usize,
+                pad: usize,
+            ) -> FloatTensor<Self> {
+                let device = dcols.device();
+                let (gv, _) = <Self as HostRead>::read(dcols);
+                upload::<Self>(
+                    im2col::cpu::col2im(&gv, dims, k, pad),
+                    Shape::new(dims),
+                    &device,
+                )
+            }
             fn det_probe_mad(
                 a: FloatTensor<Self>,
                 b: FloatTensor<Self>,
@@ -436,8 +470,8 @@ impl_cpu_det_ops!(Flex);
 
 mod cube_host {
     use super::{
-        AdamHyper, Decay, Pool, SgdHyper, Unary, dropout, matmul, optim, pool, reduce, softmax,
-        xent,
+        AdamHyper, Decay, Pool, SgdHyper, Unary, dropout, im2col, matmul, optim, pool, reduce,
+        softmax, xent,
     };
     use crate::arith::gpu::LOOP_BLOCK;
     use burn::backend::{DType, Shape, TensorMetadata};
@@ -832,6 +866,48 @@ mod cube_host {
         (wo, mo, vo)
     }
 
+    pub fn launch_im2col(x: CubeTensor, k: usize, pad: usize) -> CubeTensor {
+        let [x] = contiguous([x], "det_im2col");
+        let [n, c, h, w] = x.shape().dims::<4>();
+        let out = empty(&x, Shape::new([n * h * w, c * k * k]));
+        let len = out.shape().num_elements();
+        if len == 0 {
+            return out;
+        }
+        let (count, dim) = grid(&out, len);
+        im2col::gpu::im2col_kernel::launch(
+            &out.client,
+            count,
+            dim,
+            x.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            k,
+            pad,
+        );
+        out
+    }
+
+    pub fn launch_col2im(dcols: CubeTensor, dims: [usize; 4], k: usize, pad: usize) -> CubeTensor {
+        let [g] = contiguous([dcols], "det_col2im");
+        let out = empty(&g, Shape::new(dims));
+        let len = out.shape().num_elements();
+        if len == 0 {
+            return out;
+        }
+        let (count, dim) = grid(&out, len);
+        im2col::gpu::col2im_kernel::launch(
+            &out.client,
+            count,
+            dim,
+            g.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            ONE,
+            k,
+            pad,
+        );
+        out
+    }
+
     pub fn launch_unary(x: CubeTensor, op: Unary) -> CubeTensor {
         let [x] = contiguous([x], "det_exp/det_log/det_sigmoid/det_tanh/det_gelu");
         let shape = x.shape();
@@ -912,6 +988,17 @@ impl DetOps for burn::backend::Cube {
     }
     fn det_pool2d(x: FloatTensor<Self>, k: usize, kind: Pool) -> FloatTensor<Self> {
         cube_host::launch_pool(x, k, kind)
+    }
+    fn det_im2col(x: FloatTensor<Self>, k: usize, pad: usize) -> FloatTensor<Self> {
+        cube_host::launch_im2col(x, k, pad)
+    }
+    fn det_col2im(
+        dcols: FloatTensor<Self>,
+        dims: [usize; 4],
+        k: usize,
+        pad: usize,
+    ) -> FloatTensor<Self> {
+        cube_host::launch_col2im(dcols, dims, k, pad)
     }
     fn det_sgd_step(
         w: FloatTensor<Self>,
@@ -1195,6 +1282,44 @@ impl<B: DetOps, C: CheckpointStrategy> DetOps for Autodiff<B, C> {
         let sq = B::float_mul(t.clone(), t);
         B::float_mul(g, B::float_add_scalar(B::float_neg(sq), 1.0f32.into()))
     });
+    fn det_im2col(x: FloatTensor<Self>, k: usize, pad: usize) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct Im2colBackward;
+        impl<B: DetOps> Backward<B, 1> for Im2colBackward {
+            type State = ([usize; 4], usize, usize);
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut AdGrads,
+                _c: &mut Checkpointer,
+            ) {
+                let (dims, k, pad) = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |g| {
+                    B::det_col2im(g, dims, k, pad)
+                });
+            }
+        }
+        let s = x.shape();
+        let dims = [s[0], s[1], s[2], s[3]];
+        match Im2colBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                prep.finish((dims, k, pad), B::det_im2col(x.into_primitive(), k, pad))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::det_im2col(x.into_primitive(), k, pad)),
+        }
+    }
+    fn det_col2im(
+        dcols: FloatTensor<Self>,
+        dims: [usize; 4],
+        k: usize,
+        pad: usize,
+    ) -> FloatTensor<Self> {
+        <Self as AutodiffBackend>::from_inner(B::det_col2im(dcols.into_primitive(), dims, k, pad))
+    }
     fn det_pool2d(x: FloatTensor<Self>, k: usize, kind: Pool) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct PoolBackward;
@@ -1481,4 +1606,10 @@ pub fn adam_step(
 /// Element-wise `arith::gelu_fixed` (the erf GELU, as burn's `gelu`).
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as DetOps>::det_gelu(x.into_dispatch()))
+}
+
+/// The stride-1 convolution patch matrix `[n, c, h, w] -> [n*h*w, c*k*k]` with `pad` zeros on
+/// each side (`im2col`); its backward is the fixed-order gather `col2im`.
+pub fn im2col(x: Tensor<4>, k: usize, pad: usize) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as DetOps>::det_im2col(x.into_dispatch(), k, pad))
 }

@@ -827,3 +827,78 @@ fn reductions_longer_than_the_driver_loop_cap_match_reference_backend() {
         assert_bitwise(&format!("matmul {k}x{m}x{n} on {name}"), &want_mm, &got);
     }
 }
+
+/// The patch matrix built from stock slicing (the construction lockstep used before its own
+/// kernel): an independent reference for `im2col`.
+fn im2col_by_slicing(x: Tensor<4>, k: usize, pad: usize) -> Tensor<2> {
+    let [n, c, h, w] = x.dims();
+    let device = x.device();
+    let xp = if pad > 0 {
+        let zr = Tensor::<4>::zeros([n, c, h, pad], &device);
+        let x = Tensor::cat(vec![zr.clone(), x, zr], 3);
+        let zc = Tensor::<4>::zeros([n, c, pad, w + 2 * pad], &device);
+        Tensor::cat(vec![zc.clone(), x, zc], 2)
+    } else {
+        x
+    };
+    let taps: Vec<Tensor<4>> = (0..k * k)
+        .map(|t| {
+            let (dy, dx) = (t / k, t % k);
+            xp.clone()
+                .slice([0..n, 0..c, dy..dy + h, dx..dx + w])
+                .reshape([n, c, 1, h * w])
+        })
+        .collect();
+    Tensor::cat(taps, 2)
+        .permute([0, 3, 1, 2])
+        .reshape([n * h * w, c * k * k])
+}
+
+#[test]
+fn im2col_forward_and_backward_should_match_reference_backend() {
+    for (ci, &(dims, k)) in [
+        ([2usize, 3, 5, 7], 3usize),
+        ([1, 1, 1, 1], 3),
+        ([3, 2, 4, 4], 1),
+        ([2, 2, 6, 5], 5),
+        ([4, 8, 14, 14], 3),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let pad = k / 2;
+        let [n, c, h, w] = dims;
+        let x = seeded(n * c * h * w, &format!("im2col-{ci}"), -2.0, 2.0);
+        let g = seeded(n * h * w * c * k * k, &format!("im2col-g-{ci}"), -1.0, 1.0);
+        let mut first: Option<(Vec<f32>, Vec<f32>)> = None;
+        for (name, d) in devices() {
+            let ad = d.clone().autodiff();
+            let xt = Tensor::<4>::from_data(TensorData::new(x.clone(), dims), &ad).require_grad();
+            let cols = det::im2col(xt.clone(), k, pad);
+            let gt = Tensor::<2>::from_data(TensorData::new(g.clone(), cols.dims()), &ad);
+            let grads = (cols.clone() * gt.clone()).sum().backward();
+            let (fwd, bwd) = (host(cols), host(xt.grad(&grads).expect("grad")));
+            let what = format!("im2col {dims:?} k={k} on {name}");
+            match &first {
+                None => {
+                    // vs the stock slicing construction: forward bitwise (pure data movement),
+                    // backward within rounding (burn adds the up to k*k taps in its own order)
+                    let xs = Tensor::<4>::from_data(TensorData::new(x.clone(), dims), &ad)
+                        .require_grad();
+                    let cs = im2col_by_slicing(xs.clone(), k, pad);
+                    let gs = (cs.clone() * gt).sum().backward();
+                    assert_bitwise(&format!("{what} forward vs slicing"), &host(cs), &fwd);
+                    let sd = host(xs.grad(&gs).expect("grad"));
+                    for (i, (a, b)) in bwd.iter().zip(&sd).enumerate() {
+                        assert!((a - b).abs() <= 1e-5, "{what}: dx[{i}] {a} vs slicing {b}");
+                    }
+                    first = Some((fwd, bwd));
+                }
+                Some((wf, wb)) => {
+                    assert_bitwise(&format!("{what} forward"), wf, &fwd);
+                    assert_bitwise(&format!("{what} backward"), wb, &bwd);
+                }
+            }
+        }
+    }
+}

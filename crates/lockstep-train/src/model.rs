@@ -267,34 +267,13 @@ pub fn cross_entropy(kernels: KernelSet, logits: Tensor<2>, targets: Tensor<2>) 
     }
 }
 
-/// Same-padding stride-1 conv2d as im2col + lockstep's matmul: every multiply-add in the fixed
-/// k order (k = (c_in, ky, kx) row-major); the patches are gathered by slicing (no arithmetic).
+/// Same-padding stride-1 conv2d as lockstep's `im2col` gather + its matmul: every multiply-add in
+/// the fixed k order (k = (c_in, ky, kx) row-major); the input gradient is `col2im`'s fixed-order
+/// gather (`kernels/src/im2col`).
 pub fn conv2d_im2col(x: Tensor<4>, w: Tensor<4>, b: Tensor<1>, pad: usize) -> Tensor<4> {
     let [n, c, h, wd] = x.dims();
     let [co, _, k, _] = w.dims();
-    let device = x.device();
-    let xp = if pad > 0 {
-        let zr = Tensor::<4>::zeros([n, c, h, pad], &device);
-        let x = Tensor::cat(vec![zr.clone(), x, zr], 3);
-        let zc = Tensor::<4>::zeros([n, c, pad, wd + 2 * pad], &device);
-        Tensor::cat(vec![zc.clone(), x, zc], 2)
-    } else {
-        x
-    };
-    let mut taps = Vec::with_capacity(k * k);
-    for dy in 0..k {
-        for dx in 0..k {
-            taps.push(
-                xp.clone()
-                    .slice([0..n, 0..c, dy..dy + h, dx..dx + wd])
-                    .reshape([n, c, 1, h * wd]),
-            );
-        }
-    }
-    // [n, c, k*k, h*w] -> [n, h*w, c, k*k] -> [n*h*w, c*k*k]
-    let cols = Tensor::cat(taps, 2)
-        .permute([0, 3, 1, 2])
-        .reshape([n * h * wd, c * k * k]);
+    let cols = det::ops::im2col(x, k, pad);
     let w2 = w.reshape([co, c * k * k]).transpose();
     let y = det::add_bias(det::ops::matmul(cols, w2), b.reshape([1, co]));
     y.reshape([n, h, wd, co]).permute([0, 3, 1, 2])

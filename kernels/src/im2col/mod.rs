@@ -1,0 +1,23 @@
+//! `im2col`: the patch matrix of a stride-1 convolution with `pad` zeros on each side, and its
+//! backward (`col2im`). conv2d = `im2col` + `matmul` + bias, so every multiply-add of a
+//! convolution runs in the matmul's fixed k order, k = (c_in, ky, kx) row-major.
+//!
+//! `x` `[n, c, h, w]` -> `cols` `[n*h*w, c*k*k]` (output size = input size):
+//!
+//! ```text
+//! cols[(b, oy, ox), (ci, ky, kx)] = x[b, ci, oy + ky - pad, ox + kx - pad]   (0.0 outside)
+//! ```
+//!
+//! Forward is a pure gather (no arithmetic). Backward gathers too — one unit of work per input
+//! element, no scatter, no atomics — and adds the up to k*k patch entries that read that element
+//! in one fixed order, from 0.0:
+//!
+//! ```text
+//! dx[b, ci, iy, ix] = 0; for ky in 0..k { for kx in 0..k {
+//!     (oy, ox) = (iy + pad - ky, ix + pad - kx); if inside: dx += dcols[(b, oy, ox), (ci, ky, kx)] } }
+//! ```
+//!
+//! CPU: threads over image rows; GPU: one thread per output element.
+
+pub mod cpu;
+pub mod gpu;
