@@ -193,8 +193,41 @@ impl HostRead for NdArray {
             {
                 return transpose(s, shape[1], shape[0]);
             }
+            // any permutation of a contiguous array (a conv output viewed as NCHW): walk it
+            let strides: Vec<usize> = v
+                .strides()
+                .iter()
+                .filter_map(|&s| usize::try_from(s).ok())
+                .collect();
+            if strides.len() == v.ndim()
+                && let Some(s) = v.to_slice_memory_order()
+            {
+                let mut out = Vec::with_capacity(v.len());
+                gather_strided(s, v.shape(), &strides, 0, &mut out);
+                return out;
+            }
         }
         host::<Self>(t).0
+    }
+}
+
+/// Append the elements of the strided view (`shape`, non-negative `strides`, first element at
+/// `src[base]`) to `out` in row-major order.
+fn gather_strided(
+    src: &[f32],
+    shape: &[usize],
+    strides: &[usize],
+    base: usize,
+    out: &mut Vec<f32>,
+) {
+    match shape {
+        [] => out.push(src[base]),
+        [n] => out.extend((0..*n).map(|i| src[base + i * strides[0]])),
+        [n, rest @ ..] => {
+            for i in 0..*n {
+                gather_strided(src, rest, &strides[1..], base + i * strides[0], out);
+            }
+        }
     }
 }
 
