@@ -102,7 +102,7 @@ pub const TOLERANCES: &[ToleranceEntry] = &[
     row("matmul", "lockstep", Bitwise, "k-sequential, products rounded"),
     row("matmul_a_bt", "lockstep", Bitwise, "k-sequential, products rounded"),
     row("matmul_at_b", "lockstep", Bitwise, "k-sequential, products rounded"),
-    row("conv2d", "lockstep", Bitwise, "im2col by slicing + lockstep matmul"),
+    row("conv2d", "lockstep", Bitwise, "im2col gather kernel + lockstep matmul"),
     row("max_pool2d", "lockstep", Bitwise, "strict > in window order, ties to the first"),
     row("avg_pool2d", "lockstep", Bitwise, "window sum in order, times f32(1/k^2)"),
     row("sum_rows", "lockstep", Bitwise, "rows in order per column"),
