@@ -542,6 +542,19 @@ mod cube_host {
         )
     }
 
+    /// A contiguous f32 output of `shape` beside `like`, and the grid for `units` threads —
+    /// `None` when the output is empty (nothing to launch).
+    fn output(
+        like: &CubeTensor,
+        shape: Shape,
+        units: usize,
+    ) -> (CubeTensor, Option<(CubeCount, CubeDim)>) {
+        let empty_out = shape.num_elements() == 0 || units == 0;
+        let out = empty(like, shape);
+        let g = (!empty_out).then(|| grid(&out, units));
+        (out, g)
+    }
+
     fn empty(like: &CubeTensor, shape: Shape) -> CubeTensor {
         empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), shape, DType::F32)
     }
@@ -646,11 +659,10 @@ mod cube_host {
     pub fn launch_xent(x: CubeTensor, t: CubeTensor) -> CubeTensor {
         let [x, t] = contiguous([x, t], "det_xent");
         let [m, _] = x.shape().dims::<2>();
-        let out = empty(&x, Shape::new([m, 1]));
-        if m == 0 {
+        let (out, grid) = output(&x, Shape::new([m, 1]), m);
+        let Some((count, dim)) = grid else {
             return out;
-        }
-        let (count, dim) = grid(&out, m);
+        };
         xent::gpu::xent_forward_kernel::launch(
             &out.client,
             count,
@@ -667,11 +679,10 @@ mod cube_host {
         let [x, t, g] = contiguous([x, t, g], "det_xent_backward");
         let shape = x.shape();
         let m = shape[0];
-        let out = empty(&x, shape);
-        if m == 0 {
+        let (out, grid) = output(&x, shape, m);
+        let Some((count, dim)) = grid else {
             return out;
-        }
-        let (count, dim) = grid(&out, m);
+        };
         xent::gpu::xent_backward_kernel::launch(
             &out.client,
             count,
@@ -730,12 +741,12 @@ mod cube_host {
         let [x] = contiguous([x], "det_pool2d");
         let [n, c, h, w] = x.shape().dims::<4>();
         assert!(k > 0, "det_pool2d: window 0");
-        let out = empty(&x, Shape::new([n, c, h / k, w / k]));
-        let len = out.shape().num_elements();
-        if len == 0 {
+        let shape = Shape::new([n, c, h / k, w / k]);
+        let len = shape.num_elements();
+        let (out, grid) = output(&x, shape, len);
+        let Some((count, dim)) = grid else {
             return out;
-        }
-        let (count, dim) = grid(&out, len);
+        };
         pool::gpu::pool_forward_kernel::launch(
             &out.client,
             count,
@@ -754,11 +765,10 @@ mod cube_host {
         let [x, g] = contiguous([x, g], "det_pool2d_backward");
         let shape = x.shape();
         let len = shape.num_elements();
-        let out = empty(&x, shape);
-        if len == 0 {
+        let (out, grid) = output(&x, shape, len);
+        let Some((count, dim)) = grid else {
             return out;
-        }
-        let (count, dim) = grid(&out, len);
+        };
         pool::gpu::pool_backward_kernel::launch(
             &out.client,
             count,
@@ -777,12 +787,11 @@ mod cube_host {
     pub fn launch_softmax(x: CubeTensor, log: bool) -> CubeTensor {
         let [x] = contiguous([x], "det_softmax");
         let shape = x.shape();
-        let [m, c] = shape.dims::<2>();
-        let out = empty(&x, shape);
-        if m * c == 0 {
+        let [m, _] = shape.dims::<2>();
+        let (out, grid) = output(&x, shape, m);
+        let Some((count, dim)) = grid else {
             return out;
-        }
-        let (count, dim) = grid(&out, m);
+        };
         softmax::gpu::softmax_forward_kernel::launch(
             &out.client,
             count,
@@ -798,12 +807,11 @@ mod cube_host {
     pub fn launch_softmax_backward(y: CubeTensor, g: CubeTensor, log: bool) -> CubeTensor {
         let [y, g] = contiguous([y, g], "det_softmax_backward");
         let shape = y.shape();
-        let [m, c] = shape.dims::<2>();
-        let out = empty(&y, shape);
-        if m * c == 0 {
+        let [m, _] = shape.dims::<2>();
+        let (out, grid) = output(&y, shape, m);
+        let Some((count, dim)) = grid else {
             return out;
-        }
-        let (count, dim) = grid(&out, m);
+        };
         softmax::gpu::softmax_backward_kernel::launch(
             &out.client,
             count,
@@ -902,12 +910,12 @@ mod cube_host {
     pub fn launch_im2col(x: CubeTensor, k: usize, pad: usize) -> CubeTensor {
         let [x] = contiguous([x], "det_im2col");
         let [n, c, h, w] = x.shape().dims::<4>();
-        let out = empty(&x, Shape::new([n * h * w, c * k * k]));
-        let len = out.shape().num_elements();
-        if len == 0 {
+        let shape = Shape::new([n * h * w, c * k * k]);
+        let len = shape.num_elements();
+        let (out, grid) = output(&x, shape, len);
+        let Some((count, dim)) = grid else {
             return out;
-        }
-        let (count, dim) = grid(&out, len);
+        };
         im2col::gpu::im2col_kernel::launch(
             &out.client,
             count,
@@ -922,12 +930,12 @@ mod cube_host {
 
     pub fn launch_col2im(dcols: CubeTensor, dims: [usize; 4], k: usize, pad: usize) -> CubeTensor {
         let [g] = contiguous([dcols], "det_col2im");
-        let out = empty(&g, Shape::new(dims));
-        let len = out.shape().num_elements();
-        if len == 0 {
+        let shape = Shape::new(dims);
+        let len = shape.num_elements();
+        let (out, grid) = output(&g, shape, len);
+        let Some((count, dim)) = grid else {
             return out;
-        }
-        let (count, dim) = grid(&out, len);
+        };
         im2col::gpu::col2im_kernel::launch(
             &out.client,
             count,
@@ -945,11 +953,10 @@ mod cube_host {
         let [x] = contiguous([x], "det_exp/det_log/det_sigmoid/det_tanh/det_gelu");
         let shape = x.shape();
         let len = shape.num_elements();
-        let out = empty(&x, shape);
-        if len == 0 {
+        let (out, grid) = output(&x, shape, len);
+        let Some((count, dim)) = grid else {
             return out;
-        }
-        let (count, dim) = grid(&out, len);
+        };
         crate::arith::gpu::unary_kernel::launch(
             &out.client,
             count,
