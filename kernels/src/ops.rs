@@ -571,19 +571,37 @@ mod cube_host {
             .collect()
     }
 
+    /// Runs `launch(acc_in, out, lo, hi, first)` for each block of `0..len` in order (`blocks`):
+    /// every block writes a fresh `shape` output that the next block reads as its `acc_in`; the
+    /// first starts from 0.0 and is handed an unread scratch tensor (a buffer of its own: wgpu
+    /// forbids binding one buffer twice when a binding is writable). Returns the last output.
+    fn accumulate_in_blocks(
+        like: &CubeTensor,
+        shape: Shape,
+        len: usize,
+        launch: impl Fn(CubeTensor, &CubeTensor, u32, u32, bool),
+    ) -> CubeTensor {
+        let mut acc = empty(like, shape.clone());
+        for (i, (lo, hi)) in blocks(len).into_iter().enumerate() {
+            let out = empty(like, shape.clone());
+            launch(acc, &out, lo, hi, i == 0);
+            acc = out;
+        }
+        acc
+    }
+
     pub fn launch_matmul(a: CubeTensor, b: CubeTensor) -> CubeTensor {
         f32_only(&a, "det_matmul");
         f32_only(&b, "det_matmul");
         let (a, b) = (untile(a), untile(b));
         let ([m, k], [k2, n]) = (a.shape().dims::<2>(), b.shape().dims::<2>());
         assert_eq!(k, k2, "det_matmul: inner dims differ");
-        let mut acc = empty(&a, Shape::new([m, n]));
+        let shape = Shape::new([m, n]);
         if m * n == 0 {
-            return acc;
+            return empty(&a, shape);
         }
-        let (count, dim) = grid(&acc, m * n);
-        for (i, (p0, p1)) in blocks(k).into_iter().enumerate() {
-            let out = empty(&a, Shape::new([m, n]));
+        let (count, dim) = grid(&a, m * n);
+        accumulate_in_blocks(&a, shape, k, |acc, out, p0, p1, first| {
             matmul::gpu::matmul_kernel::launch(
                 &out.client,
                 count.clone(),
@@ -595,24 +613,21 @@ mod cube_host {
                 p0,
                 p1,
                 ONE,
-                i == 0,
-            );
-            acc = out;
-        }
-        acc
+                first,
+            )
+        })
     }
 
     pub fn launch_sum_rows(x: CubeTensor) -> CubeTensor {
         f32_only(&x, "det_sum_rows");
         let x = untile(x);
         let [m, n] = x.shape().dims::<2>();
-        let mut acc = empty(&x, Shape::new([1, n]));
+        let shape = Shape::new([1, n]);
         if n == 0 {
-            return acc;
+            return empty(&x, shape);
         }
-        let (count, dim) = grid(&acc, n);
-        for (i, (i0, i1)) in blocks(m).into_iter().enumerate() {
-            let out = empty(&x, Shape::new([1, n]));
+        let (count, dim) = grid(&x, n);
+        accumulate_in_blocks(&x, shape, m, |acc, out, i0, i1, first| {
             reduce::gpu::sum_rows_kernel::launch(
                 &out.client,
                 count.clone(),
@@ -622,11 +637,9 @@ mod cube_host {
                 out.clone().into_tensor_arg(),
                 i0,
                 i1,
-                i == 0,
-            );
-            acc = out;
-        }
-        acc
+                first,
+            )
+        })
     }
 
     /// Chunks of 256 summed in order (one thread each), then the chunk partials summed in

@@ -116,7 +116,7 @@ fn existing_run_directory_is_never_overwritten() {
         true,
     );
     let before = tree(&run, &[]);
-    let o = lockstep(&["train", p.to_str().unwrap(), "--out", run_s], false);
+    let o = crate::harness::train_fails(&p, &run, &[]);
     assert_clean_failure(&o, run_s);
     assert_eq!(
         before,
@@ -126,25 +126,14 @@ fn existing_run_directory_is_never_overwritten() {
     // A plain file in the way is not clobbered either.
     let f = dir.path().join("file");
     std::fs::write(&f, b"keep").unwrap();
-    let o = lockstep(
-        &["train", p.to_str().unwrap(), "--out", f.to_str().unwrap()],
-        false,
-    );
+    let o = crate::harness::train_fails(&p, &f, &[]);
     assert_clean_failure(&o, "file");
     assert_eq!(std::fs::read(&f).unwrap(), b"keep");
     // A directory holding someone's own config.toml (no lockstep .lock) is not a dead start.
     let foreign = dir.path().join("foreign");
     std::fs::create_dir(&foreign).unwrap();
     std::fs::write(foreign.join("config.toml"), b"mine").unwrap();
-    let o = lockstep(
-        &[
-            "train",
-            p.to_str().unwrap(),
-            "--out",
-            foreign.to_str().unwrap(),
-        ],
-        false,
-    );
+    let o = crate::harness::train_fails(&p, &foreign, &[]);
     assert_clean_failure(&o, "foreign");
     assert_eq!(std::fs::read(foreign.join("config.toml")).unwrap(), b"mine");
 }
@@ -164,8 +153,7 @@ fn a_start_killed_before_its_manifest_can_be_restarted() {
     std::fs::write(dead.join("metrics.jsonl"), b"").unwrap();
     std::fs::write(dead.join(".manifest.json.tmp-12345"), b"{\"trunc").unwrap();
     for out in [&fresh, &dead] {
-        let args = ["train", p.to_str().unwrap(), "--out", out.to_str().unwrap()];
-        lockstep(&args, true);
+        crate::harness::train(&p, out, &[]);
     }
     assert_eq!(
         std::fs::read(fresh.join("final.safetensors")).unwrap(),

@@ -37,6 +37,15 @@ pub fn stderr(o: &Output) -> String {
 
 /// `lockstep train CFG --out OUT EXTRA...`, which must succeed.
 pub fn train(cfg: &Path, out: &Path, extra: &[&str]) -> Output {
+    train_expecting(cfg, out, extra, true)
+}
+
+/// `lockstep train CFG --out OUT EXTRA...`, which must fail.
+pub fn train_fails(cfg: &Path, out: &Path, extra: &[&str]) -> Output {
+    train_expecting(cfg, out, extra, false)
+}
+
+fn train_expecting(cfg: &Path, out: &Path, extra: &[&str], ok: bool) -> Output {
     let mut args = vec![
         "train",
         cfg.to_str().expect("utf-8 path"),
@@ -44,7 +53,7 @@ pub fn train(cfg: &Path, out: &Path, extra: &[&str]) -> Output {
         out.to_str().expect("utf-8 path"),
     ];
     args.extend_from_slice(extra);
-    lockstep(&args, true)
+    lockstep(&args, ok)
 }
 
 /// Panics naming the first of `names` whose bytes differ between run directories `a` and `b`.

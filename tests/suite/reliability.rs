@@ -220,15 +220,7 @@ fn a_diverging_run_stops_at_the_step_with_a_clear_error_and_keeps_its_checkpoint
         .replace("checkpoint_every = 25", "checkpoint_every = 1");
     let cfg = write_config(dir.path(), "nan.toml", &text);
     let run = dir.path().join("r");
-    let o = lockstep(
-        &[
-            "train",
-            cfg.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-        ],
-        false,
-    );
+    let o = crate::harness::train_fails(&cfg, &run, &[]);
     let e = stderr(&o);
     assert!(
         e.contains("step ") && e.contains("not finite") && !e.contains("panicked"),
@@ -272,15 +264,7 @@ fn a_full_disk_fails_cleanly_keeps_the_last_checkpoint_and_resumes() {
     let reference = dir.path().join("reference");
     crate::harness::train(&cfg, &reference, &[]);
     let run = mnt.join("run");
-    let o = lockstep(
-        &[
-            "train",
-            cfg.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-        ],
-        false,
-    );
+    let o = crate::harness::train_fails(&cfg, &run, &[]);
     let e = stderr(&o);
     assert!(e.contains("I/O error") && !e.contains("panicked"), "{e}");
     assert!(
