@@ -10,7 +10,8 @@
 //!   any output's order (a unit test runs every tile against the reference loop). The `Fused`
 //!   profile replaces the multiply-add with `mul_add` (one rounding), to match a device that fuses.
 //! - GPU (`gpu.rs`): one thread per output element, reading both inputs through their strides
-//!   (transposed views in backward cost no copy); the product passes through `mad_nc`.
+//!   (transposed views in backward cost no copy); the product passes through `mad_nc`. k runs in
+//!   launches of 32768 steps, `acc` carried between them as f32 (`arith::gpu::LOOP_BLOCK`).
 //!
 //! Backward (registered with burn's autodiff in `ops`): `dA = G · Bᵀ`, `dB = Aᵀ · G`, both with
 //! this same kernel, so gradients keep the same fixed order.
