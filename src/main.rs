@@ -65,7 +65,7 @@ enum Command {
         /// Print the rows as JSON.
         #[arg(long)]
         json: bool,
-        /// Only ops whose name contains this.
+        /// Only cases whose op name or shape label contains this (e.g. `adam`, `underflow`).
         #[arg(long)]
         op: Option<String>,
     },
@@ -135,6 +135,9 @@ enum Command {
         #[arg(long)]
         to: PathBuf,
     },
+    /// Print a shipped config (compiled into the binary), or list them without NAME:
+    /// `lockstep configs fashion_cnn > my.toml`.
+    Configs { name: Option<String> },
     /// Show a checkpoint's tensors, shapes, dtypes and metadata (and verify its checksum).
     Inspect {
         file: PathBuf,
@@ -164,6 +167,14 @@ fn build_info() -> BuildInfo {
     }
 }
 
+/// The shipped configs (`configs/`), compiled in so that a user (and `scripts/gpu-check.sh`) can
+/// run them with nothing but the binary.
+const SHIPPED_CONFIGS: &[(&str, &str)] = &[
+    ("digits_mlp", include_str!("../configs/digits_mlp.toml")),
+    ("fashion_mlp", include_str!("../configs/fashion_mlp.toml")),
+    ("fashion_cnn", include_str!("../configs/fashion_cnn.toml")),
+];
+
 fn parse_backend(s: &str) -> Result<BackendKind> {
     BackendKind::parse(s)
         .with_context(|| format!("--backend {s:?} is not a backend; use ndarray, flex or wgpu"))
@@ -185,6 +196,13 @@ fn set_threads(threads: usize) -> Result<()> {
 
 fn run(cli: Cli) -> Result<()> {
     let progress = std::io::stderr().is_terminal();
+    // Train and resume size the pools themselves; every other command still honours
+    // LOCKSTEP_CPU_FTZ=1 (the CPU as a stand-in for a GPU that flushes subnormals).
+    if lockstep_kernels::ftz::requested()
+        && !matches!(cli.command, Command::Train { .. } | Command::Resume { .. })
+    {
+        set_threads(0)?;
+    }
     match cli.command {
         Command::Train {
             config,
@@ -241,6 +259,20 @@ fn run(cli: Cli) -> Result<()> {
             let s = lockstep_train::resume(&run, &opts)?;
             report(&s);
         }
+        Command::Configs { name } => match name {
+            None => SHIPPED_CONFIGS.iter().for_each(|(n, _)| println!("{n}")),
+            Some(n) => match SHIPPED_CONFIGS.iter().find(|(k, _)| *k == n) {
+                Some((_, text)) => print!("{text}"),
+                None => bail!(
+                    "no shipped config {n:?}; the shipped configs are: {}",
+                    SHIPPED_CONFIGS
+                        .iter()
+                        .map(|(k, _)| *k)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
+        },
         Command::Inspect { file, json } => inspect(&file, json)?,
         Command::Predict {
             run,
@@ -376,7 +408,10 @@ fn run(cli: Cli) -> Result<()> {
             }
             let cases: Vec<_> = lockstep_train::conformance::cases()
                 .into_iter()
-                .filter(|c| op.as_deref().is_none_or(|o| c.op.contains(o)))
+                .filter(|c| {
+                    op.as_deref()
+                        .is_none_or(|o| c.op.contains(o) || c.shape.contains(o))
+                })
                 .collect();
             let rows = lockstep_train::conformance::run(&cases, &devs);
             if json {

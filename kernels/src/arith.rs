@@ -1,9 +1,39 @@
-//! The arithmetic both sides share: `mad_nc` (multiply, round, add, round) and the f32 helpers
-//! `exp_fixed`, `log_fixed`, `recip_fixed`, built from `+ - *`, compares, `floor` and bit casts.
+//! The arithmetic both sides share, and the contract every lockstep kernel keeps.
 //!
-//! CPU versions are plain Rust (`a * b + c` is never contracted by rustc). GPU versions are the
-//! `#[cube]` functions in `gpu`, the same operations in the same order, every product passed
-//! through `mad_nc` with the runtime `one`.
+//! # What a device is assumed to give
+//!
+//! IEEE-754 binary32 `+ - *` rounded to nearest-even, comparisons, `floor` of a normal value,
+//! small int <-> float conversions and bit casts. Nothing else: no hardware `/`, `sqrt`,
+//! `inverseSqrt` or transcendental (WGSL and real drivers give those only ULP bounds — NVIDIA's
+//! Vulkan `sqrt` and `/` were measured 1 ULP off), no gradual underflow (many GPUs flush f32
+//! subnormal results to zero and read subnormal inputs as zero), and no particular fusion of
+//! `a * b + c` (GPU barriers `pin`, below, keep every product rounded on its own).
+//!
+//! # Subnormals: flushed in software, the same on every device
+//!
+//! Every value a lockstep kernel reads, every rounded intermediate and every value it writes
+//! passes through `flush`: `|x| <= f32::MIN_POSITIVE` becomes a zero of the same sign (NaN and
+//! ±Inf pass unchanged). `MIN_POSITIVE` itself is flushed too; that one extra value is what
+//! makes the rule device-independent:
+//!
+//! - inputs are never subnormal (flushed on read), so whether a device treats subnormal inputs
+//!   as zero (DAZ) never matters;
+//! - a sum or difference of two such values is exact whenever its magnitude is below
+//!   `MIN_POSITIVE` (both are multiples of 2^-149), so a gradual-underflow device returns that
+//!   exact tiny value and an FTZ device returns a signed zero: both flush to the same zero; an
+//!   exact result of exactly `MIN_POSITIVE` is kept by both and flushed by the rule;
+//! - a product (or fused multiply-add) whose exact value `e` has `|e| <= MIN_POSITIVE` rounds,
+//!   under gradual underflow, to something in `[0, MIN_POSITIVE]`, and an FTZ device returns 0
+//!   or — when it detects tininess after rounding and `e` rounds up — `MIN_POSITIVE`: all flush
+//!   to the zero with the sign of `e`. When `|e| > MIN_POSITIVE` no device calls the result tiny
+//!   and all round it the same way (possibly to `MIN_POSITIVE`, again flushed by all).
+//!
+//! So `flush(hw(a op b))` is the same on every device, FTZ or not, and a kernel built from it is
+//! too. CPU kernels call `add`/`sub`/`mul`/`mad` below; GPU kernels pass each rounded value
+//! through `gpu::pin`, which flushes and is also the fusion barrier. `LOCKSTEP_CPU_FTZ=1` (see
+//! `ftz`) turns on the CPU's own FTZ/DAZ bits so the CPU stands in for an FTZ GPU in tests.
+//!
+//! # The helpers
 //!
 //! - `exp_fixed(x)`: clamp x to [-87, 88]; `n = floor(x*log2e + 0.5)`; `r = n*(-ln2_hi) + x`;
 //!   `r = n*ln2_lo + r`; Cephes degree-5 polynomial `p` in Horner form; `y = p*r² + r + 1`;
@@ -15,9 +45,65 @@
 //!   Abramowitz-Stegun 7.1.26 polynomial `q = t*(a1 + t*(a2 + ... a5))` times `e = exp_fixed(-z*z)`
 //!   approximates `erfc(z)` (|error| <= 1.5e-7); `Phi = x < 0 ? q/2 : 1 - q/2` (no cancellation in
 //!   the left tail), `phi = e * (1/sqrt(2 pi))`.
-//! - `recip_fixed(d)` for d in [1, 2^60]: `y0` from the bit trick `0x7ef311c3 - bits(d)`, then
-//!   four Newton steps `y = y * (2 - d*y)`. Not correctly rounded (a few ULP), but the same bits
-//!   everywhere.
+//! - `recip_fixed(d)` for d in [2^-125, 2^125]: `y0` from the bit trick `0x7ef311c3 - bits(d)`,
+//!   then four Newton steps `t = -d*y + 2; y = y * t`. Not correctly rounded (a few ULP), but the
+//!   same bits everywhere.
+//! - `rsqrt_fixed(a)` for a in [2^-125, 2^125]: `y0 = bits 0x5f3759df - (bits(a) >> 1)`, then
+//!   four Newton steps `h = (a*y)*0.5; t = -h*y + 1.5; y = y * t` (`a*y ~ sqrt(a)` never comes
+//!   near the subnormal range, where `0.5*a` would); `sqrt_fixed(a) = a * rsqrt_fixed(a)` (0 for
+//!   a = 0). Within 2 ULP of the correctly rounded values (tested over the whole domain).
+//!
+//! Every product and sum in them is one of `add`/`sub`/`mul`/`mad` (CPU) or passes `pin` (GPU):
+//! the same operations in the same order on both sides.
+
+/// `|x| <= MIN_POSITIVE` -> zero with x's sign; anything else (NaN, ±Inf included) unchanged.
+/// Integer operations only, so a device's own subnormal handling cannot touch it.
+#[inline(always)]
+pub fn flush(x: f32) -> f32 {
+    let b = x.to_bits();
+    if b & 0x7fff_ffff <= MIN_POSITIVE_BITS {
+        f32::from_bits(b & 0x8000_0000)
+    } else {
+        x
+    }
+}
+
+/// The bits of `f32::MIN_POSITIVE` (the largest magnitude `flush` sends to zero).
+pub const MIN_POSITIVE_BITS: u32 = 0x0080_0000;
+
+/// `flush(a + b)`.
+#[inline(always)]
+pub fn add(a: f32, b: f32) -> f32 {
+    flush(a + b)
+}
+
+/// `flush(a - b)`.
+#[inline(always)]
+pub fn sub(a: f32, b: f32) -> f32 {
+    flush(a - b)
+}
+
+/// `flush(a * b)`.
+#[inline(always)]
+pub fn mul(a: f32, b: f32) -> f32 {
+    flush(a * b)
+}
+
+/// `flush(flush(a * b) + c)`: two roundings, both flushed.
+#[inline(always)]
+pub fn mad(a: f32, b: f32, c: f32) -> f32 {
+    add(mul(a, b), c)
+}
+
+/// `flush` over a slice, as a new vector (host-side entry points: uploads, loaded files).
+pub fn flush_all(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| flush(x)).collect()
+}
+
+/// Whether `flush` would change any element.
+pub fn needs_flush(v: &[f32]) -> bool {
+    v.iter().any(|&x| flush(x).to_bits() != x.to_bits())
+}
 
 pub const EXP_LO: f32 = -87.0;
 pub const EXP_HI: f32 = 88.0;
@@ -48,57 +134,59 @@ pub const LP8: f32 = 3.333_333_1e-1;
 pub const SQRT_HALF_X2: f32 = f32::from_bits(0x3fb5_04f3); // sqrt(2)
 
 pub fn exp_fixed(x: f32) -> f32 {
+    let x = flush(x);
     if x.is_nan() {
         return x;
     }
     let xc = if x < EXP_LO { EXP_LO } else { x };
     let xc = if xc > EXP_HI { EXP_HI } else { xc };
-    let n = (xc * LOG2E + 0.5).floor();
-    let r = n * NEG_LN2_HI + xc;
-    let r = n * LN2_LO + r;
-    let z = r * r;
-    let mut p = EP0 * r + EP1;
-    p = p * r + EP2;
-    p = p * r + EP3;
-    p = p * r + EP4;
-    p = p * r + EP5;
-    let y = (p * z + r) + 1.0;
+    let n = add(mul(xc, LOG2E), 0.5).floor();
+    let r = mad(n, NEG_LN2_HI, xc);
+    let r = mad(n, LN2_LO, r);
+    let z = mul(r, r);
+    let mut p = mad(EP0, r, EP1);
+    p = mad(p, r, EP2);
+    p = mad(p, r, EP3);
+    p = mad(p, r, EP4);
+    p = mad(p, r, EP5);
+    let y = add(mad(p, z, r), 1.0);
     let two_n = f32::from_bits(((n + 127.0) as u32) << 23);
-    y * two_n
+    mul(y, two_n)
 }
 
 pub fn log_fixed(x: f32) -> f32 {
-    let bits = x.to_bits();
+    let bits = flush(x).to_bits();
     let e = ((bits >> 23) as f32) - 127.0;
     let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
     let big = m > SQRT_HALF_X2;
     let m = if big { m * 0.5 } else { m };
     let e = if big { e + 1.0 } else { e };
-    let f = m - 1.0;
-    let z = f * f;
-    let mut p = LP0 * f + LP1;
+    let f = sub(m, 1.0);
+    let z = mul(f, f);
+    let mut p = mad(LP0, f, LP1);
     for c in [LP2, LP3, LP4, LP5, LP6, LP7, LP8] {
-        p = p * f + c;
+        p = mad(p, f, c);
     }
-    let y = p * f;
-    let y = y * z;
-    let y = e * NEG_LN2_LO + y;
-    let y = -0.5 * z + y;
-    let r = f + y;
-    e * LN2_HI + r
+    let y = mul(p, f);
+    let y = mul(y, z);
+    let y = mad(e, NEG_LN2_LO, y);
+    let y = mad(-0.5, z, y);
+    let r = add(f, y);
+    mad(e, LN2_HI, r)
 }
 
 /// `sigmoid(x) = recip_fixed(1 + exp_fixed(-x))`, x clamped to [-40, 40] (so the reciprocal's
 /// argument stays in [1, 2^60]).
 pub fn sigmoid_fixed(x: f32) -> f32 {
+    let x = flush(x);
     let xc = if x < -40.0 { -40.0 } else { x };
     let xc = if xc > 40.0 { 40.0 } else { xc };
-    recip_fixed(1.0 + exp_fixed(-xc))
+    recip_fixed(add(1.0, exp_fixed(-xc)))
 }
 
 /// `tanh(x) = 2 * sigmoid(2x) - 1` (absolute error ~1e-7 near 0, where tanh is ~x).
 pub fn tanh_fixed(x: f32) -> f32 {
-    2.0 * sigmoid_fixed(2.0 * x) - 1.0
+    sub(mul(2.0, sigmoid_fixed(mul(2.0, flush(x)))), 1.0)
 }
 
 pub const INV_SQRT2: f32 = std::f32::consts::FRAC_1_SQRT_2;
@@ -117,49 +205,68 @@ pub const ERF_A4: f32 = -1.453_152_027;
 #[allow(clippy::excessive_precision)]
 pub const ERF_A5: f32 = 1.061_405_429;
 
-/// `(q, e)`: `q ~ erfc(|x|/sqrt2)` and `e = exp(-x^2/2)` (module doc).
-#[allow(clippy::assign_op_pattern)] // written out to mirror the GPU twin op for op
+/// `(q, e)`: `q ~ erfc(|x|/sqrt2)` and `e = exp(-x^2/2)` (module doc). `x` is flushed.
 fn gauss_tail(x: f32) -> (f32, f32) {
     let ax = if x < 0.0 { -x } else { x };
     let ax = if ax > 10.0 { 10.0 } else { ax };
-    let z = ax * INV_SQRT2;
-    let t = recip_fixed(ERF_P * z + 1.0);
+    let z = mul(ax, INV_SQRT2);
+    let t = recip_fixed(mad(ERF_P, z, 1.0));
     let mut p = ERF_A5;
-    p = p * t + ERF_A4;
-    p = p * t + ERF_A3;
-    p = p * t + ERF_A2;
-    p = p * t + ERF_A1;
-    p = p * t;
-    let e = exp_fixed(-(z * z));
-    (p * e, e)
+    p = mad(p, t, ERF_A4);
+    p = mad(p, t, ERF_A3);
+    p = mad(p, t, ERF_A2);
+    p = mad(p, t, ERF_A1);
+    p = mul(p, t);
+    let e = exp_fixed(-mul(z, z));
+    (mul(p, e), e)
 }
 
 /// The standard normal CDF from `gauss_tail`'s `q`.
 fn phi_cdf(x: f32, q: f32) -> f32 {
-    let h = 0.5 * q;
-    if x < 0.0 { h } else { 1.0 - h }
+    let h = mul(0.5, q);
+    if x < 0.0 { h } else { sub(1.0, h) }
 }
 
 /// `x * Phi(x)` (module doc).
 pub fn gelu_fixed(x: f32) -> f32 {
+    let x = flush(x);
     let (q, _) = gauss_tail(x);
-    x * phi_cdf(x, q)
+    mul(x, phi_cdf(x, q))
 }
 
 /// `d gelu / dx = Phi(x) + x * phi(x)` (module doc).
 pub fn gelu_grad_fixed(x: f32) -> f32 {
+    let x = flush(x);
     let (q, e) = gauss_tail(x);
-    x * (e * INV_SQRT_2PI) + phi_cdf(x, q)
+    mad(x, mul(e, INV_SQRT_2PI), phi_cdf(x, q))
 }
 
-#[allow(clippy::assign_op_pattern)] // written out to mirror the GPU twin op for op
+/// `1 / d` for d in [2^-125, 2^125] (module doc).
 pub fn recip_fixed(d: f32) -> f32 {
+    let d = flush(d);
     let mut y = f32::from_bits(0x7ef3_11c3u32.wrapping_sub(d.to_bits()));
     for _ in 0..4 {
-        let t = (-d) * y + 2.0;
-        y = y * t;
+        let t = mad(-d, y, 2.0);
+        y = mul(y, t);
     }
     y
+}
+
+/// `1 / sqrt(a)` for a in [2^-125, 2^125] (module doc).
+pub fn rsqrt_fixed(a: f32) -> f32 {
+    let a = flush(a);
+    let mut y = f32::from_bits(0x5f37_59dfu32.wrapping_sub(a.to_bits() >> 1));
+    for _ in 0..4 {
+        let hy = mul(mul(a, y), 0.5);
+        let t = mad(-hy, y, 1.5);
+        y = mul(y, t);
+    }
+    y
+}
+
+/// `sqrt(a) = a * rsqrt_fixed(a)` for a = 0 or a in [2^-125, 2^125] (module doc).
+pub fn sqrt_fixed(a: f32) -> f32 {
+    mul(flush(a), rsqrt_fixed(a))
 }
 
 /// The element-wise ops with a CPU function and one GPU kernel (`gpu::unary_kernel`).
@@ -172,6 +279,8 @@ pub enum Unary {
     Gelu = 4,
     /// The derivative of `Gelu` (its backward multiplies this by the incoming gradient).
     GeluGrad = 5,
+    /// `recip_fixed` (log's backward).
+    Recip = 6,
 }
 
 impl Unary {
@@ -184,6 +293,7 @@ impl Unary {
             Unary::Tanh => tanh_fixed,
             Unary::Gelu => gelu_fixed,
             Unary::GeluGrad => gelu_grad_fixed,
+            Unary::Recip => recip_fixed,
         }
     }
 }
@@ -210,82 +320,97 @@ pub mod gpu {
     /// classes on lavapipe (no such limit on other drivers).
     pub const LOOP_BLOCK: usize = 32768;
 
-    /// An optimisation barrier: `x` passed through an integer xor with a value the compiler
-    /// cannot know (`bits(one) ^ bits(1.0)`, i.e. 0 at run time). Nothing before it can be fused,
-    /// reassociated or contracted with anything after it — in CubeCL, in naga, in the driver's
-    /// own compiler (Mesa's NIR treats undecorated SPIR-V float ops as inexact and may reassociate
-    /// them; measured: without barriers lavapipe's exp differed from the CPU by up to 6 ULP).
+    /// The rounding pin every GPU kernel puts on each rounded value: `flush(x)` (module doc) done
+    /// on the bits, after an integer xor with a value the compiler cannot know (`bits(one) ^
+    /// bits(1.0)`, i.e. 0 at run time). Nothing before it can be fused, reassociated or
+    /// contracted with anything after it — in CubeCL, in naga, in the driver's own compiler
+    /// (Mesa's NIR treats undecorated SPIR-V float ops as inexact and may reassociate them;
+    /// measured: without barriers lavapipe's exp differed from the CPU by up to 6 ULP) — and a
+    /// subnormal or `MIN_POSITIVE` result becomes the same signed zero on every device.
     #[cube]
-    pub fn nc(x: f32, one: f32) -> f32 {
+    pub fn pin(x: f32, one: f32) -> f32 {
         let zero = one.to_bits() ^ 0x3f80_0000u32;
-        f32::from_bits(x.to_bits() ^ zero)
+        let b = x.to_bits() ^ zero;
+        let tiny = (b & 0x7fff_ffffu32) <= 0x0080_0000u32;
+        f32::from_bits(select(tiny, b & 0x8000_0000u32, b))
     }
 
-    /// `round(round(a * b) + c)` whatever the compilers or the driver do with fma (crate doc).
+    /// An accumulator's starting +0.0 that the compilers cannot see as a constant: with a
+    /// literal `0.0`, naga and Mesa fold the first `0.0 + x` into `x` (not IEEE: `+0 + -0` is
+    /// `+0`), and an all-zero sum came out as `-0` on lavapipe where the CPU gives `+0`.
     #[cube]
-    pub fn mad_nc(a: f32, b: f32, c: f32, one: f32) -> f32 {
-        let p = nc(a * b, one);
-        nc(p + c, one)
+    pub fn zero(one: f32) -> f32 {
+        pin(0.0f32, one)
+    }
+
+    /// `pin(pin(a * b) + c)`: two roundings, both flushed, whatever the compilers or the driver
+    /// do with fma.
+    #[cube]
+    pub fn mad(a: f32, b: f32, c: f32, one: f32) -> f32 {
+        let p = pin(a * b, one);
+        pin(p + c, one)
     }
 
     #[cube]
     pub fn exp_fixed(x: f32, one: f32) -> f32 {
+        let x = pin(x, one);
         let nan = x.is_nan();
         let xc = select(x < EXP_LO, EXP_LO, x);
         let xc = select(xc > EXP_HI, EXP_HI, xc);
-        let n = f32::floor(mad_nc(xc, LOG2E, 0.5f32, one));
-        let r = mad_nc(n, NEG_LN2_HI, xc, one);
-        let r = mad_nc(n, LN2_LO, r, one);
-        let z = nc(r * r, one);
-        let p = mad_nc(EP0, r, EP1, one);
-        let p = mad_nc(p, r, EP2, one);
-        let p = mad_nc(p, r, EP3, one);
-        let p = mad_nc(p, r, EP4, one);
-        let p = mad_nc(p, r, EP5, one);
-        let y = nc(mad_nc(p, z, r, one) + 1.0f32, one);
+        let n = f32::floor(mad(xc, LOG2E, 0.5f32, one));
+        let r = mad(n, NEG_LN2_HI, xc, one);
+        let r = mad(n, LN2_LO, r, one);
+        let z = pin(r * r, one);
+        let p = mad(EP0, r, EP1, one);
+        let p = mad(p, r, EP2, one);
+        let p = mad(p, r, EP3, one);
+        let p = mad(p, r, EP4, one);
+        let p = mad(p, r, EP5, one);
+        let y = pin(mad(p, z, r, one) + 1.0f32, one);
         let two_n = f32::from_bits(u32::cast_from(n + 127.0f32) << 23u32);
-        let res = nc(y * two_n, one);
+        let res = pin(y * two_n, one);
         select(nan, x, res)
     }
 
     #[cube]
     pub fn log_fixed(x: f32, one: f32) -> f32 {
-        let bits = x.to_bits();
+        let bits = pin(x, one).to_bits();
         let e = f32::cast_from(bits >> 23u32) - 127.0f32;
         let m = f32::from_bits((bits & 0x007f_ffffu32) | 0x3f80_0000u32);
         let big = m > SQRT_HALF_X2;
         let m = select(big, m * 0.5f32, m);
         let e = select(big, e + 1.0f32, e);
-        let f = nc(m - 1.0f32, one);
-        let z = nc(f * f, one);
-        let p = mad_nc(LP0, f, LP1, one);
-        let p = mad_nc(p, f, LP2, one);
-        let p = mad_nc(p, f, LP3, one);
-        let p = mad_nc(p, f, LP4, one);
-        let p = mad_nc(p, f, LP5, one);
-        let p = mad_nc(p, f, LP6, one);
-        let p = mad_nc(p, f, LP7, one);
-        let p = mad_nc(p, f, LP8, one);
-        let y = nc(p * f, one);
-        let y = nc(y * z, one);
-        let y = mad_nc(e, NEG_LN2_LO, y, one);
-        let y = mad_nc(-0.5f32, z, y, one);
-        let r = nc(f + y, one);
-        mad_nc(e, LN2_HI, r, one)
+        let f = pin(m - 1.0f32, one);
+        let z = pin(f * f, one);
+        let p = mad(LP0, f, LP1, one);
+        let p = mad(p, f, LP2, one);
+        let p = mad(p, f, LP3, one);
+        let p = mad(p, f, LP4, one);
+        let p = mad(p, f, LP5, one);
+        let p = mad(p, f, LP6, one);
+        let p = mad(p, f, LP7, one);
+        let p = mad(p, f, LP8, one);
+        let y = pin(p * f, one);
+        let y = pin(y * z, one);
+        let y = mad(e, NEG_LN2_LO, y, one);
+        let y = mad(-0.5f32, z, y, one);
+        let r = pin(f + y, one);
+        mad(e, LN2_HI, r, one)
     }
 
     #[cube]
     pub fn sigmoid_fixed(x: f32, one: f32) -> f32 {
+        let x = pin(x, one);
         let xc = select(x < -40.0f32, -40.0f32, x);
         let xc = select(xc > 40.0f32, 40.0f32, xc);
         let e = exp_fixed(-xc, one);
-        recip_fixed(nc(1.0f32 + e, one), one)
+        recip_fixed(pin(1.0f32 + e, one), one)
     }
 
     #[cube]
     pub fn tanh_fixed(x: f32, one: f32) -> f32 {
-        let s = sigmoid_fixed(nc(2.0f32 * x, one), one);
-        nc(nc(2.0f32 * s, one) - 1.0f32, one)
+        let s = sigmoid_fixed(pin(2.0f32 * pin(x, one), one), one);
+        pin(pin(2.0f32 * s, one) - 1.0f32, one)
     }
 
     /// `(q, e)` of the CPU `gauss_tail`, the same operations in the same order.
@@ -293,37 +418,39 @@ pub mod gpu {
     fn gauss_tail(x: f32, one: f32) -> (f32, f32) {
         let ax = select(x < 0.0f32, -x, x);
         let ax = select(ax > 10.0f32, 10.0f32, ax);
-        let z = nc(ax * INV_SQRT2, one);
-        let t = recip_fixed(mad_nc(ERF_P, z, 1.0f32, one), one);
-        let p = mad_nc(ERF_A5, t, ERF_A4, one);
-        let p = mad_nc(p, t, ERF_A3, one);
-        let p = mad_nc(p, t, ERF_A2, one);
-        let p = mad_nc(p, t, ERF_A1, one);
-        let p = nc(p * t, one);
-        let e = exp_fixed(-nc(z * z, one), one);
-        (nc(p * e, one), e)
+        let z = pin(ax * INV_SQRT2, one);
+        let t = recip_fixed(mad(ERF_P, z, 1.0f32, one), one);
+        let p = mad(ERF_A5, t, ERF_A4, one);
+        let p = mad(p, t, ERF_A3, one);
+        let p = mad(p, t, ERF_A2, one);
+        let p = mad(p, t, ERF_A1, one);
+        let p = pin(p * t, one);
+        let e = exp_fixed(-pin(z * z, one), one);
+        (pin(p * e, one), e)
     }
 
     #[cube]
     fn phi_cdf(x: f32, q: f32, one: f32) -> f32 {
-        let h = nc(0.5f32 * q, one);
-        select(x < 0.0f32, h, nc(1.0f32 - h, one))
+        let h = pin(0.5f32 * q, one);
+        select(x < 0.0f32, h, pin(1.0f32 - h, one))
     }
 
     #[cube]
     pub fn gelu_fixed(x: f32, one: f32) -> f32 {
+        let x = pin(x, one);
         let (q, _e) = gauss_tail(x, one);
-        nc(x * phi_cdf(x, q, one), one)
+        pin(x * phi_cdf(x, q, one), one)
     }
 
     #[cube]
     pub fn gelu_grad_fixed(x: f32, one: f32) -> f32 {
+        let x = pin(x, one);
         let (q, e) = gauss_tail(x, one);
-        mad_nc(x, nc(e * INV_SQRT_2PI, one), phi_cdf(x, q, one), one)
+        mad(x, pin(e * INV_SQRT_2PI, one), phi_cdf(x, q, one), one)
     }
 
-    /// Element-wise `Unary` op `kind` (0 exp, 1 log, 2 sigmoid, 3 tanh, 4 gelu, 5 gelu'; see
-    /// `super::Unary`).
+    /// Element-wise `Unary` op `kind` (0 exp, 1 log, 2 sigmoid, 3 tanh, 4 gelu, 5 gelu', 6
+    /// reciprocal; see `super::Unary`).
     #[cube(launch)]
     pub fn unary_kernel(x: &Tensor<f32>, out: &mut Tensor<f32>, one: f32, #[comptime] kind: u32) {
         let pos = ABSOLUTE_POS;
@@ -340,8 +467,10 @@ pub mod gpu {
             out[pos] = tanh_fixed(x[pos], one);
         } else if kind == 4 {
             out[pos] = gelu_fixed(x[pos], one);
-        } else {
+        } else if kind == 5 {
             out[pos] = gelu_grad_fixed(x[pos], one);
+        } else {
+            out[pos] = recip_fixed(x[pos], one);
         }
     }
 
@@ -362,12 +491,30 @@ pub mod gpu {
 
     #[cube]
     pub fn recip_fixed(d: f32, one: f32) -> f32 {
+        let d = pin(d, one);
         let mut y = f32::from_bits(0x7ef3_11c3u32 - d.to_bits());
         for _ in 0..4u32 {
-            let t = mad_nc(-d, y, 2.0f32, one);
-            y = nc(y * t, one);
+            let t = mad(-d, y, 2.0f32, one);
+            y = pin(y * t, one);
         }
         y
+    }
+
+    #[cube]
+    pub fn rsqrt_fixed(a: f32, one: f32) -> f32 {
+        let a = pin(a, one);
+        let mut y = f32::from_bits(0x5f37_59dfu32 - (a.to_bits() >> 1u32));
+        for _ in 0..4u32 {
+            let hy = pin(pin(a * y, one) * 0.5f32, one);
+            let t = mad(-hy, y, 1.5f32, one);
+            y = pin(y * t, one);
+        }
+        y
+    }
+
+    #[cube]
+    pub fn sqrt_fixed(a: f32, one: f32) -> f32 {
+        pin(pin(a, one) * rsqrt_fixed(a, one), one)
     }
 }
 
@@ -437,10 +584,114 @@ mod tests {
         assert!(gelu_fixed(f32::NAN).is_nan());
     }
 
+    fn ulps(a: f32, b: f32) -> u32 {
+        let ord = |x: f32| {
+            let b = x.to_bits() as i32;
+            if b < 0 { i32::MIN - b } else { b }
+        };
+        ord(a).abs_diff(ord(b))
+    }
+
+    #[test]
+    fn sqrt_and_rsqrt_fixed_are_within_two_ulp_of_the_correctly_rounded_values() {
+        let (mut worst_s, mut worst_r) = (0, 0);
+        let mut a = 2f32.powi(-125);
+        while a < 2f32.powi(125) {
+            let exact = (a as f64).sqrt();
+            worst_s = worst_s.max(ulps(sqrt_fixed(a), exact as f32));
+            worst_r = worst_r.max(ulps(rsqrt_fixed(a), (1.0 / exact) as f32));
+            a *= 1.000_37;
+        }
+        assert!(
+            worst_s <= 2 && worst_r <= 2,
+            "sqrt {worst_s} ULP, rsqrt {worst_r} ULP"
+        );
+        assert_eq!(sqrt_fixed(0.0).to_bits(), 0);
+        assert_eq!(
+            sqrt_fixed(f32::from_bits(5)).to_bits(),
+            0,
+            "a subnormal reads as 0"
+        );
+    }
+
+    #[test]
+    fn flush_zeroes_exactly_the_magnitudes_up_to_min_positive_keeping_the_sign() {
+        for (x, want) in [
+            (f32::MIN_POSITIVE, 0.0f32),
+            (-f32::MIN_POSITIVE, -0.0),
+            (f32::from_bits(1), 0.0),
+            (-f32::from_bits(0x7f_ffff), -0.0),
+            (-0.0, -0.0),
+            (f32::from_bits(0x0080_0001), f32::from_bits(0x0080_0001)),
+            (-1.5, -1.5),
+            (f32::INFINITY, f32::INFINITY),
+        ] {
+            assert_eq!(flush(x).to_bits(), want.to_bits(), "flush({x:e})");
+        }
+        assert!(flush(f32::NAN).is_nan());
+        // The corner: a product whose exact value lies just below MIN_POSITIVE rounds up to it
+        // under gradual underflow — and is flushed like the FTZ result (0).
+        let p = std::hint::black_box(f32::from_bits(0x3f7f_ffff)) * f32::MIN_POSITIVE;
+        assert_eq!(
+            mul(f32::from_bits(0x3f7f_ffff), f32::MIN_POSITIVE).to_bits(),
+            0
+        );
+        assert!(p == f32::MIN_POSITIVE || p.is_subnormal());
+    }
+
+    /// Every scalar op gives the same bits with the CPU's FTZ/DAZ modes on and off, over
+    /// subnormals, `±MIN_POSITIVE`, zeros and arguments whose intermediates underflow.
+    #[test]
+    fn scalar_ops_give_the_same_bits_with_cpu_ftz_on_and_off() {
+        let mut xs = vec![
+            0.0f32,
+            -0.0,
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE,
+            f32::NAN,
+        ];
+        for e in 0..=30 {
+            let t = 2f32.powi(-100 - e);
+            xs.extend([
+                t,
+                -t,
+                t * 1.37,
+                f32::from_bits(1 << (e % 23)),
+                -f32::from_bits(77 * e as u32 + 1),
+            ]);
+        }
+        xs.extend((0..200).map(|i| -100.0 + i as f32 * 0.5));
+        xs.extend((0..64).map(|i| -86.0 - i as f32 * 0.05));
+        let ops = [
+            Unary::Exp,
+            Unary::Log,
+            Unary::Sigmoid,
+            Unary::Tanh,
+            Unary::Gelu,
+            Unary::GeluGrad,
+            Unary::Recip,
+        ];
+        for op in ops {
+            let run = |on: bool| -> Vec<u32> {
+                crate::ftz::run_with(on, || xs.iter().map(|&x| op.cpu()(x).to_bits()).collect())
+            };
+            assert_eq!(run(false), run(true), "{op:?}");
+        }
+        let run = |on: bool| -> Vec<u32> {
+            crate::ftz::run_with(on, || {
+                xs.iter()
+                    .flat_map(|&x| [sqrt_fixed(x.abs()), rsqrt_fixed(x.abs() + 1e-30)])
+                    .map(f32::to_bits)
+                    .collect()
+            })
+        };
+        assert_eq!(run(false), run(true), "sqrt/rsqrt");
+    }
+
     #[test]
     fn recip_fixed_is_close_to_division() {
-        let mut d = 1.0f32;
-        while d < 1e12 {
+        let mut d = 2f32.powi(-125);
+        while d < 2f32.powi(125) {
             let (a, b) = (recip_fixed(d), 1.0 / d);
             assert!(((a - b) / b).abs() < 3e-7, "d = {d}: {a} vs {b}");
             d *= 1.0007;

@@ -2,27 +2,34 @@
 //! the GPU kernel (`gpu.rs`, CubeCL) side by side.
 //!
 //! The contract: for every op here, the CPU version and the GPU kernel produce the same bits, on
-//! every thread count, workgroup count and device whose arithmetic profile is `unfused` (see
-//! `profile`). Each op's module doc states its exact arithmetic order. The rules that make it so:
+//! every thread count, workgroup count and device whose arithmetic the start-up probe accepts
+//! (see `profile`). Each op's module doc states its exact arithmetic order. The rules that make
+//! it so (`arith`'s module doc has the details):
 //!
 //! - One unit of work (a thread on the GPU, a loop iteration on the CPU) owns one output value
 //!   and walks its inputs in an order fixed by the output's logical index. No split-K, no atomics,
 //!   no shared-memory trees, no subgroup ops; threads split only *between* outputs.
-//! - Only `+ - *`, comparisons, `floor`, bit casts and small int<->float conversions, each
-//!   rounded once (IEEE round-to-nearest-even). `exp`/`log`/reciprocal are built from these
-//!   (`xent`); no `/`, `sqrt` or transcendental builtins (WGSL gives those ULP bounds only).
+//! - A device is assumed to give only IEEE round-to-nearest `+ - *`, comparisons, `floor`, bit
+//!   casts and small int<->float conversions. `exp`/`log`/reciprocal/square root are built from
+//!   these (`arith`); no `/`, `sqrt` or transcendental builtins (real GPUs round those their own
+//!   way), no reliance on gradual underflow.
+//! - Subnormals have one defined behaviour: every value read, every rounded intermediate and
+//!   every value written is flushed (`|x| <= MIN_POSITIVE` -> signed zero) in software, so a
+//!   device that flushes in hardware and one that does not compute the same bits.
 //! - Every product that feeds an addition is rounded before the addition. Rust never contracts
-//!   `a * b + c`. CubeCL's optimiser always rewrites `a * b + c` into `fma(a, b, c)` (which real
-//!   GPUs fuse), so GPU kernels write `(a * b) * one + c` with `one` a *runtime* 1.0: the only
-//!   possible rewrite is `fma(round(a*b), 1, c) = round(round(a*b) + c)` — the unfused result.
-//!   `arith::mad_nc` is that helper; `xent`'s polynomials and `matmul`'s loop use it.
+//!   `a * b + c`. CubeCL's optimiser rewrites `a * b + c` into `fma(a, b, c)` (which real GPUs
+//!   fuse), so GPU kernels pass every rounded value through `arith::gpu::pin`, an integer barrier
+//!   on a runtime value that no compiler can see through (it also does the flush).
 //! - Every kernel is f32 and allocates contiguous outputs; inputs are read through strides or
 //!   made contiguous by a copy kernel (no arithmetic).
 
 pub mod arith;
+pub mod bias;
 pub mod dropout;
+pub mod ftz;
 pub mod im2col;
 pub mod matmul;
+pub mod mul;
 pub mod ops;
 pub mod optim;
 pub mod pool;

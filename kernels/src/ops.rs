@@ -10,7 +10,7 @@
 use crate::arith::Unary;
 use crate::optim::{AdamHyper, Decay, SgdHyper};
 use crate::pool::Pool;
-use crate::{dropout, im2col, matmul, optim, pool, reduce, softmax, xent};
+use crate::{bias, dropout, im2col, matmul, mul, optim, pool, reduce, softmax, xent};
 use burn::backend::{
     Autodiff, AutodiffBackend, Backend, Dispatch, Flex, NdArray, Shape, TensorData, TensorMetadata,
     autodiff::{
@@ -36,6 +36,8 @@ pub trait DetOps: Backend {
     fn det_sum_all(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `[m, n] + [1, n]` (one IEEE add per element); its bias gradient is `det_sum_rows`.
     fn det_add_bias(x: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `a * b` element-wise, same shapes (`mul`).
+    fn det_mul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Softmax cross-entropy per row, `[m, c], [m, c] -> [m, 1]` (`xent`).
     fn det_xent(logits: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self>;
     /// The gradient of `det_xent` for incoming `g` `[m, 1]` (`xent`).
@@ -63,6 +65,8 @@ pub trait DetOps: Backend {
     fn det_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Element-wise `arith::gelu_grad_fixed`, the derivative of `det_gelu`.
     fn det_gelu_grad(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Element-wise `arith::recip_fixed` (no backward; log's backward multiplies by it).
+    fn det_recip(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// `[n, c, h, w] -> [n, c, h / k, w / k]`, non-overlapping `k x k` windows (`pool`).
     fn det_pool2d(x: FloatTensor<Self>, k: usize, kind: Pool) -> FloatTensor<Self>;
     /// The gradient of `det_pool2d` with respect to `x` for incoming `dy` (`pool`).
@@ -299,7 +303,17 @@ macro_rules! impl_cpu_det_ops {
                 upload::<Self>(vec![reduce::cpu::sum_all(&xv)], Shape::new([1]), &device)
             }
             fn det_add_bias(x: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
-                <Self as FloatTensorOps<Self>>::float_add(x, b)
+                let device = x.device();
+                let ((xv, s), (bv, _)) = (<Self as HostRead>::read(x), <Self as HostRead>::read(b));
+                let (m, n) = dims2(&s, "det_add_bias");
+                upload::<Self>(bias::cpu::add_bias(&xv, &bv, m, n), s, &device)
+            }
+            fn det_mul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+                let device = a.device();
+                let ((av, s), (bv, sb)) =
+                    (<Self as HostRead>::read(a), <Self as HostRead>::read(b));
+                assert_eq!(s, sb, "det_mul: shapes differ");
+                upload::<Self>(mul::cpu::mul(&av, &bv), s, &device)
             }
             fn det_xent(
                 logits: FloatTensor<Self>,
@@ -369,6 +383,9 @@ macro_rules! impl_cpu_det_ops {
             }
             fn det_gelu_grad(x: FloatTensor<Self>) -> FloatTensor<Self> {
                 host_unary::<Self>(x, Unary::GeluGrad)
+            }
+            fn det_recip(x: FloatTensor<Self>) -> FloatTensor<Self> {
+                host_unary::<Self>(x, Unary::Recip)
             }
             fn det_pool2d(x: FloatTensor<Self>, k: usize, kind: Pool) -> FloatTensor<Self> {
                 let device = x.device();
@@ -503,8 +520,8 @@ impl_cpu_det_ops!(Flex);
 
 mod cube_host {
     use super::{
-        AdamHyper, Decay, Pool, SgdHyper, Unary, dropout, im2col, matmul, optim, pool, reduce,
-        softmax, xent,
+        AdamHyper, Decay, Pool, SgdHyper, Unary, bias, dropout, im2col, matmul, mul, optim, pool,
+        reduce, softmax, xent,
     };
     use crate::arith::gpu::LOOP_BLOCK;
     use burn::backend::{DType, Shape, TensorMetadata};
@@ -637,6 +654,7 @@ mod cube_host {
                 out.clone().into_tensor_arg(),
                 i0,
                 i1,
+                ONE,
                 first,
             )
         })
@@ -665,8 +683,50 @@ mod cube_host {
             dim,
             x.into_tensor_arg(),
             partials.clone().into_tensor_arg(),
+            ONE,
         );
         launch_sum_rows(partials)
+    }
+
+    pub fn launch_add_bias(x: CubeTensor, b: CubeTensor) -> CubeTensor {
+        let [x, b] = contiguous([x, b], "det_add_bias");
+        let shape = x.shape();
+        let len = shape.num_elements();
+        let (out, grid) = output(&x, shape, len);
+        let Some((count, dim)) = grid else {
+            return out;
+        };
+        bias::gpu::add_bias_kernel::launch(
+            &out.client,
+            count,
+            dim,
+            x.into_tensor_arg(),
+            b.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            ONE,
+        );
+        out
+    }
+
+    pub fn launch_mul(a: CubeTensor, b: CubeTensor) -> CubeTensor {
+        let [a, b] = contiguous([a, b], "det_mul");
+        let shape = a.shape();
+        assert_eq!(shape, b.shape(), "det_mul: shapes differ");
+        let len = shape.num_elements();
+        let (out, grid) = output(&a, shape, len);
+        let Some((count, dim)) = grid else {
+            return out;
+        };
+        mul::gpu::mul_kernel::launch(
+            &out.client,
+            count,
+            dim,
+            a.into_tensor_arg(),
+            b.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            ONE,
+        );
+        out
     }
 
     pub fn launch_xent(x: CubeTensor, t: CubeTensor) -> CubeTensor {
@@ -935,6 +995,7 @@ mod cube_host {
             dim,
             x.into_tensor_arg(),
             out.clone().into_tensor_arg(),
+            ONE,
             k,
             pad,
         );
@@ -963,7 +1024,10 @@ mod cube_host {
     }
 
     pub fn launch_unary(x: CubeTensor, op: Unary) -> CubeTensor {
-        let [x] = contiguous([x], "det_exp/det_log/det_sigmoid/det_tanh/det_gelu");
+        let [x] = contiguous(
+            [x],
+            "det_exp/det_log/det_sigmoid/det_tanh/det_gelu/det_recip",
+        );
         let shape = x.shape();
         let len = shape.num_elements();
         let (out, grid) = output(&x, shape, len);
@@ -994,7 +1058,10 @@ impl DetOps for burn::backend::Cube {
         <Self as FloatTensorOps<Self>>::float_reshape(cube_host::launch_sum_all(x), Shape::new([1]))
     }
     fn det_add_bias(x: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
-        <Self as FloatTensorOps<Self>>::float_add(x, b)
+        cube_host::launch_add_bias(x, b)
+    }
+    fn det_mul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        cube_host::launch_mul(a, b)
     }
     fn det_xent(logits: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self> {
         cube_host::launch_xent(logits, targets)
@@ -1031,6 +1098,9 @@ impl DetOps for burn::backend::Cube {
     }
     fn det_gelu_grad(x: FloatTensor<Self>) -> FloatTensor<Self> {
         cube_host::launch_unary(x, Unary::GeluGrad)
+    }
+    fn det_recip(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        cube_host::launch_unary(x, Unary::Recip)
     }
     fn det_probe_mad(
         a: FloatTensor<Self>,
@@ -1265,6 +1335,44 @@ impl<B: DetOps, C: CheckpointStrategy> DetOps for Autodiff<B, C> {
         }
     }
 
+    fn det_mul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct MulBackward;
+        impl<B: DetOps> Backward<B, 2> for MulBackward {
+            type State = (FloatTensor<B>, FloatTensor<B>);
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut AdGrads,
+                _c: &mut Checkpointer,
+            ) {
+                let [node_a, node_b] = ops.parents;
+                let g = grads.consume::<B>(&ops.node);
+                let (a, b) = ops.state;
+                if let Some(node) = node_a {
+                    grads.register::<B>(node.id, B::det_mul(g.clone(), b));
+                }
+                if let Some(node) = node_b {
+                    grads.register::<B>(node.id, B::det_mul(g, a));
+                }
+            }
+        }
+        match MulBackward
+            .prepare::<C>([a.node(), b.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (pa, pb) = (a.primitive().clone(), b.primitive().clone());
+                let out = B::det_mul(pa.clone(), pb.clone());
+                prep.finish((pa, pb), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::det_mul(a.into_primitive(), b.into_primitive()))
+            }
+        }
+    }
+
     fn det_xent(logits: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self> {
         #[derive(Debug)]
         struct XentBackward;
@@ -1318,22 +1426,27 @@ impl<B: DetOps, C: CheckpointStrategy> DetOps for Autodiff<B, C> {
         <Self as AutodiffBackend>::from_inner(B::det_dropout_mask(like.primitive(), key, p, scale))
     }
 
+    // `1 - s` and `1 - t*t` below are stock ops on flushed values in [0, 1]: exact multiples of
+    // 2^-24 or more, never subnormal, so they need no flush; the products go through `det_mul`.
     unary_autodiff!(det_sigmoid, SigmoidBackward, output, |g, s| {
         let one_minus = B::float_add_scalar(B::float_neg(s.clone()), 1.0f32.into());
-        B::float_mul(g, B::float_mul(s, one_minus))
+        B::det_mul(g, B::det_mul(s, one_minus))
     });
 
-    unary_autodiff!(det_gelu, GeluBackward, input, |g, x| B::float_mul(
+    unary_autodiff!(det_gelu, GeluBackward, input, |g, x| B::det_mul(
         g,
         B::det_gelu_grad(x)
     ));
     fn det_gelu_grad(x: FloatTensor<Self>) -> FloatTensor<Self> {
         <Self as AutodiffBackend>::from_inner(B::det_gelu_grad(x.into_primitive()))
     }
+    fn det_recip(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        <Self as AutodiffBackend>::from_inner(B::det_recip(x.into_primitive()))
+    }
 
     unary_autodiff!(det_tanh, TanhBackward, output, |g, t| {
-        let sq = B::float_mul(t.clone(), t);
-        B::float_mul(g, B::float_add_scalar(B::float_neg(sq), 1.0f32.into()))
+        let sq = B::det_mul(t.clone(), t);
+        B::det_mul(g, B::float_add_scalar(B::float_neg(sq), 1.0f32.into()))
     });
     fn det_im2col(x: FloatTensor<Self>, k: usize, pad: usize) -> FloatTensor<Self> {
         #[derive(Debug)]
@@ -1508,9 +1621,13 @@ impl<B: DetOps, C: CheckpointStrategy> DetOps for Autodiff<B, C> {
         ))
     }
 
-    unary_autodiff!(det_exp, ExpBackward, output, |g, out| B::float_mul(g, out));
+    unary_autodiff!(det_exp, ExpBackward, output, |g, out| B::det_mul(g, out));
 
-    unary_autodiff!(det_log, LogBackward, input, |g, x| B::float_div(g, x));
+    // d log(x) = g * (1/x) with lockstep's reciprocal: no hardware division (`arith`).
+    unary_autodiff!(det_log, LogBackward, input, |g, x| B::det_mul(
+        g,
+        B::det_recip(x)
+    ));
 }
 
 // ---- Tensor-level API -----------------------------------------------------------------------
@@ -1537,6 +1654,14 @@ pub fn sum_all<const D: usize>(x: Tensor<D>) -> Tensor<1> {
 pub fn add_bias(x: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as DetOps>::det_add_bias(
         x.into_dispatch(),
+        b.into_dispatch(),
+    ))
+}
+
+/// `a * b` element-wise (same shapes), flushed like every lockstep value (`mul`).
+pub fn mul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as DetOps>::det_mul(
+        a.into_dispatch(),
         b.into_dispatch(),
     ))
 }
@@ -1626,7 +1751,7 @@ pub fn sgd_step(
         w.into_dispatch(),
         g.into_dispatch(),
         buf.into_dispatch(),
-        hp,
+        hp.map(crate::arith::flush),
         decay,
     );
     (Tensor::from_dispatch(w), Tensor::from_dispatch(b))
@@ -1646,7 +1771,7 @@ pub fn adam_step(
         g.into_dispatch(),
         m.into_dispatch(),
         v.into_dispatch(),
-        hp,
+        hp.map(crate::arith::flush),
         decay,
     );
     (

@@ -1,21 +1,29 @@
-//! The arithmetic profile: what a device does with `a * b + c`, `/` and `sqrt`, probed at
-//! start-up and recorded in the run manifest.
+//! The arithmetic profile: what a device does with `a * b + c`, `/`, `sqrt` and subnormals,
+//! probed at start-up and recorded in the run manifest.
 //!
 //! - `native_mad`: a plainly written `a * b + c` kernel on inputs where one rounding and two
 //!   roundings differ (`x*x - 1` with `x = 1 + 2^-12`): `fused` or `unfused`. CubeCL rewrites
 //!   such code into `fma`, so this is what a real GPU driver does with `fma`; lavapipe is
 //!   `unfused`, NVIDIA/AMD hardware `fused`. Stock burn ops are exposed to this.
 //! - `lockstep_mad`: the same inputs through lockstep's matmul, which rounds every product
-//!   (`mad_nc`): must be `unfused` everywhere — if it is not, lockstep's bitwise promise does not
-//!   hold on this device, and the run says so.
-//! - `div_exact` / `sqrt_exact`: stock `/` and `sqrt` (used by the stock Adam update) equal IEEE
-//!   correctly rounded results on 4096 seeded inputs.
-//! - `optim_exact`: lockstep's fused Adam kernel (its own `sqrt` and `/`) gives the CPU loop's
-//!   bits on the same inputs.
+//!   (`arith::gpu::pin`): must be `unfused` everywhere — if it is not, lockstep's bitwise promise
+//!   does not hold on this device, and the run says so.
+//! - `div_exact` / `sqrt_exact`: stock `/` and `sqrt` equal IEEE correctly rounded results on
+//!   4096 seeded inputs. Information only: lockstep's kernels use neither (NVIDIA's Vulkan driver
+//!   was measured `false` for both); the stock Adam update does.
+//! - `ftz`: what stock arithmetic does with subnormals — `off` (gradual underflow, the CPU),
+//!   `results` (a subnormal product becomes 0), `inputs` (a subnormal operand reads as 0) or
+//!   `results+inputs` (NVIDIA's Vulkan driver; the CPU under `LOCKSTEP_CPU_FTZ=1`). Information
+//!   only for lockstep's kernels, which flush in software (`arith`).
+//! - `optim_exact`: lockstep's fused Adam kernel gives the CPU loop's bits on the same inputs,
+//!   including ones whose intermediates underflow — i.e. this device's `+ - *` and the `pin`
+//!   barriers behave as `arith` assumes.
 //!
-//! `lockstep_bitwise()` (lockstep's kernels give the CPU's bits here) needs `lockstep_mad` unfused
-//! and `optim_exact`; training with the lockstep kernels on a device without it warns loudly,
-//! and `resume`/`verify` refuse a device whose profile differs from the recorded one.
+//! `lockstep_bitwise()` (lockstep's kernels give the CPU's bits here) needs `lockstep_mad`
+//! unfused and `optim_exact`: a device may fuse plain code, flush subnormals and approximate
+//! `sqrt`/`/` and still pass. Training with the lockstep kernels on a device without it warns
+//! loudly; `resume` refuses a device whose deciding facts differ from the recorded ones
+//! (`deciding_fact`), `verify` likewise for stock-kernel runs.
 
 use crate::ops;
 use crate::optim::Decay;
@@ -29,7 +37,19 @@ pub struct ArithmeticProfile {
     pub lockstep_mad: &'static str,
     pub div_exact: bool,
     pub sqrt_exact: bool,
+    pub ftz: &'static str,
     pub optim_exact: bool,
+}
+
+/// Whether the manifest fact `key` decides the bits of a run with lockstep's kernels
+/// (`lockstep_kernels`) or with burn's stock ops: every `arith.*` fact matters to stock ops;
+/// only `lockstep_mad` and `optim_exact` to lockstep's.
+pub fn deciding_fact(key: &str, lockstep_kernels: bool) -> bool {
+    if lockstep_kernels {
+        key == "arith.lockstep_mad" || key == "arith.optim_exact"
+    } else {
+        key.starts_with("arith.")
+    }
 }
 
 impl ArithmeticProfile {
@@ -42,6 +62,7 @@ impl ArithmeticProfile {
             ),
             ("arith.div_exact".to_string(), self.div_exact.to_string()),
             ("arith.sqrt_exact".to_string(), self.sqrt_exact.to_string()),
+            ("arith.ftz".to_string(), self.ftz.to_string()),
             (
                 "arith.optim_exact".to_string(),
                 self.optim_exact.to_string(),
@@ -103,7 +124,31 @@ pub fn probe(device: &Device) -> ArithmeticProfile {
         .iter()
         .zip(&den)
         .all(|(g, d)| g.to_bits() == d.sqrt().to_bits());
-    // m = num, v = den, b1 = b2 = 1, the rest 0 or 1: w' = -(num / sqrt(den)) through the kernel.
+    // A subnormal result (2^-70 * 2^-70 = 2^-140), and a subnormal operand (2^-140 * 2^20).
+    let tiny = 2f32.powi(-70);
+    let sub = f32::from_bits(0x0000_0400); // 2^-139
+    let ftz_results = host(t1(vec![tiny], device) * t1(vec![tiny], device))[0] == 0.0;
+    let ftz_inputs = host(t1(vec![sub], device) * t1(vec![2f32.powi(20)], device))[0] == 0.0;
+    let ftz = match (ftz_results, ftz_inputs) {
+        (false, false) => "off",
+        (true, false) => "results",
+        (false, true) => "inputs",
+        (true, true) => "results+inputs",
+    };
+    // m = num, v = den, b1 = b2 = 1, the rest 0 or 1: w' = -(num * recip(sqrt(den))) through
+    // the kernel; then 512 more elements whose updates land around MIN_POSITIVE (m ~ 2^-100,
+    // v ~ 2^50: u ~ 2^-125), some flushed, some not, and a few subnormal inputs.
+    let (mut num, mut den) = (num, den);
+    for i in 0..512u32 {
+        let frac = f32::from_bits(0x3f80_0000 | (s.next_u32() >> 9));
+        let sign = if i % 2 == 0 { 1.0 } else { -1.0 };
+        num.push(if i % 61 == 0 {
+            f32::from_bits(i + 1)
+        } else {
+            sign * frac * 2f32.powi(-100 - (i % 3) as i32)
+        });
+        den.push(frac * 2f32.powi(50));
+    }
     let hp = [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0];
     let zeros = vec![0f32; num.len()];
     let (want, _, _) = crate::optim::cpu::adam(&zeros, &zeros, &num, &den, hp, Decay::None);
@@ -124,6 +169,7 @@ pub fn probe(device: &Device) -> ArithmeticProfile {
         lockstep_mad,
         div_exact,
         sqrt_exact,
+        ftz,
         optim_exact,
     }
 }

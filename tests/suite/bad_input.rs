@@ -1,7 +1,9 @@
 //! Bad input through the real CLI: a clear message naming the input, a non-zero exit, no
 //! panic, and nothing on disk modified.
 
-use crate::harness::{config, lockstep, short_digits, stderr, tree, write_config};
+use crate::harness::{
+    assert_same_files, config, lockstep, short_digits, stderr, tree, write_config,
+};
 
 fn assert_clean_failure(o: &std::process::Output, must_name: &str) {
     let e = stderr(o);
@@ -243,4 +245,79 @@ fn checkpoint_of_a_different_model_shape_is_refused() {
     std::fs::write(&target, foreign).unwrap();
     let o = lockstep(&["resume", rb.to_str().unwrap()], false);
     assert_clean_failure(&o, "step-0000025.safetensors");
+}
+
+/// Rewrite tensor `name` of the checkpoint at `path` through `f` (a valid lockstep file again:
+/// canonical layout and checksum).
+fn edit_checkpoint(path: &std::path::Path, name: &str, f: impl Fn(&mut [f32])) {
+    let mut file = lockstep_core::TensorFile::read(path).unwrap();
+    let entry = file.tensors.get_mut(name).unwrap();
+    let mut v = entry.to_f32().unwrap();
+    f(&mut v);
+    *entry = lockstep_core::tensorfile::TensorEntry::from_f32(entry.shape.clone(), &v);
+    std::fs::write(path, file.to_bytes_with_checksum()).unwrap();
+}
+
+/// A checkpoint holding subnormals loads with them flushed to signed zero (the same run as from
+/// the flushed file, and the file itself untouched); one holding NaN is refused with the tensor
+/// named and nothing in the run directory changed.
+#[test]
+fn checkpoints_with_subnormals_load_flushed_and_with_nan_are_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = write_config(dir.path(), "j.toml", &short_digits(""));
+    let base = dir.path().join("base");
+    crate::harness::train(&p, &base, &["--max-steps", "50"]);
+    let ck = "checkpoints/step-0000050.safetensors";
+    let copy = |name: &str| {
+        let d = dir.path().join(name);
+        for (rel, bytes) in tree(&base, &[]) {
+            let to = d.join(rel);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::write(to, bytes).unwrap();
+        }
+        d
+    };
+    let (sub, flushed, nan) = (copy("sub"), copy("flushed"), copy("nan"));
+    let tiny = [
+        f32::from_bits(3),
+        -f32::from_bits(0x7f_0000),
+        f32::MIN_POSITIVE,
+    ];
+    edit_checkpoint(&sub.join(ck), "model.l0.weight", |v| {
+        v[..3].copy_from_slice(&tiny)
+    });
+    edit_checkpoint(&sub.join(ck), "optim.v.l1.weight", |v| {
+        v[7] = f32::from_bits(1)
+    });
+    edit_checkpoint(&flushed.join(ck), "model.l0.weight", |v| {
+        v[..3].copy_from_slice(&[0.0, -0.0, 0.0])
+    });
+    edit_checkpoint(&flushed.join(ck), "optim.v.l1.weight", |v| v[7] = 0.0);
+    let sub_bytes = std::fs::read(sub.join(ck)).unwrap();
+    for run in [&sub, &flushed] {
+        lockstep(
+            &["resume", run.to_str().unwrap(), "--max-steps", "60"],
+            true,
+        );
+    }
+    assert_eq!(
+        std::fs::read(sub.join(ck)).unwrap(),
+        sub_bytes,
+        "loading rewrote the checkpoint"
+    );
+    assert_same_files(
+        &sub,
+        &flushed,
+        &["checkpoints/step-0000060.safetensors", "metrics.jsonl"],
+    );
+    edit_checkpoint(&nan.join(ck), "model.l1.bias", |v| v[2] = f32::NAN);
+    let snapshot = tree(&nan, &[]);
+    let o = lockstep(&["resume", nan.to_str().unwrap()], false);
+    assert_clean_failure(&o, "step-0000050.safetensors");
+    assert!(stderr(&o).contains("model.l1.bias"), "{}", stderr(&o));
+    assert_eq!(
+        snapshot,
+        tree(&nan, &[]),
+        "a refused resume changed the run"
+    );
 }

@@ -18,6 +18,32 @@ fn every_shipped_config_parses() {
     assert!(n >= 3, "expected the three shipped configs, found {n}");
 }
 
+/// `lockstep configs` lists every file in configs/ and prints each byte for byte (the binary
+/// carries them, so `scripts/gpu-check.sh` needs no checkout); an unknown name is an error that
+/// lists the real ones.
+#[test]
+fn the_binary_carries_every_shipped_config() {
+    let listed = String::from_utf8(crate::harness::lockstep(&["configs"], true).stdout).unwrap();
+    let mut on_disk: Vec<String> = std::fs::read_dir(repo().join("configs"))
+        .expect("configs/")
+        .filter_map(|e| {
+            let p = e.expect("entry").path();
+            (p.extension()? == "toml").then(|| p.file_stem().unwrap().to_string_lossy().into())
+        })
+        .collect();
+    on_disk.sort();
+    let mut names: Vec<String> = listed.lines().map(String::from).collect();
+    names.sort();
+    assert_eq!(names, on_disk);
+    for n in &names {
+        let printed = crate::harness::lockstep(&["configs", n], true).stdout;
+        let file = std::fs::read(repo().join("configs").join(format!("{n}.toml"))).unwrap();
+        assert_eq!(printed, file, "lockstep configs {n}");
+    }
+    let o = crate::harness::lockstep(&["configs", "nope"], false);
+    assert!(crate::harness::stderr(&o).contains("digits_mlp"));
+}
+
 #[test]
 fn placement_does_not_change_the_config_hash() {
     let text = std::fs::read_to_string(repo().join("configs/digits_mlp.toml")).expect("read");

@@ -563,9 +563,13 @@ fn softmax_and_log_softmax_forward_and_backward_should_match_reference_backend()
     }
 }
 
-/// The fused optimizer kernels equal the stock tensor-op updates (an independent implementation
-/// of the same formulas) bit for bit over several steps, for SGD, Adam and AdamW with and without
-/// weight decay, and give the same bits on every backend.
+/// The fused optimizer kernels against the stock tensor-op updates (an independent implementation
+/// of the same formulas, with hardware `sqrt` and `/`) over several steps, for SGD, Adam and AdamW
+/// with and without weight decay: SGD bit for bit; Adam's weights within the declared
+/// `adam_update_vs_stock` bound and its moments bit for bit (unless an L2 term feeds the weights
+/// back into them) (lockstep's Newton square root and
+/// reciprocal are a few ULP from the correctly rounded ones). The fused kernels give the same
+/// bits on every backend.
 #[test]
 fn fused_optimizer_steps_match_the_stock_ops_on_every_backend() {
     use lockstep_core::config::{KernelSet, OptimizerConfig, OptimizerKind};
@@ -618,11 +622,31 @@ fn fused_optimizer_steps_match_the_stock_ops_on_every_backend() {
                     }
                     results.push(all);
                 }
-                assert_bitwise(
-                    &format!("{label} on {name}: fused vs stock"),
-                    &results[0],
-                    &results[1],
-                );
+                if kind == OptimizerKind::Sgd {
+                    assert_bitwise(
+                        &format!("{label} on {name}: fused vs stock"),
+                        &results[0],
+                        &results[1],
+                    );
+                } else {
+                    let tol = lockstep_core::tolerance_for("adam_update_vs_stock", "lockstep")
+                        .expect("declared");
+                    let cmp =
+                        lockstep_core::tolerance::compare(&results[0][..n], &results[1][..n], tol);
+                    assert!(
+                        cmp.passed(),
+                        "{label} on {name}: fused weights vs stock outside {tol}: {cmp:?}"
+                    );
+                    // Adam's L2 term feeds the (slightly different) weights back into the
+                    // gradient; without it the moments never see the weights.
+                    if !(kind == OptimizerKind::Adam && wd > 0.0) {
+                        assert_bitwise(
+                            &format!("{label} on {name}: moments, fused vs stock"),
+                            &results[0][n..],
+                            &results[1][n..],
+                        );
+                    }
+                }
                 match first.iter().find(|(l, _)| l == &label) {
                     None => first.push((label.clone(), results.swap_remove(1))),
                     Some((_, want)) => assert_bitwise(

@@ -16,5 +16,6 @@ mod kernels_bitwise;
 mod reliability;
 mod reproducibility;
 mod seed_streams;
+mod subnormals;
 mod tracking;
 mod verify;

@@ -21,7 +21,8 @@ pub struct Backend {
 
 impl Backend {
     /// Say loudly when a lockstep-kernel run lands on a device where those kernels cannot give
-    /// the CPU's bits (the probe found fused multiply-adds or an inexact sqrt/division in them).
+    /// the CPU's bits (the probe found fused multiply-adds, or `+ - *` and the flush not behaving
+    /// as `lockstep_kernels::arith` assumes, in them).
     pub fn warn_if_not_bitwise(&self, kernels: lockstep_core::config::KernelSet) {
         if kernels == lockstep_core::config::KernelSet::Lockstep && !self.lockstep_bitwise {
             eprintln!(
@@ -177,19 +178,38 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
-/// Size the CPU thread pools. Must run before any tensor work; `0` keeps the defaults.
-/// Rayon (ndarray element-wise ops, flex) gets `threads`; matrixmultiply (ndarray's matmul)
-/// reads `MATMUL_NUM_THREADS`, which the binary sets before calling this.
+/// Size the CPU thread pools. Must run before any tensor work; `0` keeps the default size.
+/// Rayon (ndarray element-wise ops, flex, the lockstep kernels' CPU loops) gets `threads`;
+/// matrixmultiply (ndarray's stock matmul) reads `MATMUL_NUM_THREADS`, which the binary sets
+/// before calling this. Under `LOCKSTEP_CPU_FTZ=1` this thread and every pool thread run with
+/// the CPU's flush-to-zero and denormals-are-zero modes on (`lockstep_kernels::ftz`).
 pub fn configure_threads(threads: usize) -> Result<(), TrainError> {
-    if threads == 0 {
+    let ftz = lockstep_kernels::ftz::requested();
+    if ftz && !lockstep_kernels::ftz::set_this_thread(true) {
+        return Err(TrainError::Backend {
+            backend: "cpu".into(),
+            what: format!(
+                "{}=1 asks for flush-to-zero, which this CPU architecture has no control for",
+                lockstep_kernels::ftz::ENV
+            ),
+            fix: format!("unset {}", lockstep_kernels::ftz::ENV),
+        });
+    }
+    if threads == 0 && !ftz {
         return Ok(());
     }
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .map_err(|e| TrainError::Backend {
-            backend: "cpu".into(),
-            what: format!("cannot size the thread pool to {threads}: {e}"),
-            fix: "set threads before any training work starts in this process".into(),
-        })
+    let mut pool = rayon::ThreadPoolBuilder::new();
+    if threads > 0 {
+        pool = pool.num_threads(threads);
+    }
+    if ftz {
+        pool = pool.start_handler(|_| {
+            lockstep_kernels::ftz::set_this_thread(true);
+        });
+    }
+    pool.build_global().map_err(|e| TrainError::Backend {
+        backend: "cpu".into(),
+        what: format!("cannot size the thread pool to {threads}: {e}"),
+        fix: "set threads before any training work starts in this process".into(),
+    })
 }

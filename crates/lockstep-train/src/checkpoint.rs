@@ -123,7 +123,8 @@ impl Checkpoint {
         })
     }
 
-    /// The f32 values of tensor `name`, checked against the expected shape.
+    /// The f32 values of tensor `name`, checked against the expected shape and for NaN/Inf, with
+    /// subnormals flushed to signed zero.
     pub fn tensor(&self, name: &str, shape: &[usize], path: &Path) -> Result<Vec<f32>, TrainError> {
         let t = self.tensors.get(name).ok_or_else(|| {
             TrainError::checkpoint(
@@ -142,7 +143,17 @@ impl Checkpoint {
                 "resume with the config the checkpoint was trained with",
             ));
         }
-        Ok(t.to_f32().expect("dtype checked at load"))
+        let values = t.to_f32().expect("dtype checked at load");
+        if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+            return Err(TrainError::checkpoint(
+                path,
+                format!("tensor {name:?} holds a non-finite value ({bad})"),
+                "use a checkpoint from before the run diverged (lockstep never writes one with NaN/Inf)",
+            ));
+        }
+        // lockstep's kernels flush subnormals (lockstep_kernels::arith): a tensor holding one
+        // loads flushed, in memory only — the file is not touched.
+        Ok(lockstep_kernels::arith::flush_all(&values))
     }
 }
 

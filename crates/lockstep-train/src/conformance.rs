@@ -399,6 +399,276 @@ pub fn cases() -> Vec<Case> {
             },
         ));
     }
+    out.extend(underflow_cases());
+    out
+}
+
+/// Seeded values around the subnormal range: 1/8 subnormals, 1/16 `±MIN_POSITIVE`, 1/16 `±0`,
+/// half `±[1, 2) * 2^(exp - 0..8)` (so products and sums of two such values underflow when `exp`
+/// is near -63), the rest ordinary values in [-2, 2].
+pub fn underflow_values(n: usize, name: &str, exp: i32) -> Vec<f32> {
+    let mut s = SeedStream::new(2024, format!("conformance/underflow/{name}"));
+    (0..n)
+        .map(|_| {
+            let u = s.next_u32();
+            let sign = if u & 1 == 0 { 1.0f32 } else { -1.0 };
+            match (u >> 1) % 16 {
+                0 | 1 => sign * f32::from_bits(1 + (s.next_u32() >> 9)),
+                2 => sign * f32::MIN_POSITIVE,
+                3 => sign * 0.0,
+                4..=11 => {
+                    let scale = 2f32.powi(exp - (s.next_u32() % 8) as i32);
+                    sign * s.uniform_range(1.0, 2.0) * scale
+                }
+                _ => s.uniform_range(-2.0, 2.0),
+            }
+        })
+        .collect()
+}
+
+/// Every lockstep op on `underflow_values` inputs: subnormal and `±MIN_POSITIVE` inputs, products
+/// and sums that land below `MIN_POSITIVE`, softmax/exp results near the bottom of the normal
+/// range. `lockstep_kernels::arith` flushes all of these in software, so the rows stay bitwise
+/// on devices that flush subnormals in hardware (NVIDIA) and on ones that do not (the CPU,
+/// lavapipe). Stock ops have no such promise and get no rows here.
+fn underflow_cases() -> Vec<Case> {
+    let mut out = Vec::new();
+    let u = underflow_values;
+    let label = |s: &str| format!("{s} underflow");
+    let (m, k, n) = (9, 40, 7);
+    let (a, b, g) = (u(m * k, "a", -60), u(k * n, "b", -62), u(m * n, "g", -64));
+    let (a1, b1) = (a.clone(), b.clone());
+    out.push(case("matmul", "lockstep", label("9x40x7"), move |d| {
+        host(det::matmul(t(&a1, [m, k], d), t(&b1, [k, n], d)))
+    }));
+    let (g1, b1) = (g.clone(), b.clone());
+    out.push(case("matmul_a_bt", "lockstep", label("9x40x7"), move |d| {
+        host(det::matmul(
+            t(&g1, [m, n], d),
+            t(&b1, [k, n], d).transpose(),
+        ))
+    }));
+    let (a1, g1) = (a.clone(), g.clone());
+    out.push(case("matmul_at_b", "lockstep", label("9x40x7"), move |d| {
+        host(det::matmul(
+            t(&a1, [m, k], d).transpose(),
+            t(&g1, [m, n], d),
+        ))
+    }));
+    let (x, w, bias) = (
+        u(2 * 3 * 36, "cx", -60),
+        u(4 * 27, "cw", -62),
+        u(4, "cb", -125),
+    );
+    out.push(case("conv2d", "lockstep", label("2x3x6x6 k3"), move |d| {
+        host(conv2d_im2col(
+            t(&x, [2, 3, 6, 6], d),
+            t(&w, [4, 3, 3, 3], d),
+            t(&bias, [4], d),
+            1,
+        ))
+    }));
+    let px = u(2 * 3 * 8 * 8, "px", -124);
+    let pg = u(2 * 3 * 4 * 4, "pg", -124);
+    for (op, max) in [("max_pool2d", true), ("avg_pool2d", false)] {
+        let x1 = px.clone();
+        out.push(case(op, "lockstep", label("2x3x8x8"), move |d| {
+            let x = t(&x1, [2, 3, 8, 8], d);
+            host(if max {
+                det::max_pool2d(x, 2)
+            } else {
+                det::avg_pool2d(x, 2)
+            })
+        }));
+        let (x1, g1) = (px.clone(), pg.clone());
+        let grad_op = if max {
+            "max_pool2d_grad"
+        } else {
+            "avg_pool2d_grad"
+        };
+        out.push(case(grad_op, "lockstep", label("2x3x8x8"), move |d| {
+            let ad = d.clone().autodiff();
+            let x = t(&x1, [2, 3, 8, 8], &ad).require_grad();
+            let y = if max {
+                det::max_pool2d(x.clone(), 2)
+            } else {
+                det::avg_pool2d(x.clone(), 2)
+            };
+            let gs = (y * t(&g1, [2, 3, 4, 4], &ad)).sum().backward();
+            host(x.grad(&gs).expect("grad"))
+        }));
+    }
+    let (rx, rb) = (u(33 * 17, "rx", -124), u(17, "rb", -124));
+    let x1 = rx.clone();
+    out.push(case("sum_rows", "lockstep", label("33x17"), move |d| {
+        host(det::sum_rows(t(&x1, [33, 17], d)))
+    }));
+    let x1 = rx.clone();
+    out.push(case("sum_all", "lockstep", label("33x17"), move |d| {
+        host(det::sum_all(t(&x1, [33, 17], d)))
+    }));
+    let (x1, b1) = (rx.clone(), rb.clone());
+    out.push(case("add_bias", "lockstep", label("33x17"), move |d| {
+        host(det::add_bias(t(&x1, [33, 17], d), t(&b1, [1, 17], d)))
+    }));
+    let (x1, y1) = (u(600, "mx", -63), u(600, "my", -63));
+    out.push(case("mul", "lockstep", label("600"), move |d| {
+        host(det::mul(t(&x1, [600], d), t(&y1, [600], d)))
+    }));
+    // Activations: tiny and subnormal arguments, plus exp near its clamp (results ~1e-38).
+    let mut ax = u(1000, "ax", -60);
+    ax.extend((0..64).map(|i| -86.0 - i as f32 * 0.05));
+    let ag = u(ax.len(), "ag", -100);
+    let na = ax.len();
+    type Act = fn(Tensor<1>) -> Tensor<1>;
+    let acts: [(&'static str, &'static str, Act); 4] = [
+        ("exp", "exp_grad", det::exp::<1>),
+        ("sigmoid", "sigmoid_grad", det::sigmoid::<1>),
+        ("tanh", "tanh_grad", det::tanh::<1>),
+        ("gelu", "gelu_grad", det::gelu::<1>),
+    ];
+    for (op, grad_op, f) in acts {
+        let x1 = ax.clone();
+        out.push(case(op, "lockstep", label("1064"), move |d| {
+            host(f(t(&x1, [na], d)))
+        }));
+        let (x1, g1) = (ax.clone(), ag.clone());
+        out.push(case(grad_op, "lockstep", label("1064"), move |d| {
+            grad_of(&x1, [na], &g1, d, f)
+        }));
+    }
+    let lx: Vec<f32> = u(1000, "lx", -100).iter().map(|v| v.abs()).collect();
+    out.push(case("log", "lockstep", label("1000 |x|"), move |d| {
+        host(det::log(t(&lx, [1000], d)))
+    }));
+    // Softmax family: rows whose small probabilities land near MIN_POSITIVE, and the row that
+    // showed NVIDIA flushing softmax's backward (3x4: equal logits, exp's range ends, a gap).
+    let (sm, sc) = (4, 12);
+    let mut sx: Vec<f32> = (0..sm * sc)
+        .map(|i| {
+            if i % 3 == 0 {
+                0.0
+            } else {
+                -86.0 - (i % 7) as f32
+            }
+        })
+        .collect();
+    sx[..12].copy_from_slice(&[
+        3.0, 3.0, 3.0, 3.0, 88.0, -88.0, 0.0, 87.0, -100.0, 0.0, -100.0, -100.0,
+    ]);
+    let sg = u(sm * sc, "sg", -30);
+    let labels: Vec<u32> = (0..sm as u32).map(|i| (i * 5 + 1) % sc as u32).collect();
+    let tg = one_hot(&labels, sc);
+    for (op, log) in [("softmax", false), ("log_softmax", true)] {
+        let x1 = sx.clone();
+        out.push(case(op, "lockstep", label("4x12"), move |d| {
+            let x = t(&x1, [sm, sc], d);
+            host(if log {
+                det::log_softmax(x)
+            } else {
+                det::softmax(x)
+            })
+        }));
+        let (x1, g1) = (sx.clone(), sg.clone());
+        let grad_op = if log {
+            "log_softmax_grad"
+        } else {
+            "softmax_grad"
+        };
+        out.push(case(grad_op, "lockstep", label("4x12"), move |d| {
+            grad_of(&x1, [sm, sc], &g1, d, |x| {
+                if log {
+                    det::log_softmax(x)
+                } else {
+                    det::softmax(x)
+                }
+            })
+        }));
+    }
+    let (x1, t1) = (sx.clone(), tg.clone());
+    out.push(case("cross_entropy", "lockstep", label("4x12"), move |d| {
+        host(cross_entropy(
+            KernelSet::Lockstep,
+            t(&x1, [sm, sc], d),
+            t(&t1, [sm, sc], d),
+        ))
+    }));
+    let (x1, t1) = (sx, tg);
+    out.push(case(
+        "cross_entropy_grad",
+        "lockstep",
+        label("4x12"),
+        move |d| {
+            let ad = d.clone().autodiff();
+            let xt = t(&x1, [sm, sc], &ad).require_grad();
+            let gs = cross_entropy(KernelSet::Lockstep, xt.clone(), t(&t1, [sm, sc], &ad))
+                .sum()
+                .backward();
+            host(xt.grad(&gs).expect("grad"))
+        },
+    ));
+    // Optimizers: gradients whose squares and moments underflow, weights near MIN_POSITIVE.
+    let on = 4000;
+    let (w, gr, mo, v) = (
+        u(on, "ow", -110),
+        u(on, "og", -62),
+        u(on, "om", -120),
+        u(on, "ov", -125)
+            .iter()
+            .map(|x| x.abs())
+            .collect::<Vec<f32>>(),
+    );
+    for (kind, op, wd) in [
+        (
+            lockstep_core::config::OptimizerKind::Adam,
+            "adam_update",
+            0.01,
+        ),
+        (
+            lockstep_core::config::OptimizerKind::Adamw,
+            "adam_update",
+            0.01,
+        ),
+        (
+            lockstep_core::config::OptimizerKind::Sgd,
+            "sgd_update",
+            0.01,
+        ),
+    ] {
+        let cfg = lockstep_core::config::OptimizerConfig {
+            kind,
+            lr: 1e-3,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            weight_decay: wd,
+            momentum: 0.9,
+        };
+        let (w1, g1, m1, v1) = (w.clone(), gr.clone(), mo.clone(), v.clone());
+        out.push(case(
+            op,
+            "lockstep",
+            label(&format!("{on} ({kind:?})")),
+            move |d| {
+                let mut slots = vec![t(&m1, [on], d)];
+                if kind != lockstep_core::config::OptimizerKind::Sgd {
+                    slots.push(t(&v1, [on], d));
+                }
+                let mut all = host(crate::optim::update(
+                    &cfg,
+                    KernelSet::Lockstep,
+                    1e-3,
+                    3,
+                    t(&w1, [on], d),
+                    t(&g1, [on], d),
+                    &mut slots,
+                ));
+                for s in slots {
+                    all.extend(host(s));
+                }
+                all
+            },
+        ));
+    }
     out
 }
 

@@ -272,9 +272,10 @@ impl Normalizer {
             }
         }
     }
-    /// Normalise one raw pixel value: `((p / max - mean) / std) as f32`, computed in f64.
+    /// Normalise one raw pixel value: `((p / max - mean) / std) as f32`, computed in f64, then
+    /// flushed like every value entering lockstep's kernels (`lockstep_kernels::arith::flush`).
     pub fn apply(&self, p: f32) -> f32 {
-        ((p as f64 / self.max - self.mean) / self.std) as f32
+        lockstep_kernels::arith::flush(((p as f64 / self.max - self.mean) / self.std) as f32)
     }
 }
 

@@ -142,7 +142,7 @@ impl Model {
                 } as f32;
                 let mut stream = SeedStream::new(seed, format!("init/{}", s.name));
                 (0..s.numel())
-                    .map(|_| stream.uniform_range(-bound, bound))
+                    .map(|_| det::arith::flush(stream.uniform_range(-bound, bound)))
                     .collect()
             })
             .collect()
@@ -220,7 +220,10 @@ impl Model {
                             det::dropout_mask(&h, seed, &dropout_stream(layer, step), p as f32)
                         }
                     };
-                    h = h * mask;
+                    h = match self.kernels {
+                        KernelSet::Burn => h * mask,
+                        KernelSet::Lockstep => det::ops::mul(h, mask),
+                    };
                 }
             }
         }
@@ -254,7 +257,8 @@ pub fn dropout_mask(
 ///
 /// Stock set: reduces with `sum_dim` only (per row, then over the batch column): burn's full
 /// `sum()` uses float atomics on wgpu, whose order changes run to run. Lockstep set: the fused
-/// `xent` kernel per row, then `sum_rows` over the batch in order.
+/// `xent` kernel per row, then `sum_rows` over the batch in order, then one flushed product
+/// with `f32(1 / batch)` (`det::ops::mul`).
 pub fn cross_entropy(kernels: KernelSet, logits: Tensor<2>, targets: Tensor<2>) -> Tensor<2> {
     let batch = logits.dims()[0];
     match kernels {
@@ -262,7 +266,9 @@ pub fn cross_entropy(kernels: KernelSet, logits: Tensor<2>, targets: Tensor<2>) 
             (log_softmax(logits, 1) * targets).sum_dim(1).sum_dim(0) * (-1.0 / batch as f32)
         }
         KernelSet::Lockstep => {
-            det::sum_rows(det::cross_entropy_nll(logits, targets)) * (1.0 / batch as f32)
+            let sum = det::sum_rows(det::cross_entropy_nll(logits, targets));
+            let scale = Tensor::<2>::full([1, 1], 1.0 / batch as f32, &sum.device());
+            det::ops::mul(sum, scale)
         }
     }
 }

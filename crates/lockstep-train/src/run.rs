@@ -24,7 +24,7 @@ use crate::model::{Model, cross_entropy, one_hot, upload};
 use crate::{TrainError, optim};
 use burn::tensor::{Device, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use lockstep_core::config::{BackendKind, Config, learning_rate};
+use lockstep_core::config::{BackendKind, Config, KernelSet, learning_rate};
 use lockstep_core::manifest::{Placement, RunIdentity, RunManifest};
 use lockstep_core::tensorfile::{TensorEntry, TensorFile};
 use lockstep_core::{SeedStream, canonical_json, sha256_hex, write_atomic};
@@ -332,17 +332,18 @@ pub fn resume(dir: &Path, opts_in: &RunOptions) -> Result<RunSummary, TrainError
         ));
     }
     let backend = backend::open(backend_kind, opts.threads, opts.device.as_deref())?;
+    // Only the facts that decide this kernel set's bits: a lockstep-kernel run may continue on a
+    // device that fuses plain code, flushes subnormals or rounds sqrt its own way.
+    let lockstep = cfg.train.kernels == KernelSet::Lockstep;
+    let deciding = |k: &String| lockstep_kernels::profile::deciding_fact(k, lockstep);
     let recorded: BTreeMap<&String, &String> = manifest
         .placement
         .device
         .iter()
-        .filter(|(k, _)| k.starts_with("arith."))
+        .filter(|(k, _)| deciding(k))
         .collect();
-    let now: BTreeMap<&String, &String> = backend
-        .facts
-        .iter()
-        .filter(|(k, _)| k.starts_with("arith."))
-        .collect();
+    let now: BTreeMap<&String, &String> =
+        backend.facts.iter().filter(|(k, _)| deciding(k)).collect();
     if recorded != now {
         return Err(TrainError::run_dir(
             dir,

@@ -1,5 +1,6 @@
 //! CPU im2col / col2im in the order of `im2col`'s module doc.
 
+use crate::arith::{add, flush};
 use rayon::prelude::*;
 
 /// `x` `[n, c, h, w]` (`dims`) -> `[n*h*w, c*k*k]`.
@@ -22,7 +23,7 @@ pub fn im2col(x: &[f32], dims: [usize; 4], k: usize, pad: usize) -> Vec<f32> {
                         for kx in 0..k {
                             let (iy, ix) = (oy + ky, ox + kx);
                             let v = if iy >= pad && iy - pad < h && ix >= pad && ix - pad < w {
-                                x[((b * c + ci) * h + iy - pad) * w + ix - pad]
+                                flush(x[((b * c + ci) * h + iy - pad) * w + ix - pad])
                             } else {
                                 0.0
                             };
@@ -56,7 +57,7 @@ pub fn col2im(dcols: &[f32], dims: [usize; 4], k: usize, pad: usize) -> Vec<f32>
                     let (oy_p, ox_p) = (iy + pad, ix + pad);
                     if oy_p >= ky && oy_p - ky < h && ox_p >= kx && ox_p - kx < w {
                         let r = (b * h + oy_p - ky) * w + ox_p - kx;
-                        acc += dcols[r * cols + (ci * k + ky) * k + kx];
+                        acc = add(acc, flush(dcols[r * cols + (ci * k + ky) * k + kx]));
                     }
                 }
             }

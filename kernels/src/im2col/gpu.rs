@@ -1,6 +1,6 @@
 //! GPU im2col / col2im (CubeCL) in the order of `im2col`'s module doc. Inputs are contiguous.
 
-use crate::arith::gpu::nc;
+use crate::arith::gpu::{pin, zero};
 use cubecl::prelude::*;
 
 /// One thread per element of `cols` `[n*h*w, c*k*k]`; `x` is `[n, c, h, w]`.
@@ -8,6 +8,7 @@ use cubecl::prelude::*;
 pub fn im2col_kernel(
     x: &Tensor<f32>,
     out: &mut Tensor<f32>,
+    one: f32,
     #[comptime] k: usize,
     #[comptime] pad: usize,
 ) {
@@ -31,7 +32,7 @@ pub fn im2col_kernel(
     let ix = rem % w + kx;
     let mut v = 0.0f32;
     if iy >= pad && iy - pad < h && ix >= pad && ix - pad < w {
-        v = x[((b * c + ci) * h + iy - pad) * w + ix - pad];
+        v = pin(x[((b * c + ci) * h + iy - pad) * w + ix - pad], one);
     }
     out[pos] = v;
 }
@@ -59,12 +60,15 @@ pub fn col2im_kernel(
     let b = pos / (w * h * c);
     let oy_p = iy + pad;
     let ox_p = ix + pad;
-    let mut acc = 0.0f32;
+    let mut acc = zero(one);
     for ky in 0..k {
         for kx in 0..k {
             if oy_p >= ky && oy_p - ky < h && ox_p >= kx && ox_p - kx < w {
                 let r = (b * h + oy_p - ky) * w + ox_p - kx;
-                acc = nc(acc + dcols[r * cols + (ci * k + ky) * k + kx], one);
+                acc = pin(
+                    acc + pin(dcols[r * cols + (ci * k + ky) * k + kx], one),
+                    one,
+                );
             }
         }
     }

@@ -17,6 +17,7 @@
 //!     (oy, ox) = (iy + pad - ky, ix + pad - kx); if inside: dx += dcols[(b, oy, ox), (ci, ky, kx)] } }
 //! ```
 //!
+//! Both flush every value read and every sum (`arith`'s subnormal rule).
 //! CPU: threads over image rows; GPU: one thread per output element.
 
 pub mod cpu;

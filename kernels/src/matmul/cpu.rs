@@ -1,5 +1,11 @@
 //! CPU matmul in the fixed k order (see the module doc of `matmul`).
+//!
+//! Every output is `acc = flush(flush(a*b) + acc)` over flushed inputs (`arith`'s subnormal
+//! rule). The flushes cost more than the multiply-add itself, so a register tile skips them
+//! when they provably change nothing (`SafeTiles`): then the plain loop computes the same bits,
+//! and no subnormal ever arises in it, so a CPU in FTZ mode computes them too.
 
+use crate::arith::{MIN_POSITIVE_BITS, flush, flush_all};
 use rayon::prelude::*;
 
 /// Output rows per parallel task (a multiple of every register tile's row count).
@@ -23,22 +29,146 @@ pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, fused: bool) -
     if n == 0 || m == 0 {
         return c;
     }
+    let (cols, b_dirty) = col_exponents(b, n);
+    let b_flushed;
+    let b = if b_dirty {
+        b_flushed = flush_all(b);
+        &b_flushed[..]
+    } else {
+        b
+    };
+    let safe = SafeTiles {
+        cols: &cols,
+        threshold: if fused { SAFE_FUSED } else { SAFE_UNFUSED },
+    };
     c.par_chunks_mut(n * ROWS)
         .enumerate()
         .for_each(|(blk, out)| {
-            let a_rows = &a[blk * ROWS * k..(blk * ROWS * k + out.len() / n * k)];
+            let r0 = blk * ROWS;
+            let a_rows = &a[r0 * k..(r0 * k + out.len() / n * k)];
             if fused {
-                block_dispatch::<true>(a_rows, b, out, k, n)
+                block_dispatch::<true>(a_rows, b, out, k, n, &safe)
             } else {
-                block_dispatch::<false>(a_rows, b, out, k, n)
+                block_dispatch::<false>(a_rows, b, out, k, n, &safe)
             }
         });
     c
 }
 
+/// Biased exponent bound below which a tile must flush: a tile is safe when the smallest
+/// biased exponent of a nonzero value in its rows of `a`, plus that of its columns of `b`, is
+/// at least this. Unfused: then every nonzero product has `|a*b| >= 2^-102`, so every rounded
+/// product is a multiple of `2^-125`, so is every exact sum, and a sum below `2^-102` is exact:
+/// no product or partial sum is ever nonzero with magnitude `<= 2^-125`, i.e. never tiny, and
+/// `flush` is the identity on all of them. (Biased: `(ea - 127) + (eb - 127) >= -102`.)
+const SAFE_UNFUSED: u32 = 152;
+/// Fused (`a*b + acc` rounded once): the exact product must itself lie on the `2^-125` grid,
+/// `ulp(a) * ulp(b) >= 2^-125`, i.e. `(ea - 127 - 23) + (eb - 127 - 23) >= -125`.
+const SAFE_FUSED: u32 = 175;
+/// The exponent recorded for a row/column holding no nonzero value (never forces a flush).
+const NO_VALUE: u32 = 255;
+
+/// The biased exponent `e` of `v` as the tile test sees it (`NO_VALUE` for what `flush` zeroes)
+/// and whether `flush` changes `v`.
+#[inline(always)]
+fn exponent(v: f32) -> (u32, bool) {
+    let mag = v.to_bits() & 0x7fff_ffff;
+    let tiny = mag <= MIN_POSITIVE_BITS;
+    (if tiny { NO_VALUE } else { mag >> 23 }, tiny & (mag != 0))
+}
+
+/// Per row of `a` `[rows, k]`: the smallest biased exponent of a value that survives `flush`
+/// (`NO_VALUE` when none), and whether any value needs flushing.
+#[inline(always)]
+fn row_exponents(a: &[f32], rows: usize, k: usize) -> (Vec<u32>, bool) {
+    let mut dirty = false;
+    let out = (0..rows)
+        .map(|r| {
+            let mut min = NO_VALUE;
+            for &v in &a[r * k..(r + 1) * k] {
+                let (e, d) = exponent(v);
+                min = min.min(e);
+                dirty |= d;
+            }
+            min
+        })
+        .collect();
+    (out, dirty)
+}
+
+/// Per column of `b` `[k, n]`, as `row_exponents` (threads over blocks of rows; `min` is exact,
+/// so the combination order does not matter).
+fn col_exponents(b: &[f32], n: usize) -> (Vec<u32>, bool) {
+    const BLOCK: usize = 64;
+    b.par_chunks(BLOCK * n)
+        .map(|rows| col_exponents_dispatch(rows, n))
+        .reduce(
+            || (vec![NO_VALUE; n], false),
+            |(mut x, dx), (y, dy)| {
+                for (a, b) in x.iter_mut().zip(y) {
+                    *a = (*a).min(b);
+                }
+                (x, dx | dy)
+            },
+        )
+}
+
+fn col_exponents_dispatch(rows: &[f32], n: usize) -> (Vec<u32>, bool) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU supports the feature `col_exponents_avx512` is compiled for.
+        #[allow(unsafe_code)]
+        unsafe {
+            return col_exponents_avx512(rows, n);
+        }
+    }
+    col_exponents_block(rows, n)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn col_exponents_avx512(rows: &[f32], n: usize) -> (Vec<u32>, bool) {
+    col_exponents_block(rows, n)
+}
+
+#[inline(always)]
+fn col_exponents_block(rows: &[f32], n: usize) -> (Vec<u32>, bool) {
+    let mut out = vec![NO_VALUE; n];
+    let mut dirty = false;
+    for row in rows.chunks_exact(n) {
+        for (o, &v) in out.iter_mut().zip(row) {
+            let (e, d) = exponent(v);
+            *o = (*o).min(e);
+            dirty |= d;
+        }
+    }
+    (out, dirty)
+}
+
+/// Which register tiles may skip the flushes (see `SAFE_UNFUSED`): `cols` for all of `b`;
+/// the rows' exponents are computed per block (`tiled`).
+struct SafeTiles<'a> {
+    cols: &'a [u32],
+    threshold: u32,
+}
+
+impl SafeTiles<'_> {
+    fn skip_flush(&self, rows: &[u32], cols: std::ops::Range<usize>) -> bool {
+        let min = |s: &[u32]| s.iter().copied().min().unwrap_or(NO_VALUE);
+        min(rows) + min(&self.cols[cols]) >= self.threshold
+    }
+}
+
 /// The widest register tile this CPU runs. Only speed depends on the choice: every tile computes
 /// each output with its own accumulator in k order, so all of them give the same bits.
-fn block_dispatch<const FUSED: bool>(a: &[f32], b: &[f32], out: &mut [f32], k: usize, n: usize) {
+fn block_dispatch<const FUSED: bool>(
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    k: usize,
+    n: usize,
+    safe: &SafeTiles,
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f")
@@ -47,7 +177,7 @@ fn block_dispatch<const FUSED: bool>(a: &[f32], b: &[f32], out: &mut [f32], k: u
             // SAFETY: the CPU supports the features `block_avx512` is compiled for (checked above).
             #[allow(unsafe_code)]
             unsafe {
-                return block_avx512::<FUSED>(a, b, out, k, n);
+                return block_avx512::<FUSED>(a, b, out, k, n, safe);
             }
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -55,37 +185,58 @@ fn block_dispatch<const FUSED: bool>(a: &[f32], b: &[f32], out: &mut [f32], k: u
             // SAFETY: the CPU supports the features `block_avx2` is compiled for (checked above).
             #[allow(unsafe_code)]
             unsafe {
-                return block_avx2::<FUSED>(a, b, out, k, n);
+                return block_avx2::<FUSED>(a, b, out, k, n, safe);
             }
         }
     }
-    tiled::<FUSED, 4, 8>(a, b, out, k, n)
+    tiled::<FUSED, 4, 8>(a, b, out, k, n, safe)
 }
 
 /// 8 rows x 32 columns of accumulators in 16 zmm registers (`a * b + c` stays two roundings:
 /// rustc never contracts; FMA is used only by `mul_add`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-fn block_avx512<const FUSED: bool>(a: &[f32], b: &[f32], out: &mut [f32], k: usize, n: usize) {
-    tiled::<FUSED, 8, 32>(a, b, out, k, n)
+fn block_avx512<const FUSED: bool>(
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    k: usize,
+    n: usize,
+    safe: &SafeTiles,
+) {
+    tiled::<FUSED, 8, 32>(a, b, out, k, n, safe)
 }
 
 /// 4 rows x 16 columns of accumulators in 8 ymm registers.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn block_avx2<const FUSED: bool>(a: &[f32], b: &[f32], out: &mut [f32], k: usize, n: usize) {
-    tiled::<FUSED, 4, 16>(a, b, out, k, n)
+fn block_avx2<const FUSED: bool>(
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    k: usize,
+    n: usize,
+    safe: &SafeTiles,
+) {
+    tiled::<FUSED, 4, 16>(a, b, out, k, n, safe)
 }
 
+/// One multiply-add step; `FLUSH` applies `arith`'s rule to each rounded value.
 #[inline(always)]
-fn mad<const FUSED: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FUSED { a.mul_add(b, c) } else { a * b + c }
+fn mad<const FUSED: bool, const FLUSH: bool>(a: f32, b: f32, c: f32) -> f32 {
+    match (FUSED, FLUSH) {
+        (true, false) => a.mul_add(b, c),
+        (true, true) => flush(a.mul_add(b, c)),
+        (false, false) => a * b + c,
+        (false, true) => flush(flush(a * b) + c),
+    }
 }
 
 /// Rows of `out` (`[rows, n]`, zeroed) in register tiles of `R x W` outputs (then `R x 16` and
 /// `R x 8` for the last columns): per tile, the accumulators stay in registers for the whole k
 /// loop (p = 0, 1, ..., k-1) and are stored once. Whatever is left (fewer than `R` rows or 8
-/// columns) takes `span`, the same order without tiling.
+/// columns) takes `span`, the same order without tiling. Each tile or span flushes unless
+/// `safe` proves it need not.
 #[inline(always)]
 fn tiled<const FUSED: bool, const R: usize, const W: usize>(
     a: &[f32],
@@ -93,33 +244,85 @@ fn tiled<const FUSED: bool, const R: usize, const W: usize>(
     out: &mut [f32],
     k: usize,
     n: usize,
+    safe: &SafeTiles,
 ) {
     let rows = out.len() / n;
+    let (row_exp, a_dirty) = row_exponents(a, rows, k);
+    let a_flushed;
+    let a = if a_dirty {
+        a_flushed = flush_all(a);
+        &a_flushed[..]
+    } else {
+        a
+    };
     let mut r0 = 0;
     while r0 + R <= rows {
         let arows: [&[f32]; R] = std::array::from_fn(|r| &a[(r0 + r) * k..(r0 + r + 1) * k]);
+        let re = &row_exp[r0..r0 + R];
         let mut j0 = 0;
         while j0 + W <= n {
-            tile::<FUSED, R, W>(&arows, b, out, n, r0, j0);
+            tile_either::<FUSED, R, W>(&arows, b, out, n, (r0, re), j0, safe);
             j0 += W;
         }
         if W > 16 && j0 + 16 <= n {
-            tile::<FUSED, R, 16>(&arows, b, out, n, r0, j0);
+            tile_either::<FUSED, R, 16>(&arows, b, out, n, (r0, re), j0, safe);
             j0 += 16;
         }
         if W > 8 && j0 + 8 <= n {
-            tile::<FUSED, R, 8>(&arows, b, out, n, r0, j0);
+            tile_either::<FUSED, R, 8>(&arows, b, out, n, (r0, re), j0, safe);
             j0 += 8;
         }
-        span::<FUSED>(a, b, out, k, n, r0..r0 + R, j0..n);
+        span_either::<FUSED>(a, b, out, k, n, (r0..r0 + R, re), j0..n, safe);
         r0 += R;
     }
-    span::<FUSED>(a, b, out, k, n, r0..rows, 0..n);
+    span_either::<FUSED>(a, b, out, k, n, (r0..rows, &row_exp[r0..]), 0..n, safe);
+}
+
+/// One tile, flushing unless `safe` proves it need not; `(r0, re)`: its first row and its
+/// rows' exponents.
+#[inline(always)]
+fn tile_either<const FUSED: bool, const R: usize, const W: usize>(
+    arows: &[&[f32]; R],
+    b: &[f32],
+    out: &mut [f32],
+    n: usize,
+    (r0, re): (usize, &[u32]),
+    j0: usize,
+    safe: &SafeTiles,
+) {
+    if safe.skip_flush(re, j0..j0 + W) {
+        tile::<FUSED, false, R, W>(arows, b, out, n, r0, j0)
+    } else {
+        tile::<FUSED, true, R, W>(arows, b, out, n, r0, j0)
+    }
+}
+
+/// `span`, flushing unless `safe` proves it need not; `(rows, re)`: the rows and their exponents.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn span_either<const FUSED: bool>(
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    k: usize,
+    n: usize,
+    (rows, re): (std::ops::Range<usize>, &[u32]),
+    cols: std::ops::Range<usize>,
+    safe: &SafeTiles,
+) {
+    if rows.is_empty() || cols.is_empty() {
+        return;
+    }
+    if safe.skip_flush(re, cols.clone()) {
+        span::<FUSED, false>(a, b, out, k, n, rows, cols)
+    } else {
+        span::<FUSED, true>(a, b, out, k, n, rows, cols)
+    }
 }
 
 /// One `R x W` tile of outputs at row `r0`, column `j0`.
 #[inline(always)]
-fn tile<const FUSED: bool, const R: usize, const W: usize>(
+fn tile<const FUSED: bool, const FLUSH: bool, const R: usize, const W: usize>(
     arows: &[&[f32]; R],
     b: &[f32],
     out: &mut [f32],
@@ -133,7 +336,7 @@ fn tile<const FUSED: bool, const R: usize, const W: usize>(
         for r in 0..R {
             let av = arows[r][p];
             for j in 0..W {
-                acc[r][j] = mad::<FUSED>(av, bw[j], acc[r][j]);
+                acc[r][j] = mad::<FUSED, FLUSH>(av, bw[j], acc[r][j]);
             }
         }
     }
@@ -144,7 +347,7 @@ fn tile<const FUSED: bool, const R: usize, const W: usize>(
 
 /// Outputs `rows x cols` of `out` (zeroed): for p in 0..k in order, add `a[r,p] * b[p, cols]`.
 #[inline(always)]
-fn span<const FUSED: bool>(
+fn span<const FUSED: bool, const FLUSH: bool>(
     a: &[f32],
     b: &[f32],
     out: &mut [f32],
@@ -153,30 +356,27 @@ fn span<const FUSED: bool>(
     rows: std::ops::Range<usize>,
     cols: std::ops::Range<usize>,
 ) {
-    if cols.is_empty() {
-        return;
-    }
     for p in 0..k {
         let brow = &b[p * n + cols.start..p * n + cols.end];
         for r in rows.clone() {
             let av = a[r * k + p];
             let crow = &mut out[r * n + cols.start..r * n + cols.end];
             for (cv, &bv) in crow.iter_mut().zip(brow) {
-                *cv = mad::<FUSED>(av, bv, *cv);
+                *cv = mad::<FUSED, FLUSH>(av, bv, *cv);
             }
         }
     }
 }
 
-/// The plain triple loop: the reference the fast version must match bit for bit.
-#[allow(clippy::assign_op_pattern)] // `acc = a*b + acc` is the documented order
+/// The plain triple loop: the reference the fast version must match bit for bit. Every read,
+/// product and sum flushed (`arith`), no shortcuts.
 pub fn matmul_reference(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     let mut out = vec![0f32; m * n];
     for i in 0..m {
         for j in 0..n {
             let mut acc = 0f32;
             for p in 0..k {
-                acc = a[i * k + p] * b[p * n + j] + acc;
+                acc = crate::arith::mad(flush(a[i * k + p]), flush(b[p * n + j]), acc);
             }
             out[i * n + j] = acc;
         }
@@ -192,6 +392,12 @@ mod tests {
     fn seeded(n: usize, name: &str) -> Vec<f32> {
         let mut s = SeedStream::new(5, name);
         (0..n).map(|_| s.uniform_range(-2.0, 2.0)).collect()
+    }
+
+    fn first_mismatch(got: &[f32], want: &[f32]) -> Option<usize> {
+        got.iter()
+            .zip(want)
+            .position(|(x, y)| x.to_bits() != y.to_bits())
     }
 
     #[test]
@@ -211,46 +417,143 @@ mod tests {
             let (a, b) = (seeded(m * k, "a"), seeded(k * n, "b"));
             let fast = matmul(&a, &b, m, k, n, false);
             let slow = matmul_reference(&a, &b, m, k, n);
-            let bad = fast
-                .iter()
-                .zip(&slow)
-                .position(|(x, y)| x.to_bits() != y.to_bits());
+            let bad = first_mismatch(&fast, &slow);
             assert_eq!(bad, None, "{m}x{k}x{n}: first mismatch at {bad:?}");
         }
     }
 
+    /// Inputs where some tiles underflow: rows of `a` and columns of `b` scaled down so their
+    /// products and partial sums land below `MIN_POSITIVE` (or just above it), plus explicit
+    /// subnormals, `±MIN_POSITIVE` and zeros; other tiles stay ordinary.
+    fn underflowing(m: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>) {
+        let (mut a, mut b) = (seeded(m * k, "ua"), seeded(k * n, "ub"));
+        for (i, v) in a.iter_mut().enumerate() {
+            let (r, p) = (i / k, i % k);
+            if r % 3 == 1 {
+                *v *= 2f32.powi(-60 - (p % 5) as i32);
+            }
+            match i % 29 {
+                3 => *v = f32::from_bits(1 + i as u32),
+                7 => *v = -f32::MIN_POSITIVE,
+                11 => *v = 0.0,
+                _ => {}
+            }
+        }
+        for (i, v) in b.iter_mut().enumerate() {
+            let j = i % n;
+            if j % 4 == 2 {
+                *v *= 2f32.powi(-62);
+            }
+            if i % 31 == 5 {
+                *v = -f32::from_bits(0x7f_ffff);
+            }
+        }
+        (a, b)
+    }
+
+    #[test]
+    fn underflowing_products_and_sums_match_the_reference_with_and_without_cpu_ftz() {
+        let (mut tiny, mut ordinary) = (0, 0);
+        for (m, k, n) in [(1, 1, 1), (9, 37, 41), (17, 200, 70), (33, 5, 9)] {
+            let (a, b) = underflowing(m, k, n);
+            let want = matmul_reference(&a, &b, m, k, n);
+            tiny += want.iter().filter(|&&v| v.abs() < 1e-30).count();
+            ordinary += want.iter().filter(|&&v| v.abs() > 1e-3).count();
+            for ftz in [false, true] {
+                let got = crate::ftz::run_with(ftz, || matmul(&a, &b, m, k, n, false));
+                let bad = first_mismatch(&got, &want);
+                assert_eq!(
+                    bad, None,
+                    "{m}x{k}x{n} ftz={ftz}: first mismatch at {bad:?}"
+                );
+                let reference = crate::ftz::run_with(ftz, || matmul_reference(&a, &b, m, k, n));
+                assert_eq!(
+                    first_mismatch(&reference, &want),
+                    None,
+                    "reference, ftz={ftz}"
+                );
+            }
+        }
+        assert!(
+            tiny > 0 && ordinary > 0,
+            "tiny {tiny}, ordinary {ordinary} outputs"
+        );
+    }
+
+    /// The check above can fail: the same loop without the flushes gives other bits once the CPU
+    /// flushes in hardware (and other bits than the flushed reference without it).
+    #[test]
+    fn a_matmul_without_the_flush_is_caught() {
+        let (m, k, n) = (17, 200, 70);
+        let (a, b) = underflowing(m, k, n);
+        let unflushed = |a: &[f32], b: &[f32]| {
+            let mut out = vec![0f32; m * n];
+            for i in 0..m {
+                for j in 0..n {
+                    let mut acc = 0f32;
+                    for p in 0..k {
+                        acc += std::hint::black_box(a[i * k + p] * b[p * n + j]);
+                    }
+                    out[i * n + j] = acc;
+                }
+            }
+            out
+        };
+        let off = crate::ftz::run_with(false, || unflushed(&a, &b));
+        let on = crate::ftz::run_with(true, || unflushed(&a, &b));
+        assert!(
+            first_mismatch(&off, &on).is_some(),
+            "FTZ must change the unflushed loop"
+        );
+        let want = matmul_reference(&a, &b, m, k, n);
+        assert!(first_mismatch(&off, &want).is_some());
+    }
+
     /// Each dispatch target (the portable 4x8 tile, AVX2's 4x16, AVX-512's 8x32 and the tails)
-    /// gives the reference loop's bits, so the CPU a run lands on cannot change its results.
+    /// gives the reference loop's bits, so the CPU a run lands on cannot change its results —
+    /// on ordinary inputs (no tile flushes) and on underflowing ones (some tiles flush).
     #[test]
     fn every_register_tile_gives_the_reference_bits() {
         for (m, k, n) in [(8, 5, 40), (13, 33, 57), (16, 100, 72), (3, 2, 9)] {
-            let (a, b) = (seeded(m * k, "a"), seeded(k * n, "b"));
-            let want = matmul_reference(&a, &b, m, k, n);
-            let mut tiles: Vec<(&str, Vec<f32>)> = Vec::new();
-            let mut run = |name, f: &dyn Fn(&mut [f32])| {
-                let mut out = vec![0f32; m * n];
-                f(&mut out);
-                tiles.push((name, out));
-            };
-            run("4x8", &|o| tiled::<false, 4, 8>(&a, &b, o, k, n));
-            run("4x16", &|o| tiled::<false, 4, 16>(&a, &b, o, k, n));
-            run("8x32", &|o| tiled::<false, 8, 32>(&a, &b, o, k, n));
-            #[cfg(target_arch = "x86_64")]
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                // SAFETY: the features were just detected.
-                #[allow(unsafe_code)]
-                run("avx512", &|o| unsafe {
-                    block_avx512::<false>(&a, &b, o, k, n)
-                });
-            }
-            for (name, got) in tiles {
-                let bad = got
-                    .iter()
-                    .zip(&want)
-                    .position(|(x, y)| x.to_bits() != y.to_bits());
-                assert_eq!(bad, None, "{name} {m}x{k}x{n}: first mismatch at {bad:?}");
+            for tiny in [false, true] {
+                let (a, b) = if tiny {
+                    underflowing(m, k, n)
+                } else {
+                    (seeded(m * k, "a"), seeded(k * n, "b"))
+                };
+                let want = matmul_reference(&a, &b, m, k, n);
+                let (cols, _) = col_exponents(&b, n);
+                let b = flush_all(&b);
+                let safe = SafeTiles {
+                    cols: &cols,
+                    threshold: SAFE_UNFUSED,
+                };
+                let mut tiles: Vec<(&str, Vec<f32>)> = Vec::new();
+                let mut run = |name, f: &dyn Fn(&mut [f32])| {
+                    let mut out = vec![0f32; m * n];
+                    f(&mut out);
+                    tiles.push((name, out));
+                };
+                run("4x8", &|o| tiled::<false, 4, 8>(&a, &b, o, k, n, &safe));
+                run("4x16", &|o| tiled::<false, 4, 16>(&a, &b, o, k, n, &safe));
+                run("8x32", &|o| tiled::<false, 8, 32>(&a, &b, o, k, n, &safe));
+                #[cfg(target_arch = "x86_64")]
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the features were just detected.
+                    #[allow(unsafe_code)]
+                    run("avx512", &|o| unsafe {
+                        block_avx512::<false>(&a, &b, o, k, n, &safe)
+                    });
+                }
+                for (name, got) in tiles {
+                    let bad = first_mismatch(&got, &want);
+                    assert_eq!(
+                        bad, None,
+                        "{name} {m}x{k}x{n} tiny={tiny}: first mismatch at {bad:?}"
+                    );
+                }
             }
         }
     }

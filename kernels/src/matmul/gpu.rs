@@ -1,6 +1,7 @@
-//! GPU matmul kernel (CubeCL): one thread per output, k in order (see `matmul`'s module doc).
+//! GPU matmul kernel (CubeCL): one thread per output, k in order, every read, product and sum
+//! pinned (flushed, unfused; see `matmul`'s module doc and `arith`).
 
-use crate::arith::gpu::mad_nc;
+use crate::arith::gpu::{mad, pin, zero};
 use cubecl::prelude::*;
 
 /// Outputs `acc_in + sum over p in p0..p1` (one launch per block of k, see `LOOP_BLOCK`):
@@ -29,12 +30,14 @@ pub fn matmul_kernel(
     let a_s1 = a.stride(1);
     let b_col = j * b.stride(1);
     let b_s0 = b.stride(0);
-    let mut acc = 0.0f32;
+    let mut acc = zero(one);
     if !first {
         acc = acc_in[pos];
     }
     for p in (p0 as usize)..(p1 as usize) {
-        acc = mad_nc(a[a_row + p * a_s1], b[p * b_s0 + b_col], acc, one);
+        let av = pin(a[a_row + p * a_s1], one);
+        let bv = pin(b[p * b_s0 + b_col], one);
+        acc = mad(av, bv, acc, one);
     }
     out[pos] = acc;
 }

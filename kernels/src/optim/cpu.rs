@@ -1,6 +1,7 @@
 //! CPU optimizer updates in the order of `optim`'s module doc.
 
 use super::{AdamHyper, Decay, SgdHyper};
+use crate::arith::{add, flush, mad, mul, recip_fixed, sqrt_fixed, sub};
 use rayon::prelude::*;
 
 /// Elements per parallel task (any value gives the same bits: the update is element-wise).
@@ -9,7 +10,7 @@ const CHUNK: usize = 1 << 14;
 /// One SGD-momentum step; returns `(w, buf)`.
 pub fn sgd(w: &[f32], g: &[f32], buf: &[f32], hp: SgdHyper, decay: Decay) -> (Vec<f32>, Vec<f32>) {
     assert!(g.len() == w.len() && buf.len() == w.len(), "sgd: lengths");
-    let [lr, wd, mu] = hp;
+    let [lr, wd, mu] = hp.map(flush);
     let (mut wo, mut bo) = (vec![0f32; w.len()], vec![0f32; w.len()]);
     wo.par_chunks_mut(CHUNK)
         .zip(bo.par_chunks_mut(CHUNK))
@@ -17,15 +18,15 @@ pub fn sgd(w: &[f32], g: &[f32], buf: &[f32], hp: SgdHyper, decay: Decay) -> (Ve
         .for_each(|(c, (wo, bo))| {
             let s = c * CHUNK;
             for i in 0..wo.len() {
-                let (w, g, b) = (w[s + i], g[s + i], buf[s + i]);
+                let (w, g, b) = (flush(w[s + i]), flush(g[s + i]), flush(buf[s + i]));
                 let g1 = if decay == Decay::Coupled {
-                    g + w * wd
+                    mad(w, wd, g)
                 } else {
                     g
                 };
-                let b = b * mu + g1;
+                let b = mad(b, mu, g1);
                 bo[i] = b;
-                wo[i] = w - b * lr;
+                wo[i] = sub(w, mul(b, lr));
             }
         });
     (wo, bo)
@@ -58,8 +59,8 @@ pub fn adam(
     (wo, mo, vo)
 }
 
-/// The widest vector width this CPU runs (speed only: the update is element-wise and `sqrt`
-/// and `/` are correctly rounded at every width, so every path gives the same bits).
+/// The widest vector width this CPU runs (speed only: the update is element-wise and built from
+/// `+ - *` and bit operations, so every path gives the same bits).
 fn adam_dispatch(ins: [&[f32]; 4], outs: [&mut [f32]; 3], hp: AdamHyper, decay: Decay) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -96,21 +97,26 @@ fn adam_avx2(ins: [&[f32]; 4], outs: [&mut [f32]; 3], hp: AdamHyper, decay: Deca
 /// The update of `optim`'s module doc over one chunk (all slices the same length).
 #[inline(always)]
 fn adam_chunk(ins: [&[f32]; 4], outs: [&mut [f32]; 3], hp: AdamHyper, decay: Decay) {
-    let [lr, wd, b1, b2, omb1, omb2, c1, c2, eps, lrwd] = hp;
+    let [lr, wd, b1, b2, omb1, omb2, c1, c2, eps, lrwd] = hp.map(flush);
     let (coupled, decoupled) = (decay == Decay::Coupled, decay == Decay::Decoupled);
     let [wo, mo, vo] = outs;
     let n = wo.len();
     let (w, g, m, v) = (&ins[0][..n], &ins[1][..n], &ins[2][..n], &ins[3][..n]);
     let (mo, vo) = (&mut mo[..n], &mut vo[..n]);
     for i in 0..n {
-        let (wi, gi) = (w[i], g[i]);
-        let g1 = if coupled { gi + wi * wd } else { gi };
-        let mi = m[i] * b1 + g1 * omb1;
-        let vi = v[i] * b2 + (g1 * g1) * omb2;
-        let u = (mi * c1) / ((vi * c2).sqrt() + eps);
-        let wi = if decoupled { wi - wi * lrwd } else { wi };
+        let (wi, gi) = (flush(w[i]), flush(g[i]));
+        let g1 = if coupled { mad(wi, wd, gi) } else { gi };
+        let mi = add(mul(flush(m[i]), b1), mul(g1, omb1));
+        let vi = add(mul(flush(v[i]), b2), mul(mul(g1, g1), omb2));
+        let den = add(sqrt_fixed(mul(vi, c2)), eps);
+        let u = mul(mul(mi, c1), recip_fixed(den));
+        let wi = if decoupled {
+            sub(wi, mul(wi, lrwd))
+        } else {
+            wi
+        };
         mo[i] = mi;
         vo[i] = vi;
-        wo[i] = wi - u * lr;
+        wo[i] = sub(wi, mul(u, lr));
     }
 }

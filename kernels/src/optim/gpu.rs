@@ -1,7 +1,7 @@
 //! GPU optimizer updates (CubeCL), one thread per element, the order of `optim`'s module doc.
-//! Every product passes `nc` before it is added, so no compiler can fuse it.
+//! Every read and every rounded value passes `pin` (flushed, and no compiler can fuse across it).
 
-use crate::arith::gpu::nc;
+use crate::arith::gpu::{mad, pin, recip_fixed, sqrt_fixed};
 use cubecl::prelude::*;
 
 #[cube(launch)]
@@ -21,14 +21,14 @@ pub fn sgd_kernel(
     if i >= w_out.len() {
         terminate!();
     }
-    let wv = w[i];
-    let mut g1 = g[i];
+    let wv = pin(w[i], one);
+    let mut g1 = pin(g[i], one);
     if decay == 1 {
-        g1 = nc(g1 + nc(wv * wd, one), one);
+        g1 = mad(wv, wd, g1, one);
     }
-    let b = nc(nc(buf[i] * mu, one) + g1, one);
+    let b = mad(pin(buf[i], one), mu, g1, one);
     buf_out[i] = b;
-    w_out[i] = nc(wv - nc(b * lr, one), one);
+    w_out[i] = pin(wv - pin(b * lr, one), one);
 }
 
 /// The scalars are `optim::AdamHyper` in order.
@@ -59,20 +59,20 @@ pub fn adam_kernel(
     if i >= w_out.len() {
         terminate!();
     }
-    let mut wv = w[i];
-    let mut g1 = g[i];
+    let mut wv = pin(w[i], one);
+    let mut g1 = pin(g[i], one);
     if decay == 1 {
-        g1 = nc(g1 + nc(wv * wd, one), one);
+        g1 = mad(wv, wd, g1, one);
     }
-    let mv = nc(nc(m[i] * b1, one) + nc(g1 * omb1, one), one);
-    let gg = nc(g1 * g1, one);
-    let vv = nc(nc(v[i] * b2, one) + nc(gg * omb2, one), one);
-    let den = nc(nc(f32::sqrt(nc(vv * c2, one)), one) + eps, one);
-    let u = nc(nc(mv * c1, one) / den, one);
+    let mv = pin(pin(pin(m[i], one) * b1, one) + pin(g1 * omb1, one), one);
+    let gg = pin(g1 * g1, one);
+    let vv = pin(pin(pin(v[i], one) * b2, one) + pin(gg * omb2, one), one);
+    let den = pin(sqrt_fixed(pin(vv * c2, one), one) + eps, one);
+    let u = pin(pin(mv * c1, one) * recip_fixed(den, one), one);
     if decay == 2 {
-        wv = nc(wv - nc(wv * lrwd, one), one);
+        wv = pin(wv - pin(wv * lrwd, one), one);
     }
     m_out[i] = mv;
     v_out[i] = vv;
-    w_out[i] = nc(wv - nc(u * lr, one), one);
+    w_out[i] = pin(wv - pin(u * lr, one), one);
 }

@@ -1,8 +1,9 @@
 //! `optim`: fused optimizer updates, one pass per parameter tensor, element-wise (no reductions).
 //!
-//! Per element, in this order on both sides, every product rounded before it is added (`mad`
-//! below is `round(round(a*b) + c)`), mirroring the stock tensor-op path in
-//! `lockstep_train::optim` operation for operation, so both give the same bits:
+//! lockstep's own optimizer arithmetic, built from `+ - *` only (`arith`'s contract: no hardware
+//! `sqrt` or `/`, which real GPUs do not round correctly). Per element, in this order on both
+//! sides; every read and every rounded value is flushed (`arith`'s subnormal rule), `mad(a, b,
+//! c)` is `fl(fl(a*b) + c)`:
 //!
 //! ```text
 //! SGD     g1 = decay ? mad(w, wd, g) : g
@@ -11,15 +12,17 @@
 //! Adam(W) g1 = coupled ? mad(w, wd, g) : g                      (Adam's L2 term)
 //!         m  = m*b1 + g1*(1-b1)                                  (two rounded products, one add)
 //!         v  = v*b2 + (g1*g1)*(1-b2)
-//!         u  = (m*c1) / (sqrt(v*c2) + eps)                       c1 = 1/(1-b1^t), c2 = 1/(1-b2^t)
+//!         u  = (m*c1) * recip_fixed(sqrt_fixed(v*c2) + eps)      c1 = 1/(1-b1^t), c2 = 1/(1-b2^t)
 //!         w  = decoupled ? w - w*(lr*wd) : w                     (AdamW's decay, applied first)
 //!         w  = w - u*lr
 //! ```
 //!
-//! The scalars (`1-b1`, `c1`, `lr*wd`, ...) are computed on the host exactly as the stock path
-//! does (f64 then one rounding to f32, or one f32 product). `sqrt` and `/` are the only operations
-//! outside `+ - *`: they are IEEE correctly rounded on the CPU, and the device must be too — the
-//! arithmetic profile (`profile`) probes both and records the answer in the run's manifest.
+//! `sqrt_fixed` and `recip_fixed` are `arith`'s Newton iterations (a few ULP from the correctly
+//! rounded values, the same bits everywhere), so the lockstep Adam differs from the stock
+//! tensor-op update (`lockstep_train::optim`, hardware `sqrt` and `/`) within the declared
+//! `adam_update` tolerance; SGD uses neither and equals the stock update bit for bit. The scalars
+//! (`1-b1`, `c1`, `lr*wd`, ...) are computed once on the host exactly as the stock path does (f64
+//! then one rounding to f32, or one f32 product) and flushed like any input.
 //! CPU: threads over fixed chunks of elements; GPU: one thread per element.
 
 pub mod cpu;

@@ -1,6 +1,7 @@
 //! CPU pooling in the order of `pool`'s module doc.
 
 use super::Pool;
+use crate::arith::{add, flush, mul};
 use rayon::prelude::*;
 
 /// `[n, c, h, w]` as `planes = n * c`, `h`, `w`; returns `[planes, h / k, w / k]`.
@@ -18,15 +19,15 @@ pub fn forward(x: &[f32], planes: usize, h: usize, w: usize, k: usize, kind: Poo
             for ox in 0..wo {
                 let base = oy * k * w + ox * k;
                 y[oy * wo + ox] = match kind {
-                    Pool::Max => xp[argmax(xp, base, w, k)],
+                    Pool::Max => flush(xp[argmax(xp, base, w, k)]),
                     Pool::Avg => {
                         let mut s = 0f32;
                         for dy in 0..k {
                             for dx in 0..k {
-                                s += xp[base + dy * w + dx];
+                                s = add(s, flush(xp[base + dy * w + dx]));
                             }
                         }
-                        s * inv
+                        mul(s, inv)
                     }
                 };
             }
@@ -35,15 +36,17 @@ pub fn forward(x: &[f32], planes: usize, h: usize, w: usize, k: usize, kind: Poo
     out
 }
 
-/// The window at `base` (plane offset): index of its maximum, ties to the earliest (module doc).
+/// The window at `base` (plane offset): index of its maximum over the flushed values, ties to
+/// the earliest (module doc).
 #[inline]
 fn argmax(xp: &[f32], base: usize, w: usize, k: usize) -> usize {
-    let (mut m, mut arg) = (xp[base], base);
+    let (mut m, mut arg) = (flush(xp[base]), base);
     for dy in 0..k {
         for dx in 0..k {
             let j = base + dy * w + dx;
-            if xp[j] > m {
-                m = xp[j];
+            let v = flush(xp[j]);
+            if v > m {
+                m = v;
                 arg = j;
             }
         }
@@ -80,7 +83,7 @@ pub fn backward(
             if oy >= ho || ox >= wo {
                 continue;
             }
-            let g = gp[oy * wo + ox];
+            let g = flush(gp[oy * wo + ox]);
             *di = match kind {
                 Pool::Max => {
                     if argmax(xp, oy * k * w + ox * k, w, k) == i {
@@ -89,7 +92,7 @@ pub fn backward(
                         0.0
                     }
                 }
-                Pool::Avg => g * inv,
+                Pool::Avg => mul(g, inv),
             };
         }
     });

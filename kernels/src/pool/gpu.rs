@@ -1,18 +1,18 @@
 //! GPU pooling (CubeCL) in the order of `pool`'s module doc. Inputs are contiguous
 //! `[n, c, h, w]` (the host makes them so); `kind` 0 = max, 1 = avg.
 
-use crate::arith::gpu::nc;
+use crate::arith::gpu::{pin, zero};
 use cubecl::prelude::*;
 
 /// Plane offset of the maximum of the window at `base`, ties to the earliest (module doc).
 #[cube]
-fn argmax(x: &Tensor<f32>, base: usize, w: usize, #[comptime] k: usize) -> usize {
-    let mut m = x[base];
+fn argmax(x: &Tensor<f32>, base: usize, w: usize, one: f32, #[comptime] k: usize) -> usize {
+    let mut m = pin(x[base], one);
     let mut arg = base;
     for dy in 0..k {
         for dx in 0..k {
             let j = base + dy * w + dx;
-            let v = x[j];
+            let v = pin(x[j], one);
             if v > m {
                 m = v;
                 arg = j;
@@ -46,15 +46,15 @@ pub fn pool_forward_kernel(
     let plane = t / ho;
     let base = plane * h * w + oy * k * w + ox * k;
     if kind == 0 {
-        y[pos] = x[argmax(x, base, w, k)];
+        y[pos] = pin(x[argmax(x, base, w, one, k)], one);
     } else {
-        let mut s = 0.0f32;
+        let mut s = zero(one);
         for dy in 0..k {
             for dx in 0..k {
-                s = nc(s + x[base + dy * w + dx], one);
+                s = pin(s + pin(x[base + dy * w + dx], one), one);
             }
         }
-        y[pos] = nc(s * inv, one);
+        y[pos] = pin(s * inv, one);
     }
 }
 
@@ -86,12 +86,12 @@ pub fn pool_backward_kernel(
     if oy >= ho || ox >= wo {
         d[i] = 0.0f32;
     } else {
-        let gv = g[plane * ho * wo + oy * wo + ox];
+        let gv = pin(g[plane * ho * wo + oy * wo + ox], one);
         if kind == 0 {
-            let arg = argmax(x, plane * h * w + oy * k * w + ox * k, w, k);
+            let arg = argmax(x, plane * h * w + oy * k * w + ox * k, w, one, k);
             d[i] = select(arg == i, gv, 0.0f32);
         } else {
-            d[i] = nc(gv * inv, one);
+            d[i] = pin(gv * inv, one);
         }
     }
 }

@@ -18,6 +18,8 @@
 //! most one window, and one unit of work per *input* element gathers its own gradient:
 //! `dx = (argmax == me ? dy : 0)` for max (the window's argmax recomputed from `x` with the
 //! forward's comparisons) and `dx = dy * inv` for avg; dropped rows/columns get 0.
+//! Every value is flushed as it is read and every sum/product after it is rounded (`arith`'s
+//! subnormal rule), so comparisons and sums see the same values on every device.
 //! CPU: threads over `(n, c)` planes; GPU: one thread per output (forward) or input (backward).
 
 pub mod cpu;

@@ -1,12 +1,12 @@
 //! Reductions in one canonical order, the same on every backend.
 //!
 //! - `sum_rows` (`[m, n] -> [1, n]`, the bias gradient and the batch mean): column `j` is
-//!   `acc = 0.0; for i in 0..m { acc = acc + x[i, j] }`. CPU: threads split over columns; GPU:
+//!   `acc = 0.0; for i in 0..m { acc = fl(acc + fl(x[i, j])) }` (`fl` = `arith::flush`). CPU: threads split over columns; GPU:
 //!   one thread per column, one launch per block of 32768 rows carrying `acc` (lavapipe's loop
 //!   cap, `arith::gpu::LOOP_BLOCK`): the same additions in the same order.
 //! - `sum_all` (any shape, row-major): chunks of exactly `CHUNK` = 256 consecutive elements, each
 //!   summed in order from 0.0 (chunk `c` covers `256c .. min(256c + 256, len)`); then the chunk
-//!   partials summed in order from 0.0. Chunk boundaries depend only on the index, never on the
+//!   partials summed in order from 0.0; every read and every sum flushed as in `sum_rows`. Chunk boundaries depend only on the index, never on the
 //!   thread or workgroup count. GPU: one thread per chunk, then the partials as a `[chunks, 1]`
 //!   column through `sum_rows`.
 //!

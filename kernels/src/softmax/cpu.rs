@@ -1,6 +1,6 @@
 //! CPU softmax / log-softmax in the order of `softmax`'s module doc.
 
-use crate::arith::{exp_fixed, log_fixed, recip_fixed};
+use crate::arith::{add, exp_fixed, flush, log_fixed, mad, mul, recip_fixed, sub};
 use crate::xent::cpu::row_stats;
 use rayon::prelude::*;
 
@@ -17,12 +17,12 @@ pub fn forward(x: &[f32], m: usize, c: usize, log: bool) -> Vec<f32> {
         if log {
             let l = log_fixed(s);
             for j in 0..c {
-                y[j] = (xr[j] - mx) - l;
+                y[j] = sub(sub(flush(xr[j]), mx), l);
             }
         } else {
             let r = recip_fixed(s);
             for j in 0..c {
-                y[j] = exp_fixed(xr[j] - mx) * r;
+                y[j] = mul(exp_fixed(sub(flush(xr[j]), mx)), r);
             }
         }
     });
@@ -30,7 +30,6 @@ pub fn forward(x: &[f32], m: usize, c: usize, log: bool) -> Vec<f32> {
 }
 
 /// Gradient with respect to the input, from the forward's output `y` and incoming `dy`.
-#[allow(clippy::assign_op_pattern)] // `dot = dy*y + dot` mirrors the GPU kernel
 pub fn backward(y: &[f32], dy: &[f32], m: usize, c: usize, log: bool) -> Vec<f32> {
     assert!(y.len() == m * c && dy.len() == m * c, "softmax: shapes");
     let mut out = vec![0f32; m * c];
@@ -42,18 +41,18 @@ pub fn backward(y: &[f32], dy: &[f32], m: usize, c: usize, log: bool) -> Vec<f32
         if log {
             let mut sg = 0f32;
             for &g in gr {
-                sg += g;
+                sg = add(sg, flush(g));
             }
             for j in 0..c {
-                d[j] = exp_fixed(yr[j]) * -sg + gr[j];
+                d[j] = mad(exp_fixed(yr[j]), -sg, flush(gr[j]));
             }
         } else {
             let mut dot = 0f32;
             for j in 0..c {
-                dot = gr[j] * yr[j] + dot;
+                dot = mad(flush(gr[j]), flush(yr[j]), dot);
             }
             for j in 0..c {
-                d[j] = yr[j] * (gr[j] - dot);
+                d[j] = mul(flush(yr[j]), sub(flush(gr[j]), dot));
             }
         }
     });

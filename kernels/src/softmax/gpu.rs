@@ -1,7 +1,7 @@
 //! GPU softmax / log-softmax (CubeCL), one thread per row, the order of `softmax`'s module doc.
 //! Inputs are contiguous `[m, c]` (the host makes them so); `log` is 0 or 1.
 
-use crate::arith::gpu::{exp_fixed, log_fixed, mad_nc, nc, recip_fixed};
+use crate::arith::gpu::{exp_fixed, log_fixed, mad, pin, recip_fixed, zero};
 use crate::xent::gpu::row_stats;
 use cubecl::prelude::*;
 
@@ -22,13 +22,13 @@ pub fn softmax_forward_kernel(
     if log == 1 {
         let l = log_fixed(s, one);
         for j in 0..c {
-            y[base + j] = nc(nc(x[base + j] - mx, one) - l, one);
+            y[base + j] = pin(pin(pin(x[base + j], one) - mx, one) - l, one);
         }
     } else {
         let r = recip_fixed(s, one);
         for j in 0..c {
-            let e = exp_fixed(nc(x[base + j] - mx, one), one);
-            y[base + j] = nc(e * r, one);
+            let e = exp_fixed(pin(pin(x[base + j], one) - mx, one), one);
+            y[base + j] = pin(e * r, one);
         }
     }
 }
@@ -48,20 +48,22 @@ pub fn softmax_backward_kernel(
     }
     let base = i * c;
     if log == 1 {
-        let mut sg = 0.0f32;
+        let mut sg = zero(one);
         for j in 0..c {
-            sg = nc(sg + g[base + j], one);
+            sg = pin(sg + pin(g[base + j], one), one);
         }
         for j in 0..c {
-            d[base + j] = mad_nc(exp_fixed(y[base + j], one), -sg, g[base + j], one);
+            let gj = pin(g[base + j], one);
+            d[base + j] = mad(exp_fixed(y[base + j], one), -sg, gj, one);
         }
     } else {
-        let mut dot = 0.0f32;
+        let mut dot = zero(one);
         for j in 0..c {
-            dot = mad_nc(g[base + j], y[base + j], dot, one);
+            dot = mad(pin(g[base + j], one), pin(y[base + j], one), dot, one);
         }
         for j in 0..c {
-            d[base + j] = nc(y[base + j] * nc(g[base + j] - dot, one), one);
+            let yj = pin(y[base + j], one);
+            d[base + j] = pin(yj * pin(pin(g[base + j], one) - dot, one), one);
         }
     }
 }

@@ -17,7 +17,8 @@
 //! log_softmax:  sg  = 0; for j: sg  = sg + dy[j];              dx[j] = mad(exp_fixed(y[j]), -sg, dy[j])
 //! ```
 //!
-//! `mad(a, b, c)` = round(round(a*b) + c). CPU: threads over rows; GPU: one thread per row.
+//! `mad(a, b, c)` = fl(fl(a*b) + c); every read, product, sum and difference is flushed (`fl`,
+//! `arith`'s subnormal rule) on both sides. CPU: threads over rows; GPU: one thread per row.
 
 pub mod cpu;
 pub mod gpu;

@@ -1,25 +1,26 @@
 //! CPU softmax cross-entropy in the fixed order of `xent`'s module doc.
 
-use crate::arith::{exp_fixed, log_fixed, recip_fixed};
+use crate::arith::{add, exp_fixed, flush, log_fixed, mad, mul, recip_fixed, sub};
 use rayon::prelude::*;
 
-/// Row maximum and `sum_j exp_fixed(x[j] - max)`, j in order (`xent`'s first two lines).
+/// Row maximum and `sum_j exp_fixed(x[j] - max)`, j in order (`xent`'s first two lines), over
+/// the flushed row.
 pub fn row_stats(x: &[f32]) -> (f32, f32) {
-    let mut mx = x[0];
+    let mut mx = flush(x[0]);
     for &v in &x[1..] {
+        let v = flush(v);
         if v > mx {
             mx = v;
         }
     }
     let mut s = 0f32;
     for &v in x {
-        s += exp_fixed(v - mx);
+        s = add(s, exp_fixed(sub(flush(v), mx)));
     }
     (mx, s)
 }
 
 /// Per-row negative log-likelihood, `[m]`.
-#[allow(clippy::assign_op_pattern)] // `dot = x*t + dot` mirrors the GPU kernel
 pub fn forward(x: &[f32], t: &[f32], m: usize, c: usize) -> Vec<f32> {
     assert!(
         c > 0 && x.len() == m * c && t.len() == m * c,
@@ -30,12 +31,12 @@ pub fn forward(x: &[f32], t: &[f32], m: usize, c: usize) -> Vec<f32> {
         .map(|i| {
             let (xr, tr) = (&x[i * c..(i + 1) * c], &t[i * c..(i + 1) * c]);
             let (mx, s) = row_stats(xr);
-            let lse = log_fixed(s) + mx;
+            let lse = add(log_fixed(s), mx);
             let mut dot = 0f32;
             for j in 0..c {
-                dot = xr[j] * tr[j] + dot;
+                dot = mad(flush(xr[j]), flush(tr[j]), dot);
             }
-            lse - dot
+            sub(lse, dot)
         })
         .collect()
 }
@@ -51,8 +52,10 @@ pub fn backward(x: &[f32], t: &[f32], g: &[f32], m: usize, c: usize) -> Vec<f32>
         let (xr, tr) = (&x[i * c..(i + 1) * c], &t[i * c..(i + 1) * c]);
         let (mx, s) = row_stats(xr);
         let r = recip_fixed(s);
+        let gi = flush(g[i]);
         for j in 0..c {
-            d[j] = (exp_fixed(xr[j] - mx) * r + -tr[j]) * g[i];
+            let e = exp_fixed(sub(flush(xr[j]), mx));
+            d[j] = mul(mad(e, r, -flush(tr[j])), gi);
         }
     });
     out

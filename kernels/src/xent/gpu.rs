@@ -1,19 +1,22 @@
 //! GPU softmax cross-entropy (CubeCL), one thread per row, the order of `xent`'s module doc.
 
-use crate::arith::gpu::{exp_fixed, log_fixed, mad_nc, nc, recip_fixed};
+use crate::arith::gpu::{exp_fixed, log_fixed, mad, pin, recip_fixed, zero};
 use cubecl::prelude::*;
 
 /// Row maximum and `sum_j exp_fixed(x[j] - max)` of row `base .. base + c`, j in order.
 #[cube]
 pub fn row_stats(x: &Tensor<f32>, base: usize, c: usize, one: f32) -> (f32, f32) {
-    let mut mx = x[base];
+    let mut mx = pin(x[base], one);
     for j in 1..c {
-        let v = x[base + j];
+        let v = pin(x[base + j], one);
         mx = select(v > mx, v, mx);
     }
-    let mut s = 0.0f32;
+    let mut s = zero(one);
     for j in 0..c {
-        s = nc(s + exp_fixed(nc(x[base + j] - mx, one), one), one);
+        s = pin(
+            s + exp_fixed(pin(pin(x[base + j], one) - mx, one), one),
+            one,
+        );
     }
     (mx, s)
 }
@@ -28,12 +31,12 @@ pub fn xent_forward_kernel(x: &Tensor<f32>, t: &Tensor<f32>, nll: &mut Tensor<f3
     let c = x.shape(1);
     let base = i * c;
     let (mx, s) = row_stats(x, base, c, one);
-    let lse = nc(log_fixed(s, one) + mx, one);
-    let mut dot = 0.0f32;
+    let lse = pin(log_fixed(s, one) + mx, one);
+    let mut dot = zero(one);
     for j in 0..c {
-        dot = mad_nc(x[base + j], t[base + j], dot, one);
+        dot = mad(pin(x[base + j], one), pin(t[base + j], one), dot, one);
     }
-    nll[i] = nc(lse - dot, one);
+    nll[i] = pin(lse - dot, one);
 }
 
 #[cube(launch)]
@@ -52,9 +55,9 @@ pub fn xent_backward_kernel(
     let base = i * c;
     let (mx, s) = row_stats(x, base, c, one);
     let r = recip_fixed(s, one);
-    let gi = g[i];
+    let gi = pin(g[i], one);
     for j in 0..c {
-        let e = exp_fixed(nc(x[base + j] - mx, one), one);
-        d[base + j] = nc(mad_nc(e, r, -t[base + j], one) * gi, one);
+        let e = exp_fixed(pin(pin(x[base + j], one) - mx, one), one);
+        d[base + j] = pin(mad(e, r, -pin(t[base + j], one), one) * gi, one);
     }
 }

@@ -13,7 +13,8 @@
 //! d[i, j] = mad(exp_fixed(x[j] - mx), r, -t[j]) * g[i]      (backward, [m, c])
 //! ```
 //!
-//! `mad(a, b, c)` = round(round(a*b) + c). CPU: threads over rows; GPU: one thread per row.
+//! `mad(a, b, c)` = fl(fl(a*b) + c); every read, product, sum and difference is flushed (`fl`,
+//! `arith`'s subnormal rule) on both sides. CPU: threads over rows; GPU: one thread per row.
 //! Dividing by the batch size and summing rows happen outside (`reduce::sum_rows`).
 
 pub mod cpu;
