@@ -1202,44 +1202,56 @@ macro_rules! unary_autodiff {
     }};
 }
 
+/// A two-input op's autodiff that keeps both inputs for the backward, which maps the incoming
+/// gradient `$g` to `$da` and `$db` with `$a`, `$b` bound to the inputs (each evaluated only when
+/// that input takes part).
+macro_rules! binary_autodiff {
+    ($name:ident, $backward:ident, |$g:ident, $a:ident, $b:ident| ($da:expr, $db:expr)) => {
+        fn $name(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+            #[derive(Debug)]
+            struct $backward;
+            impl<B: DetOps> Backward<B, 2> for $backward {
+                type State = (FloatTensor<B>, FloatTensor<B>);
+                fn backward(
+                    self,
+                    ops: Ops<Self::State, 2>,
+                    grads: &mut AdGrads,
+                    _c: &mut Checkpointer,
+                ) {
+                    let [node_a, node_b] = ops.parents;
+                    let $g = grads.consume::<B>(&ops.node);
+                    let ($a, $b) = ops.state;
+                    if let Some(node) = node_a {
+                        grads.register::<B>(node.id, $da);
+                    }
+                    if let Some(node) = node_b {
+                        grads.register::<B>(node.id, $db);
+                    }
+                }
+            }
+            match $backward
+                .prepare::<C>([a.node(), b.node()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let (pa, pb) = (a.primitive().clone(), b.primitive().clone());
+                    let out = B::$name(pa.clone(), pb.clone());
+                    prep.finish((pa, pb), out)
+                }
+                OpsKind::UnTracked(prep) => {
+                    prep.finish(B::$name(a.into_primitive(), b.into_primitive()))
+                }
+            }
+        }
+    };
+}
+
 impl<B: DetOps, C: CheckpointStrategy> DetOps for Autodiff<B, C> {
-    fn det_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct MatmulBackward;
-        impl<B: DetOps> Backward<B, 2> for MatmulBackward {
-            type State = (FloatTensor<B>, FloatTensor<B>);
-            fn backward(
-                self,
-                ops: Ops<Self::State, 2>,
-                grads: &mut AdGrads,
-                _c: &mut Checkpointer,
-            ) {
-                let [node_a, node_b] = ops.parents;
-                let g = grads.consume::<B>(&ops.node);
-                let (a, b) = ops.state;
-                if let Some(node) = node_a {
-                    grads.register::<B>(node.id, B::det_matmul(g.clone(), B::float_transpose(b)));
-                }
-                if let Some(node) = node_b {
-                    grads.register::<B>(node.id, B::det_matmul(B::float_transpose(a), g));
-                }
-            }
-        }
-        match MatmulBackward
-            .prepare::<C>([a.node(), b.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (pa, pb) = (a.primitive().clone(), b.primitive().clone());
-                let out = B::det_matmul(pa.clone(), pb.clone());
-                prep.finish((pa, pb), out)
-            }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(B::det_matmul(a.into_primitive(), b.into_primitive()))
-            }
-        }
-    }
+    binary_autodiff!(det_matmul, MatmulBackward, |g, a, b| (
+        B::det_matmul(g.clone(), B::float_transpose(b)),
+        B::det_matmul(B::float_transpose(a), g)
+    ));
 
     fn det_sum_rows(x: FloatTensor<Self>) -> FloatTensor<Self> {
         #[derive(Debug)]
@@ -1335,43 +1347,10 @@ impl<B: DetOps, C: CheckpointStrategy> DetOps for Autodiff<B, C> {
         }
     }
 
-    fn det_mul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct MulBackward;
-        impl<B: DetOps> Backward<B, 2> for MulBackward {
-            type State = (FloatTensor<B>, FloatTensor<B>);
-            fn backward(
-                self,
-                ops: Ops<Self::State, 2>,
-                grads: &mut AdGrads,
-                _c: &mut Checkpointer,
-            ) {
-                let [node_a, node_b] = ops.parents;
-                let g = grads.consume::<B>(&ops.node);
-                let (a, b) = ops.state;
-                if let Some(node) = node_a {
-                    grads.register::<B>(node.id, B::det_mul(g.clone(), b));
-                }
-                if let Some(node) = node_b {
-                    grads.register::<B>(node.id, B::det_mul(g, a));
-                }
-            }
-        }
-        match MulBackward
-            .prepare::<C>([a.node(), b.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let (pa, pb) = (a.primitive().clone(), b.primitive().clone());
-                let out = B::det_mul(pa.clone(), pb.clone());
-                prep.finish((pa, pb), out)
-            }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(B::det_mul(a.into_primitive(), b.into_primitive()))
-            }
-        }
-    }
+    binary_autodiff!(det_mul, MulBackward, |g, a, b| (
+        B::det_mul(g.clone(), b),
+        B::det_mul(g, a)
+    ));
 
     fn det_xent(logits: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self> {
         #[derive(Debug)]

@@ -192,33 +192,11 @@ fn element_wise_ops_and_their_backward_on_subnormals_match_with_cpu_ftz_and_on_e
     );
 }
 
-/// Logits whose small probabilities land near `MIN_POSITIVE`, plus the 3x4 case whose softmax
-/// backward NVIDIA's driver flushed (`-1.0194675e-38` on the CPU, `-0` on the GPU) before the
-/// software flush existed.
-fn logits(m: usize, c: usize) -> Vec<f32> {
-    let mut x: Vec<f32> = (0..m * c)
-        .map(|i| {
-            if i % 3 == 0 {
-                0.0
-            } else {
-                -86.0 - (i % 7) as f32
-            }
-        })
-        .collect();
-    x[..12].copy_from_slice(&[
-        3.0, 3.0, 3.0, 3.0, 88.0, -88.0, 0.0, 87.0, -100.0, 0.0, -100.0, -100.0,
-    ]);
-    for (v, t) in x.iter_mut().zip(u(m * c, "t-lg", -60)).skip(12).step_by(5) {
-        *v = t;
-    }
-    x
-}
-
 #[test]
 fn softmax_and_cross_entropy_on_underflowing_rows_match_with_cpu_ftz_and_on_every_backend() {
     let devs = devices();
     let (m, c) = (6, 12);
-    let x = logits(m, c);
+    let x = lockstep_train::conformance::underflow_logits(m, c);
     let dy = u(m * c, "t-sdy", -30);
     for log in [false, true] {
         let name = if log { "log_softmax" } else { "softmax" };

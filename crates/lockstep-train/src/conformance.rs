@@ -426,6 +426,30 @@ pub fn underflow_values(n: usize, name: &str, exp: i32) -> Vec<f32> {
         .collect()
 }
 
+/// `m x c` logits (`c >= 12`) whose small probabilities land near `MIN_POSITIVE`: the first row
+/// is the 3x4 case whose softmax backward NVIDIA's Vulkan driver flushed (`-1.0194675e-38` on
+/// the CPU, `-0` on the GPU) before lockstep flushed in software (equal logits, exp's range
+/// ends, a gap of 100); the rest mixes 0 with -86..-92 and some `underflow_values`.
+pub fn underflow_logits(m: usize, c: usize) -> Vec<f32> {
+    let mut x: Vec<f32> = (0..m * c)
+        .map(|i| {
+            if i % 3 == 0 {
+                0.0
+            } else {
+                -86.0 - (i % 7) as f32
+            }
+        })
+        .collect();
+    x[..12].copy_from_slice(&[
+        3.0, 3.0, 3.0, 3.0, 88.0, -88.0, 0.0, 87.0, -100.0, 0.0, -100.0, -100.0,
+    ]);
+    let extra = underflow_values(m * c, "logits", -60);
+    for (v, t) in x.iter_mut().zip(extra).skip(12).step_by(5) {
+        *v = t;
+    }
+    x
+}
+
 /// Every lockstep op on `underflow_values` inputs: subnormal and `±MIN_POSITIVE` inputs, products
 /// and sums that land below `MIN_POSITIVE`, softmax/exp results near the bottom of the normal
 /// range. `lockstep_kernels::arith` flushes all of these in software, so the rows stay bitwise
@@ -467,6 +491,19 @@ fn underflow_cases() -> Vec<Case> {
             t(&bias, [4], d),
             1,
         ))
+    }));
+    let (ix, icols) = (u(2 * 3 * 36, "ix", -124), u(72 * 27, "icols", -124));
+    let x1 = ix.clone();
+    out.push(case("im2col", "lockstep", label("2x3x6x6 k3"), move |d| {
+        host(det::im2col(t(&x1, [2, 3, 6, 6], d), 3, 1))
+    }));
+    out.push(case("col2im", "lockstep", label("2x3x6x6 k3"), move |d| {
+        let ad = d.clone().autodiff();
+        let x = t(&ix, [2, 3, 6, 6], &ad).require_grad();
+        let gs = (det::im2col(x.clone(), 3, 1) * t(&icols, [72, 27], &ad))
+            .sum()
+            .backward();
+        host(x.grad(&gs).expect("grad"))
     }));
     let px = u(2 * 3 * 8 * 8, "px", -124);
     let pg = u(2 * 3 * 4 * 4, "pg", -124);
@@ -537,25 +574,23 @@ fn underflow_cases() -> Vec<Case> {
             grad_of(&x1, [na], &g1, d, f)
         }));
     }
-    let lx: Vec<f32> = u(1000, "lx", -100).iter().map(|v| v.abs()).collect();
+    // |x| kept inside recip_fixed's domain for the backward (1/x of a flushed 0 is no number).
+    let lx: Vec<f32> = u(1000, "lx", -100)
+        .iter()
+        .map(|v| v.abs().max(f32::from_bits(0x0100_0000)))
+        .collect();
+    let lg = u(1000, "lg", -20);
+    let x1 = lx.clone();
     out.push(case("log", "lockstep", label("1000 |x|"), move |d| {
-        host(det::log(t(&lx, [1000], d)))
+        host(det::log(t(&x1, [1000], d)))
+    }));
+    out.push(case("log_grad", "lockstep", label("1000 |x|"), move |d| {
+        grad_of(&lx, [1000], &lg, d, det::log::<1>)
     }));
     // Softmax family: rows whose small probabilities land near MIN_POSITIVE, and the row that
     // showed NVIDIA flushing softmax's backward (3x4: equal logits, exp's range ends, a gap).
     let (sm, sc) = (4, 12);
-    let mut sx: Vec<f32> = (0..sm * sc)
-        .map(|i| {
-            if i % 3 == 0 {
-                0.0
-            } else {
-                -86.0 - (i % 7) as f32
-            }
-        })
-        .collect();
-    sx[..12].copy_from_slice(&[
-        3.0, 3.0, 3.0, 3.0, 88.0, -88.0, 0.0, 87.0, -100.0, 0.0, -100.0, -100.0,
-    ]);
+    let sx = underflow_logits(sm, sc);
     let sg = u(sm * sc, "sg", -30);
     let labels: Vec<u32> = (0..sm as u32).map(|i| (i * 5 + 1) % sc as u32).collect();
     let tg = one_hot(&labels, sc);

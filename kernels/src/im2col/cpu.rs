@@ -1,12 +1,21 @@
 //! CPU im2col / col2im in the order of `im2col`'s module doc.
 
-use crate::arith::{add, flush};
+use crate::arith::{add, flush, flush_all, needs_flush};
 use rayon::prelude::*;
 
 /// `x` `[n, c, h, w]` (`dims`) -> `[n*h*w, c*k*k]`.
 pub fn im2col(x: &[f32], dims: [usize; 4], k: usize, pad: usize) -> Vec<f32> {
     let [n, c, h, w] = dims;
     assert!(x.len() == n * c * h * w, "im2col: shapes");
+    // The gather copies values, so flushing the input once (only when it holds something to
+    // flush) equals flushing every value read — at a ninth of the cost for k = 3.
+    let flushed;
+    let x = if needs_flush(x) {
+        flushed = flush_all(x);
+        &flushed[..]
+    } else {
+        x
+    };
     let cols = c * k * k;
     let mut out = vec![0f32; n * h * w * cols];
     if out.is_empty() {
@@ -23,7 +32,7 @@ pub fn im2col(x: &[f32], dims: [usize; 4], k: usize, pad: usize) -> Vec<f32> {
                         for kx in 0..k {
                             let (iy, ix) = (oy + ky, ox + kx);
                             let v = if iy >= pad && iy - pad < h && ix >= pad && ix - pad < w {
-                                flush(x[((b * c + ci) * h + iy - pad) * w + ix - pad])
+                                x[((b * c + ci) * h + iy - pad) * w + ix - pad]
                             } else {
                                 0.0
                             };

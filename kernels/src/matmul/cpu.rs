@@ -78,21 +78,22 @@ fn exponent(v: f32) -> (u32, bool) {
 }
 
 /// Per row of `a` `[rows, k]`: the smallest biased exponent of a value that survives `flush`
-/// (`NO_VALUE` when none), and whether any value needs flushing.
+/// (`NO_VALUE` when none), and whether any value needs flushing. Plain loops (no iterator
+/// closures) so that the scan is compiled with the caller's vector width.
 #[inline(always)]
 fn row_exponents(a: &[f32], rows: usize, k: usize) -> (Vec<u32>, bool) {
+    let mut out = vec![NO_VALUE; rows];
     let mut dirty = false;
-    let out = (0..rows)
-        .map(|r| {
-            let mut min = NO_VALUE;
-            for &v in &a[r * k..(r + 1) * k] {
-                let (e, d) = exponent(v);
-                min = min.min(e);
-                dirty |= d;
-            }
-            min
-        })
-        .collect();
+    for (r, o) in out.iter_mut().enumerate() {
+        let (mut min, mut d) = (NO_VALUE, false);
+        for &v in &a[r * k..(r + 1) * k] {
+            let (e, dv) = exponent(v);
+            min = min.min(e);
+            d |= dv;
+        }
+        *o = min;
+        dirty |= d;
+    }
     (out, dirty)
 }
 
@@ -115,11 +116,20 @@ fn col_exponents(b: &[f32], n: usize) -> (Vec<u32>, bool) {
 
 fn col_exponents_dispatch(rows: &[f32], n: usize) -> (Vec<u32>, bool) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU supports the feature `col_exponents_avx512` is compiled for.
-        #[allow(unsafe_code)]
-        unsafe {
-            return col_exponents_avx512(rows, n);
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports the feature `col_exponents_avx512` is compiled for.
+            #[allow(unsafe_code)]
+            unsafe {
+                return col_exponents_avx512(rows, n);
+            }
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports the feature `col_exponents_avx2` is compiled for.
+            #[allow(unsafe_code)]
+            unsafe {
+                return col_exponents_avx2(rows, n);
+            }
         }
     }
     col_exponents_block(rows, n)
@@ -128,6 +138,12 @@ fn col_exponents_dispatch(rows: &[f32], n: usize) -> (Vec<u32>, bool) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 fn col_exponents_avx512(rows: &[f32], n: usize) -> (Vec<u32>, bool) {
+    col_exponents_block(rows, n)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn col_exponents_avx2(rows: &[f32], n: usize) -> (Vec<u32>, bool) {
     col_exponents_block(rows, n)
 }
 
