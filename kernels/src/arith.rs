@@ -282,7 +282,11 @@ pub fn recip_fixed(d: f32) -> f32 {
 #[allow(clippy::assign_op_pattern)] // written out to mirror the GPU twin op for op
 pub fn rsqrt_fixed(a: f32) -> f32 {
     let a = flush(a);
-    let a = if a < 0.0 { f32::from_bits(0x7fc0_0000) } else { a };
+    let a = if a < 0.0 {
+        f32::from_bits(0x7fc0_0000)
+    } else {
+        a
+    };
     let mut y = f32::from_bits(0x5f37_59dfu32.wrapping_sub(a.to_bits() >> 1));
     for _ in 0..3 {
         let hy = (a * y) * 0.5;
