@@ -104,7 +104,7 @@ job digits digits_mlp
 compare_runs "digits MLP (relu, dropout)" digits 200
 job gelu digits_mlp 's/^activation = .*/activation = "gelu"/'
 compare_runs "digits MLP, gelu" gelu 100
-job tanh digits_mlp 's/^activation = .*/activation = "tanh"/; s/^kind = "adam" .*/kind = "sgd"/'
+job tanh digits_mlp 's/^activation = .*/activation = "tanh"/; s/^kind = "adam" .*/kind = "sgd"\nmomentum = 0.9/; /^betas = /d; /^eps = /d'
 compare_runs "digits MLP, tanh, sgd" tanh 100
 job cnn digits_mlp 's/^kind = "mlp" .*/kind = "cnn"\nchannels = [4, 8]\nkernel_size = 3\npool = "avg"/; s/^hidden = .*/hidden = [32]/'
 compare_runs "digits CNN (avg pool)" cnn 40
