@@ -11,8 +11,10 @@
 //! `kernels = "burn"` runs these as stock tensor ops (one IEEE operation per op, no fusion
 //! feature, so each result is rounded to memory). `kernels = "lockstep"` runs the fused
 //! `lockstep_kernels::optim` kernel (one pass; CPU loop and CubeCL kernel side by side), which
-//! performs the same operations in the same order, so both sets give the same bits
-//! (tests/suite/kernels_bitwise.rs checks that on every backend).
+//! performs the same operations in the same order but from `+ - *` only: Adam's square root and
+//! division are Newton iterations, and every value is flushed (lockstep_kernels::arith). SGD
+//! therefore equals the stock update bit for bit, Adam within the declared `adam_update_vs_stock`
+//! bound; the fused kernel is bitwise across backends (tests/suite/kernels_bitwise.rs).
 
 use burn::tensor::Tensor;
 use lockstep_core::config::{KernelSet, OptimizerConfig, OptimizerKind};
