@@ -321,3 +321,49 @@ fn checkpoints_with_subnormals_load_flushed_and_with_nan_are_refused() {
         "a refused resume changed the run"
     );
 }
+
+/// A data file holding a subnormal value loads and trains: the value is flushed like every input
+/// of lockstep's kernels, so the run's model equals the one trained on the same file with a 0
+/// there; a NaN pixel is refused naming the file and the line.
+#[test]
+fn data_with_subnormals_loads_flushed_and_with_nan_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let rows = crate::harness::csv_rows(60, 1, 3, 7);
+    let with = |cell: &str| {
+        let mut r = rows.clone();
+        r[5] = format!("{cell},{}", r[5].split_once(',').unwrap().1);
+        r.join("\n")
+    };
+    let mut models = Vec::new();
+    for (name, cell) in [("sub", "1e-40"), ("zero", "0"), ("nan", "nan")] {
+        let data = dir.path().join(format!("{name}.csv"));
+        std::fs::write(&data, with(cell)).unwrap();
+        let cfg = write_config(
+            dir.path(),
+            &format!("{name}.toml"),
+            &format!(
+                "seed = 3\n[data]\ndataset = \"csv\"\ntrain_path = \"{}\"\nimage_shape = [1, 4, 4]\nclasses = 3\nnormalize = \"unit\"\n[model]\nkind = \"mlp\"\nhidden = [8]\n[optimizer]\nkind = \"adam\"\nlr = 0.01\n[train]\nbatch_size = 8\nepochs = 2\n",
+                data.display()
+            ),
+        );
+        let run = dir.path().join(name);
+        if name == "nan" {
+            let o = crate::harness::train_fails(&cfg, &run, &[]);
+            assert_clean_failure(&o, "nan.csv");
+            assert!(stderr(&o).contains("line 6"), "{}", stderr(&o));
+            continue;
+        }
+        crate::harness::train(&cfg, &run, &[]);
+        let f = lockstep_core::TensorFile::read(&run.join("final.safetensors")).unwrap();
+        let model: Vec<_> = f
+            .tensors
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("model."))
+            .collect();
+        models.push(model);
+    }
+    assert_eq!(
+        models[0], models[1],
+        "the subnormal pixel was not read as 0"
+    );
+}
