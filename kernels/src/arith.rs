@@ -104,12 +104,25 @@ pub fn flush_all(v: &[f32]) -> Vec<f32> {
     v.iter().map(|&x| flush(x)).collect()
 }
 
-/// Whether `flush` would change any element (a subnormal or `±MIN_POSITIVE`: `0 < |bits| <=
-/// MIN_POSITIVE_BITS`). No early exit, so the scan vectorises.
+/// Whether `flush` changes `x`: a subnormal or `±MIN_POSITIVE` (`0 < |bits| <= MIN_POSITIVE_BITS`).
+#[inline(always)]
+pub fn changed_by_flush(x: f32) -> bool {
+    (x.to_bits() & 0x7fff_ffff).wrapping_sub(1) < MIN_POSITIVE_BITS
+}
+
+/// Whether `flush` would change any element. No early exit, so the scan vectorises.
 pub fn needs_flush(v: &[f32]) -> bool {
-    v.iter().fold(false, |acc, &x| {
-        acc | ((x.to_bits() & 0x7fff_ffff).wrapping_sub(1) < MIN_POSITIVE_BITS)
-    })
+    v.iter().fold(false, |acc, &x| acc | changed_by_flush(x))
+}
+
+/// `v` as a kernel reads it: itself when `dirty` is false (the caller's scan found nothing for
+/// `flush` to change), a flushed copy otherwise.
+pub fn flushed_if(dirty: bool, v: &[f32]) -> std::borrow::Cow<'_, [f32]> {
+    if dirty {
+        std::borrow::Cow::Owned(flush_all(v))
+    } else {
+        std::borrow::Cow::Borrowed(v)
+    }
 }
 
 pub const EXP_LO: f32 = -87.0;

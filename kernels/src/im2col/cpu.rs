@@ -1,6 +1,6 @@
 //! CPU im2col / col2im in the order of `im2col`'s module doc.
 
-use crate::arith::{add, flush, flush_all, needs_flush};
+use crate::arith::{add, flush, flushed_if, needs_flush};
 use rayon::prelude::*;
 
 /// `x` `[n, c, h, w]` (`dims`) -> `[n*h*w, c*k*k]`.
@@ -9,13 +9,7 @@ pub fn im2col(x: &[f32], dims: [usize; 4], k: usize, pad: usize) -> Vec<f32> {
     assert!(x.len() == n * c * h * w, "im2col: shapes");
     // The gather copies values, so flushing the input once (only when it holds something to
     // flush) equals flushing every value read — at a ninth of the cost for k = 3.
-    let flushed;
-    let x = if needs_flush(x) {
-        flushed = flush_all(x);
-        &flushed[..]
-    } else {
-        x
-    };
+    let x = &*flushed_if(needs_flush(x), x);
     let cols = c * k * k;
     let mut out = vec![0f32; n * h * w * cols];
     if out.is_empty() {

@@ -5,7 +5,7 @@
 //! when they provably change nothing (`SafeTiles`): then the plain loop computes the same bits,
 //! and no subnormal ever arises in it, so a CPU in FTZ mode computes them too.
 
-use crate::arith::{MIN_POSITIVE_BITS, flush, flush_all};
+use crate::arith::{MIN_POSITIVE_BITS, changed_by_flush, flush, flushed_if};
 use rayon::prelude::*;
 
 /// Output rows per parallel task (a multiple of every register tile's row count).
@@ -30,13 +30,7 @@ pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, fused: bool) -
         return c;
     }
     let (cols, b_dirty) = col_exponents(b, n);
-    let b_flushed;
-    let b = if b_dirty {
-        b_flushed = flush_all(b);
-        &b_flushed[..]
-    } else {
-        b
-    };
+    let b = &*flushed_if(b_dirty, b);
     let safe = SafeTiles {
         cols: &cols,
         threshold: if fused { SAFE_FUSED } else { SAFE_UNFUSED },
@@ -73,8 +67,12 @@ const NO_VALUE: u32 = 255;
 #[inline(always)]
 fn exponent(v: f32) -> (u32, bool) {
     let mag = v.to_bits() & 0x7fff_ffff;
-    let tiny = mag <= MIN_POSITIVE_BITS;
-    (if tiny { NO_VALUE } else { mag >> 23 }, tiny & (mag != 0))
+    let e = if mag <= MIN_POSITIVE_BITS {
+        NO_VALUE
+    } else {
+        mag >> 23
+    };
+    (e, changed_by_flush(v))
 }
 
 /// Per row of `a` `[rows, k]`: the smallest biased exponent of a value that survives `flush`
@@ -264,13 +262,7 @@ fn tiled<const FUSED: bool, const R: usize, const W: usize>(
 ) {
     let rows = out.len() / n;
     let (row_exp, a_dirty) = row_exponents(a, rows, k);
-    let a_flushed;
-    let a = if a_dirty {
-        a_flushed = flush_all(a);
-        &a_flushed[..]
-    } else {
-        a
-    };
+    let a = &*flushed_if(a_dirty, a);
     let mut r0 = 0;
     while r0 + R <= rows {
         let arows: [&[f32]; R] = std::array::from_fn(|r| &a[(r0 + r) * k..(r0 + r + 1) * k]);
@@ -539,7 +531,7 @@ mod tests {
                 };
                 let want = matmul_reference(&a, &b, m, k, n);
                 let (cols, _) = col_exponents(&b, n);
-                let b = flush_all(&b);
+                let b = crate::arith::flush_all(&b);
                 let safe = SafeTiles {
                     cols: &cols,
                     threshold: SAFE_UNFUSED,
