@@ -98,9 +98,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Score new inputs (IDX images, CSV rows, or safetensors `x`) with a finished run: one JSON
-    /// line per input with its logits and class — the numbers `verify` checks.
+    /// Score new inputs (IDX images, .npy, safetensors `x`, or CSV rows) with a finished run or
+    /// a checkpoint/export file: one JSON line per input with its logits, class and class name —
+    /// the numbers `verify` checks. Needs no training data (the checkpoint carries the
+    /// normalisation).
     Predict {
+        /// A run directory, a checkpoint, or a `lockstep export` file.
         run: PathBuf,
         input: PathBuf,
         #[arg(long)]
@@ -281,7 +284,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let backend = backend.map(|b| parse_backend(&b)).transpose()?;
             let p = lockstep_train::Predictor::load(&run, backend)?;
-            let x = lockstep_train::predict::read_inputs(&input, p.input_dim())?;
+            let x = lockstep_train::predict::read_inputs(&input, p.input_spec().shape)?;
             let logits = p.logits(&x);
             let mut out = std::io::stdout().lock();
             for (i, row) in logits.chunks(p.classes()).enumerate() {
@@ -289,11 +292,11 @@ fn run(cli: Cli) -> Result<()> {
                     .iter()
                     .enumerate()
                     .fold(0, |b, (j, &v)| if v > row[b] { j } else { b });
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::json!({"index": i, "class": class, "logits": row})
-                )?;
+                let mut line = serde_json::json!({"index": i, "class": class, "logits": row});
+                if let Some(name) = p.class_name(class) {
+                    line["label"] = name.into();
+                }
+                writeln!(out, "{line}")?;
             }
         }
         Command::Runs { dir, compare, json } => {
@@ -520,6 +523,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // `lockstep predict RUN X | head`: the reader left; nothing more to say (like ripgrep).
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

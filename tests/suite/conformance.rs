@@ -48,8 +48,7 @@ fn a_kernel_with_one_reordered_sum_is_caught() {
 fn stock_wgpu_sum_defect_is_detected_not_used() {
     let b = backends();
     if !b.iter().any(|(n, _)| n == "wgpu") {
-        eprintln!("\n!!! SKIPPING the stock-sum defect check: no Vulkan adapter !!!\n");
-        return;
+        return; // devices() already failed (CI) or recorded the skip
     }
     let cases: Vec<_> = cases()
         .into_iter()

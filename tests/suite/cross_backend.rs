@@ -8,11 +8,7 @@ use crate::harness::{
 use std::path::Path;
 
 fn wgpu_or_skip(what: &str) -> bool {
-    let ok = lockstep_train::backend::wgpu_available();
-    if !ok {
-        eprintln!("\n!!! SKIPPING {what}: no Vulkan adapter (install mesa-vulkan-drivers) !!!\n");
-    }
-    ok
+    crate::harness::require_wgpu(what)
 }
 
 fn train(cfg: &Path, out: &Path, backend: &str) {
@@ -85,15 +81,19 @@ fn lockstep_cnn_gives_identical_bits_on_cpu_and_gpu() {
         let cfg = write_config(dir.path(), &format!("cnn-{pool}.toml"), &text);
         let nd = dir.path().join(format!("ndarray-{pool}"));
         train(&cfg, &nd, "ndarray");
-        if wgpu_or_skip("the CNN CPU-vs-GPU bitwise run") {
-            let gp = dir.path().join(format!("wgpu-{pool}"));
-            train(&cfg, &gp, "wgpu");
-            same(
-                &nd,
-                &gp,
-                &["final.safetensors", "metrics.jsonl", "scores.json"],
-            );
-        }
+        // Without a GPU (outside CI) the second backend is flex: still a real comparison.
+        let other = if wgpu_or_skip("the CNN CPU-vs-GPU bitwise run") {
+            "wgpu"
+        } else {
+            "flex"
+        };
+        let o = dir.path().join(format!("{other}-{pool}"));
+        train(&cfg, &o, other);
+        same(
+            &nd,
+            &o,
+            &["final.safetensors", "metrics.jsonl", "scores.json"],
+        );
     }
     // The two poolings are different models (the test would pass vacuously otherwise).
     assert_ne!(
@@ -190,12 +190,7 @@ fn wgpu_stop_and_resume_is_bitwise_identical_to_an_uninterrupted_run() {
 /// ndarray and on wgpu from the same seed gives byte-identical checkpoints, metrics and scores.
 #[test]
 fn shipped_fashion_cnn_shortened_gives_identical_bits_on_cpu_and_gpu() {
-    if !std::path::Path::new("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
-        .exists()
-    {
-        eprintln!(
-            "\n!!! SKIPPING: dataset-fashion-mnist not installed (scripts/setup.sh installs it) !!!\n"
-        );
+    if !crate::harness::require_fashion("the shipped fashion_cnn CPU-vs-GPU run") {
         return;
     }
     if !wgpu_or_skip("the shipped fashion_cnn CPU-vs-GPU run") {

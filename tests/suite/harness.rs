@@ -138,3 +138,79 @@ pub fn stock_digits() -> String {
     assert!(t.contains("kernels = \"burn\""));
     t
 }
+
+/// Whether this is a CI run (`CI` set to anything but "", "0" or "false"), where every check
+/// must run: a missing dependency fails the test instead of skipping it.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// Gate a check on something this machine may lack. Returns `available`; when it is false:
+/// under CI the test panics naming `what` and `fix`; elsewhere the skip is printed and appended
+/// to `$LOCKSTEP_SKIP_LOG`, which `scripts/test.sh` counts into its summary line
+/// (`N passed, N failed, N skipped`).
+pub fn require(available: bool, what: &str, fix: &str) -> bool {
+    if available {
+        return true;
+    }
+    if in_ci() {
+        panic!("CI=true and {what} cannot run: {fix}");
+    }
+    eprintln!("\n!!! SKIPPING {what} ({fix}) !!!\n");
+    if let Some(log) = std::env::var_os("LOCKSTEP_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = writeln!(f, "{what}");
+        }
+    }
+    false
+}
+
+/// `require` for the wgpu backend (lavapipe on a machine without a GPU).
+pub fn require_wgpu(what: &str) -> bool {
+    require(
+        lockstep_train::backend::wgpu_available(),
+        what,
+        "no Vulkan adapter: install mesa-vulkan-drivers (scripts/setup.sh does)",
+    )
+}
+
+pub const FASHION_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// `require` for Debian's Fashion-MNIST files.
+pub fn require_fashion(what: &str) -> bool {
+    require(
+        Path::new(FASHION_DIR)
+            .join("t10k-images-idx3-ubyte.gz")
+            .exists(),
+        what,
+        "dataset-fashion-mnist is not installed (scripts/setup.sh installs it)",
+    )
+}
+
+/// The Python interpreter for reference checks: `$LOCKSTEP_PYTHON` (scripts/test.sh points it at
+/// its venv with numpy, safetensors and mlflow-skinny), else `python3`.
+pub fn python() -> Command {
+    Command::new(std::env::var_os("LOCKSTEP_PYTHON").unwrap_or_else(|| "python3".into()))
+}
+
+/// `require` for Python modules (`import <modules>` must succeed in `python()`).
+pub fn require_python(modules: &str, what: &str) -> bool {
+    let ok = python()
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    require(
+        ok,
+        what,
+        &format!(
+            "{} cannot import {modules}: run the tests through scripts/test.sh (its venv has them) or set LOCKSTEP_PYTHON",
+            std::env::var("LOCKSTEP_PYTHON").unwrap_or_else(|_| "python3".into())
+        ),
+    )
+}

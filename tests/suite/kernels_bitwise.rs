@@ -9,15 +9,11 @@ use lockstep_kernels::ops as det;
 pub fn devices() -> Vec<(&'static str, Device)> {
     #[allow(deprecated)]
     let mut v = vec![("ndarray", Device::ndarray()), ("flex", Device::flex())];
-    if lockstep_train::backend::wgpu_available() {
+    if crate::harness::require_wgpu("wgpu in the kernel/conformance comparisons") {
         v.push((
             "wgpu",
             Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
         ));
-    } else {
-        eprintln!(
-            "\n!!! SKIPPING wgpu in kernels_bitwise: no Vulkan adapter (apt-get install mesa-vulkan-drivers) !!!\n"
-        );
     }
     v
 }

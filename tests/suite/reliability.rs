@@ -247,10 +247,11 @@ fn a_full_disk_fails_cleanly_keeps_the_last_checkpoint_and_resumes() {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    if !ok {
-        eprintln!(
-            "\n!!! SKIPPING the disk-full test: cannot mount a small tmpfs here (needs root) !!!\n"
-        );
+    if !crate::harness::require(
+        ok,
+        "the disk-full test",
+        "cannot mount a small tmpfs here: run as root (CI does)",
+    ) {
         return;
     }
     struct Unmount(std::path::PathBuf);

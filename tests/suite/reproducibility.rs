@@ -4,7 +4,6 @@
 use crate::harness::{
     assert_same_files, config, lockstep, short_digits, train, tree, write_config,
 };
-use std::path::Path;
 
 /// Files that legitimately differ between runs: wall-clock times and the lock file.
 const VOLATILE: &[&str] = &["timing.jsonl", ".lock"];
@@ -132,10 +131,7 @@ fn digits_mlp_reaches_95_percent() {
 /// (Fashion-MNIST MLP, 100 steps), on ndarray and on flex.
 #[test]
 fn fashion_mlp_is_thread_count_invariant_on_ndarray_and_flex() {
-    if !Path::new("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists() {
-        eprintln!(
-            "\n!!! SKIPPING: dataset-fashion-mnist not installed (scripts/setup.sh installs it) !!!\n"
-        );
+    if !crate::harness::require_fashion("the Fashion-MNIST thread-count check") {
         return;
     }
     let dir = tempfile::tempdir().expect("tmp");

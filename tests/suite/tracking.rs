@@ -117,22 +117,14 @@ fn runs_table_compare_plot_and_mlflow_export() {
     ] {
         assert!(run_dir.join(f).exists(), "missing {f}");
     }
-    let has_mlflow = std::process::Command::new("python3")
-        .args(["-c", "import mlflow"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !has_mlflow {
-        eprintln!(
-            "\n!!! SKIPPING the MLflow client check: python3 with mlflow is not installed (pip install mlflow) !!!\n"
-        );
+    if !crate::harness::require_python("mlflow", "the MLflow client check") {
         return;
     }
     let script = format!(
         "import mlflow\nc = mlflow.tracking.MlflowClient(tracking_uri='file://{}')\nr = c.search_runs(['0'])[0]\narts = sorted(a.path for a in c.list_artifacts(r.info.run_id))\nprint(r.data.params['seed'], len(c.get_metric_history(r.info.run_id, 'train_loss')), len(r.data.tags['lockstep.config_hash']), 'manifest.json' in arts, r.info.status)",
         mlruns.display()
     );
-    let o = std::process::Command::new("python3")
+    let o = crate::harness::python()
         .args(["-c", &script])
         .env("MLFLOW_ALLOW_FILE_STORE", "true")
         .output()
@@ -154,10 +146,11 @@ fn identical_finished_runs_are_reused_on_request() {
         .output()
         .map(|o| o.status.success() && o.stdout.is_empty())
         .unwrap_or(false);
-    if !clean {
-        eprintln!(
-            "\n!!! SKIPPING --reuse: the source tree has uncommitted changes, so code identity is unknown (CI's clean clone runs it) !!!\n"
-        );
+    if !crate::harness::require(
+        clean,
+        "the --reuse check",
+        "the source tree has uncommitted changes, so code identity is unknown: commit (CI's clean clone runs it)",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().expect("tmp");

@@ -17,10 +17,8 @@ fn verify(run: &Path, extra: &[&str], ok: bool) -> String {
 
 fn backends() -> Vec<&'static str> {
     let mut b = vec!["ndarray"];
-    if lockstep_train::backend::wgpu_available() {
+    if crate::harness::require_wgpu("wgpu in the verify tests") {
         b.push("wgpu");
-    } else {
-        eprintln!("\n!!! SKIPPING wgpu in verify tests: no Vulkan adapter !!!\n");
     }
     b
 }
@@ -34,17 +32,13 @@ fn verify_passes_on_untouched_runs_for_every_shipped_config() {
         ("digits", short_digits("")),
         ("digits-stock", stock_digits()),
     ];
-    if Path::new("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists() {
+    if crate::harness::require_fashion("the Fashion-MNIST configs in verify") {
         for name in ["fashion_mlp.toml", "fashion_cnn.toml"] {
             let text = std::fs::read_to_string(config(name))
                 .unwrap()
                 .replace("[train]\n", "[train]\nmax_steps = 5\n");
             jobs.push((name, text));
         }
-    } else {
-        eprintln!(
-            "\n!!! SKIPPING Fashion-MNIST configs in verify: dataset-fashion-mnist not installed !!!\n"
-        );
     }
     for (name, text) in jobs {
         let cfg = write_config(dir.path(), &format!("{name}.toml"), &text);
@@ -220,7 +214,7 @@ fn predict_reproduces_the_recorded_test_logits() {
     let rec = lockstep_core::TensorFile::read(&run.join("eval/test.safetensors")).unwrap();
     let want = rec.tensors["logits"].to_f32().unwrap();
     let mut backends = vec!["ndarray", "flex"];
-    if lockstep_train::backend::wgpu_available() {
+    if crate::harness::require_wgpu("wgpu in the predict check") {
         backends.push("wgpu");
     }
     for b in backends {
@@ -255,15 +249,7 @@ fn predict_reproduces_the_recorded_test_logits() {
 /// checkpoint using only the layout documented in README. Skips loudly without them.
 #[test]
 fn numpy_forward_pass_reproduces_the_recorded_scores() {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", "import numpy, safetensors"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!(
-            "\n!!! SKIPPING the Python interop check: python3 with numpy and safetensors is not installed (pip install numpy safetensors) !!!\n"
-        );
+    if !crate::harness::require_python("numpy, safetensors", "the Python interop check") {
         return;
     }
     let dir = tempfile::tempdir().expect("tmp");
@@ -284,9 +270,9 @@ fn numpy_forward_pass_reproduces_the_recorded_scores() {
 import numpy as np
 from safetensors.numpy import load_file
 f = load_file("{run}/final.safetensors")
-tr = np.loadtxt("{train}", delimiter=",")[:, :16]
 te = np.loadtxt("{test}", delimiter=",")[:, :16]
-x = (te / np.abs(tr).max()).astype(np.float32)
+# The normalisation travels in the checkpoint (F64 [1] tensors); "unit" means mean 0, std 1.
+x = (((te / f["input.pixel_scale"][0]) - f["input.mean"][0]) / f["input.std"][0]).astype(np.float32)
 n = len([k for k in f if k.startswith("model.") and k.endswith(".weight")])
 for i in range(n):
     x = x @ f[f"model.l{{i}}.weight"] + f[f"model.l{{i}}.bias"]
@@ -296,10 +282,9 @@ want = load_file("{run}/eval/test.safetensors")["logits"]
 print(float(np.abs(x - want).max()))
 "#,
         run = run.display(),
-        train = train.display(),
         test = test.display()
     );
-    let o = std::process::Command::new("python3")
+    let o = crate::harness::python()
         .args(["-c", &script])
         .output()
         .unwrap();

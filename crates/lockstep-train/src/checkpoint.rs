@@ -5,11 +5,21 @@
 //!   `[c_out, c_in, k, k]`, biases `[d]`.
 //! - `optim.<slot>.<param>`: optimizer moments (`m`/`v` for Adam/AdamW, `momentum` for SGD).
 //!
+//! - `input.pixel_scale`, `input.mean`, `input.std` (F64, `[1]`): the normalisation fitted on
+//!   the training split (`x = ((raw / pixel_scale) - mean) / std`, in f64, then rounded to f32),
+//!   so inference needs no training data.
+//!
 //! Metadata (strings): `lockstep.format`, `lockstep.identity` (canonical JSON `RunIdentity`:
 //! config, config hash, seed, dataset hashes, version), `lockstep.state` (canonical JSON
-//! `TrainState`: step, epoch, position in the epoch, schedule position, stream positions) and
-//! `lockstep.checksum` (see `lockstep_core::tensorfile`). No timestamps, paths, hosts, backend
-//! or device names: the bytes are a function of the computation only.
+//! `TrainState`: step, epoch, position in the epoch, schedule position, stream positions),
+//! `lockstep.inference` (canonical JSON `InputSpec`: input shape and stored dtype, normalisation
+//! mode, class count and names) and `lockstep.checksum` (see `lockstep_core::tensorfile`). No
+//! timestamps, paths, hosts, backend or device names: the bytes are a function of the
+//! computation only.
+//!
+//! Format v1 (before the inference fields) still loads: training resumes from it, and inference
+//! falls back to recomputing the normalisation from the training data, saying so when it is
+//! missing.
 
 use crate::TrainError;
 use lockstep_core::canonical_json;
@@ -19,7 +29,111 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub const FORMAT: &str = "lockstep-checkpoint-v1";
+pub const FORMAT: &str = "lockstep-checkpoint-v2";
+/// The format before the inference fields; read, never written.
+pub const FORMAT_V1: &str = "lockstep-checkpoint-v1";
+
+/// How a model's inputs look and are normalised: everything inference needs besides the weights.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputSpec {
+    /// `[channels, height, width]` of one input.
+    pub shape: [usize; 3],
+    /// How raw inputs are stored in the data files: `"u8"` (IDX images) or `"f32"` (CSV).
+    pub dtype: String,
+    /// `"unit"` (`raw / pixel_scale`) or `"standardize"` (then `(x - mean) / std`).
+    pub normalize: String,
+    pub classes: usize,
+    /// Class names by index, when the dataset defines them (empty otherwise).
+    pub class_names: Vec<String>,
+}
+
+/// `InputSpec` plus the normalisation statistics (stored as F64 tensors `input.*`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Inference {
+    pub spec: InputSpec,
+    pub pixel_scale: f64,
+    pub mean: f64,
+    pub std: f64,
+}
+
+const INPUT_TENSORS: [&str; 3] = ["input.pixel_scale", "input.mean", "input.std"];
+
+impl Inference {
+    fn tensors(&self) -> [(&'static str, TensorEntry); 3] {
+        let t = |v: f64| TensorEntry {
+            dtype: DType::F64,
+            shape: vec![1],
+            data: v.to_le_bytes().to_vec(),
+        };
+        [
+            (INPUT_TENSORS[0], t(self.pixel_scale)),
+            (INPUT_TENSORS[1], t(self.mean)),
+            (INPUT_TENSORS[2], t(self.std)),
+        ]
+    }
+
+    /// Decode from a file's metadata and `input.*` tensors (removed from `tensors`).
+    pub(crate) fn take(
+        metadata: &BTreeMap<String, String>,
+        tensors: &mut BTreeMap<String, TensorEntry>,
+        path: &Path,
+    ) -> Result<Option<Self>, TrainError> {
+        let bad = |what: String| {
+            TrainError::checkpoint(
+                path,
+                what,
+                "use a checkpoint written by this version of lockstep",
+            )
+        };
+        let Some(json) = metadata.get("lockstep.inference") else {
+            return match INPUT_TENSORS.iter().find(|n| tensors.contains_key(**n)) {
+                Some(n) => Err(bad(format!(
+                    "holds tensor {n:?} but no lockstep.inference metadata"
+                ))),
+                None => Ok(None),
+            };
+        };
+        let spec: InputSpec = serde_json::from_str(json)
+            .map_err(|e| bad(format!("lockstep.inference metadata is unreadable: {e}")))?;
+        let mut stat = |name: &str| -> Result<f64, TrainError> {
+            let t = tensors
+                .remove(name)
+                .ok_or_else(|| bad(format!("has lockstep.inference but no tensor {name:?}")))?;
+            let v = (t.dtype == DType::F64 && t.shape == [1])
+                .then(|| f64::from_le_bytes(t.data[..8].try_into().expect("8 bytes")))
+                .ok_or_else(|| bad(format!("tensor {name:?} must be F64 of shape [1]")))?;
+            if !v.is_finite() {
+                return Err(bad(format!("tensor {name:?} is not finite ({v})")));
+            }
+            Ok(v)
+        };
+        let inf = Inference {
+            pixel_scale: stat(INPUT_TENSORS[0])?,
+            mean: stat(INPUT_TENSORS[1])?,
+            std: stat(INPUT_TENSORS[2])?,
+            spec,
+        };
+        if inf.pixel_scale <= 0.0 || inf.std <= 0.0 {
+            return Err(bad(format!(
+                "input.pixel_scale {} and input.std {} must be positive",
+                inf.pixel_scale, inf.std
+            )));
+        }
+        Ok(Some(inf))
+    }
+
+    /// Add the metadata entry and `input.*` tensors to a file being written.
+    pub(crate) fn put(
+        &self,
+        metadata: &mut BTreeMap<String, String>,
+        tensors: &mut BTreeMap<String, TensorEntry>,
+    ) {
+        metadata.insert("lockstep.inference".to_string(), canonical_json(&self.spec));
+        for (n, t) in self.tensors() {
+            tensors.insert(n.to_string(), t);
+        }
+    }
+}
 
 /// Where training stands; with the tensors, enough to continue bit for bit.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -44,6 +158,8 @@ pub struct Checkpoint {
     pub state: TrainState,
     /// `model.*` and `optim.*` tensors by full name.
     pub tensors: BTreeMap<String, TensorEntry>,
+    /// What inference needs besides the weights; `None` in a format-v1 checkpoint.
+    pub inference: Option<Inference>,
 }
 
 impl Checkpoint {
@@ -55,10 +171,14 @@ impl Checkpoint {
             canonical_json(&self.identity),
         );
         metadata.insert("lockstep.state".to_string(), canonical_json(&self.state));
-        TensorFile {
-            tensors: self.tensors.clone(),
-            metadata,
+        let mut tensors = self.tensors.clone();
+        if let Some(inf) = &self.inference {
+            inf.put(&mut metadata, &mut tensors);
+        } else {
+            // Only a v1 checkpoint read back lacks these; it is written back as v1.
+            metadata.insert("lockstep.format".to_string(), FORMAT_V1.to_string());
         }
+        TensorFile { tensors, metadata }
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -76,7 +196,7 @@ impl Checkpoint {
     }
 
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self, TrainError> {
-        let file = TensorFile::from_bytes(bytes, path)?;
+        let mut file = TensorFile::from_bytes(bytes, path)?;
         file.verify_checksum(path)?;
         if file.to_bytes() != bytes {
             return Err(TrainError::checkpoint(
@@ -92,10 +212,11 @@ impl Checkpoint {
                 "use a checkpoint written by this version of lockstep",
             )
         };
-        match file.metadata.get("lockstep.format") {
-            Some(f) if f == FORMAT => {}
+        let v1 = match file.metadata.get("lockstep.format") {
+            Some(f) if f == FORMAT => false,
+            Some(f) if f == FORMAT_V1 => true,
             other => return Err(bad(format!("format is {other:?}, expected {FORMAT:?}"))),
-        }
+        };
         let identity: RunIdentity = serde_json::from_str(
             file.metadata
                 .get("lockstep.identity")
@@ -110,6 +231,14 @@ impl Checkpoint {
                 .unwrap_or(""),
         )
         .map_err(|e| bad(format!("lockstep.state metadata is unreadable: {e}")))?;
+        let inference = Inference::take(&file.metadata, &mut file.tensors, path)?;
+        if inference.is_none() != v1 {
+            return Err(bad(format!(
+                "format {} but {} lockstep.inference metadata",
+                if v1 { FORMAT_V1 } else { FORMAT },
+                if v1 { "has" } else { "no" }
+            )));
+        }
         if let Some((name, t)) = file.tensors.iter().find(|(_, t)| t.dtype != DType::F32) {
             return Err(bad(format!(
                 "tensor {name:?} has dtype {}, lockstep checkpoints hold F32 only",
@@ -120,6 +249,7 @@ impl Checkpoint {
             identity,
             state,
             tensors: file.tensors,
+            inference,
         })
     }
 

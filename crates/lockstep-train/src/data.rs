@@ -8,6 +8,7 @@
 //! Every file read is hashed (SHA-256 of its bytes as stored) for the manifest.
 
 use crate::TrainError;
+use crate::checkpoint::{Inference, InputSpec};
 use flate2::read::GzDecoder;
 use lockstep_core::config::{DataConfig, DatasetKind, Normalize};
 use lockstep_core::{SeedStream, sha256_hex};
@@ -71,6 +72,20 @@ pub struct Dataset {
     pub normalizer: Normalizer,
 }
 
+/// Fashion-MNIST's class names (Zalando's README), by label.
+pub const FASHION_MNIST_CLASSES: [&str; 10] = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+];
+
 /// Raw pixels (as read) with labels, before normalisation.
 struct Raw {
     pixels: Vec<f32>,
@@ -79,6 +94,75 @@ struct Raw {
 }
 
 pub fn load_dataset(cfg: &DataConfig, seed: u64) -> Result<Dataset, TrainError> {
+    let raw = load_raw(cfg, seed, true, "training")?;
+    let train = raw.train.expect("training data requested");
+    let (train, validation) = carve_validation(cfg, seed, train)?;
+    let norm = Normalizer::fit(&train.pixels, raw.max, cfg.normalize);
+    Ok(Dataset {
+        train: norm.finish(train),
+        validation: validation.map(|v| norm.finish(v)),
+        test: norm.finish(raw.test),
+        image_shape: cfg.image_shape,
+        classes: cfg.classes,
+        hashes: raw.hashes,
+        normalizer: norm,
+    })
+}
+
+/// The evaluation splits of a run, normalised with the statistics its checkpoint recorded:
+/// reads the training file only when a split is carved from it (the validation split, or the
+/// test split of the digits/CSV data without a test file), never to refit the normalisation.
+pub struct EvalData {
+    pub test: Split,
+    pub validation: Option<Split>,
+    /// File name → SHA-256 of the files read (a subset of the run's `datasets`).
+    pub hashes: BTreeMap<String, String>,
+}
+
+pub fn load_eval(
+    cfg: &DataConfig,
+    seed: u64,
+    norm: &Normalizer,
+    validation: bool,
+) -> Result<EvalData, TrainError> {
+    let test_in_train = match cfg.dataset {
+        DatasetKind::Digits => true,
+        DatasetKind::Csv => cfg.test_path.is_none(),
+        DatasetKind::FashionMnist | DatasetKind::Mnist => false,
+    };
+    let why = if validation {
+        "the validation split is carved from it"
+    } else {
+        "the test split is carved from it"
+    };
+    let raw = load_raw(cfg, seed, validation || test_in_train, why)?;
+    let validation = match (validation, raw.train) {
+        (true, Some(train)) => carve_validation(cfg, seed, train)?.1,
+        _ => None,
+    };
+    Ok(EvalData {
+        test: norm.finish(raw.test),
+        validation: validation.map(|v| norm.finish(v)),
+        hashes: raw.hashes,
+    })
+}
+
+/// Raw splits as read: `train` when asked for (or when the test split is carved from it).
+struct RawData {
+    train: Option<Raw>,
+    test: Raw,
+    /// `Normalize::Unit`'s divisor: the format's pixel maximum, or a CSV's largest |value|.
+    max: f32,
+    hashes: BTreeMap<String, String>,
+}
+
+/// `why_train` says why the training file is read, in the error when it is missing.
+fn load_raw(
+    cfg: &DataConfig,
+    seed: u64,
+    with_train: bool,
+    why_train: &str,
+) -> Result<RawData, TrainError> {
     let dim: usize = cfg.image_shape.iter().product();
     let mut hashes = BTreeMap::new();
     let (train, test, max) = match cfg.dataset {
@@ -91,7 +175,7 @@ pub fn load_dataset(cfg: &DataConfig, seed: u64) -> Result<Dataset, TrainError> 
                 cfg.classes,
             )?;
             let (train, test) = split_off(all, cfg.test_fraction, seed);
-            (train, test, 16.0)
+            (Some(train), test, 16.0)
         }
         DatasetKind::FashionMnist | DatasetKind::Mnist => {
             let dir = PathBuf::from(cfg.dir.as_deref().unwrap_or("."));
@@ -114,11 +198,12 @@ pub fn load_dataset(cfg: &DataConfig, seed: u64) -> Result<Dataset, TrainError> 
                 } else {
                     "set data.dir to a folder with the MNIST IDX files"
                 };
-                Err(TrainError::data(
-                    dir.join(format!("{stem}[.gz]")),
-                    "data file not found",
-                    fix,
-                ))
+                let what = if stem.starts_with("train") {
+                    format!("data file not found (the training file is needed: {why_train})")
+                } else {
+                    "data file not found".to_string()
+                };
+                Err(TrainError::data(dir.join(format!("{stem}[.gz]")), what, fix))
             };
             let mut read_pair = |img: &str, lab: &str| -> Result<Raw, TrainError> {
                 let (ib, iname, ip) = load(img)?;
@@ -150,7 +235,11 @@ pub fn load_dataset(cfg: &DataConfig, seed: u64) -> Result<Dataset, TrainError> 
                     dim,
                 })
             };
-            let train = read_pair("train-images-idx3-ubyte", "train-labels-idx1-ubyte")?;
+            let train = if with_train {
+                Some(read_pair("train-images-idx3-ubyte", "train-labels-idx1-ubyte")?)
+            } else {
+                None
+            };
             let test = read_pair("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?;
             (train, test, 255.0)
         }
@@ -174,62 +263,70 @@ pub fn load_dataset(cfg: &DataConfig, seed: u64) -> Result<Dataset, TrainError> 
                 hashes.insert(file_name(p), sha256_hex(&bytes));
                 parse_csv(&maybe_gunzip(&bytes, &path)?, &path, dim, cfg.classes)
             };
-            let train = read(cfg.train_path.as_deref().unwrap_or_default())?;
+            let train_path = cfg.train_path.as_deref().unwrap_or_default();
             let (train, test) = match &cfg.test_path {
-                Some(tp) => (train, read(tp)?),
-                None => split_off(train, cfg.test_fraction, seed),
+                Some(tp) => {
+                    let train = if with_train {
+                        Some(read(train_path)?)
+                    } else {
+                        None
+                    };
+                    (train, read(tp)?)
+                }
+                None => {
+                    let (train, test) = split_off(read(train_path)?, cfg.test_fraction, seed);
+                    (Some(train), test)
+                }
             };
             let max = train
-                .pixels
                 .iter()
+                .flat_map(|t| &t.pixels)
                 .fold(0f32, |m, &v| m.max(v.abs()))
                 .max(1.0);
             (train, test, max)
         }
     };
-    if train.labels.is_empty() || test.labels.is_empty() {
+    if train.as_ref().is_some_and(|t| t.labels.is_empty()) || test.labels.is_empty() {
         return Err(TrainError::data(
             cfg.dir.clone().unwrap_or_default(),
             "a split is empty",
             "provide more samples or change data.test_fraction",
         ));
     }
-    let (train, validation) = if cfg.validation_size > 0 {
-        if cfg.validation_size >= train.labels.len() {
-            return Err(TrainError::data(
-                "<config data.validation_size>",
-                format!(
-                    "validation_size {} >= {} training samples",
-                    cfg.validation_size,
-                    train.labels.len()
-                ),
-                "use a smaller data.validation_size",
-            ));
-        }
-        let (t, v) = take_indices(
-            train,
-            cfg.validation_size,
-            &mut SeedStream::new(seed, "split/validation"),
-        );
-        (t, Some(v))
-    } else {
-        (train, None)
-    };
-    let norm = Normalizer::fit(&train.pixels, max, cfg.normalize);
-    let finish = |r: Raw| Split {
-        features: r.pixels.iter().map(|&p| norm.apply(p)).collect(),
-        labels: r.labels,
-        dim: r.dim,
-    };
-    Ok(Dataset {
-        train: finish(train),
-        validation: validation.map(finish),
-        test: finish(test),
-        image_shape: cfg.image_shape,
-        classes: cfg.classes,
+    Ok(RawData {
+        train: if with_train { train } else { None },
+        test,
+        max,
         hashes,
-        normalizer: norm,
     })
+}
+
+/// Split `data.validation_size` samples (stream `split/validation`) off the training split.
+fn carve_validation(
+    cfg: &DataConfig,
+    seed: u64,
+    train: Raw,
+) -> Result<(Raw, Option<Raw>), TrainError> {
+    if cfg.validation_size == 0 {
+        return Ok((train, None));
+    }
+    if cfg.validation_size >= train.labels.len() {
+        return Err(TrainError::data(
+            "<config data.validation_size>",
+            format!(
+                "validation_size {} >= {} training samples",
+                cfg.validation_size,
+                train.labels.len()
+            ),
+            "use a smaller data.validation_size",
+        ));
+    }
+    let (t, v) = take_indices(
+        train,
+        cfg.validation_size,
+        &mut SeedStream::new(seed, "split/validation"),
+    );
+    Ok((t, Some(v)))
 }
 
 fn file_name(p: &str) -> String {
@@ -272,6 +369,59 @@ impl Normalizer {
             }
         }
     }
+    fn finish(&self, r: Raw) -> Split {
+        Split {
+            features: r.pixels.iter().map(|&p| self.apply(p)).collect(),
+            labels: r.labels,
+            dim: r.dim,
+        }
+    }
+
+    /// The statistics and input description a checkpoint carries, so inference needs no
+    /// training data (`checkpoint::Inference`).
+    pub fn inference(&self, cfg: &DataConfig) -> Inference {
+        let classes = cfg.classes;
+        let class_names: Vec<String> = match cfg.dataset {
+            DatasetKind::FashionMnist if classes == 10 => FASHION_MNIST_CLASSES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            DatasetKind::Digits | DatasetKind::Mnist if classes == 10 => {
+                (0..10).map(|d| d.to_string()).collect()
+            }
+            _ => vec![],
+        };
+        Inference {
+            spec: InputSpec {
+                shape: cfg.image_shape,
+                dtype: match cfg.dataset {
+                    DatasetKind::FashionMnist | DatasetKind::Mnist => "u8",
+                    DatasetKind::Digits | DatasetKind::Csv => "f32",
+                }
+                .to_string(),
+                normalize: match cfg.normalize {
+                    Normalize::Unit => "unit",
+                    Normalize::Standardize => "standardize",
+                }
+                .to_string(),
+                classes,
+                class_names,
+            },
+            pixel_scale: self.max,
+            mean: self.mean,
+            std: self.std,
+        }
+    }
+
+    /// The normalisation a checkpoint recorded.
+    pub fn from_inference(inf: &Inference) -> Self {
+        Normalizer {
+            max: inf.pixel_scale,
+            mean: inf.mean,
+            std: inf.std,
+        }
+    }
+
     /// Normalise one raw pixel value: `((p / max - mean) / std) as f32`, computed in f64, then
     /// flushed like every value entering lockstep's kernels (`lockstep_kernels::arith::flush`).
     pub fn apply(&self, p: f32) -> f32 {

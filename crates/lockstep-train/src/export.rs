@@ -1,10 +1,12 @@
 //! `lockstep export`: an inference checkpoint with the weights converted to f16 or bf16 by the
 //! `half` crate (IEEE round-to-nearest-even, `f16::from_f32` / `bf16::from_f32`). Only `model.*`
-//! tensors are kept; the file is canonical safetensors with a checksum, like every checkpoint,
-//! with `lockstep.format = lockstep-inference-v1` and `lockstep.dtype`.
+//! tensors are kept, plus the input description and normalisation statistics (`input.*`, F64,
+//! exactly as in the checkpoint), so `lockstep predict EXPORT INPUTS` needs nothing else; the
+//! file is canonical safetensors with a checksum, like every checkpoint, with
+//! `lockstep.format = lockstep-inference-v1`, `lockstep.dtype` and `lockstep.inference`.
 
 use crate::TrainError;
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, Inference};
 use lockstep_core::canonical_json;
 use lockstep_core::tensorfile::{DType, TensorEntry, TensorFile};
 use std::collections::BTreeMap;
@@ -71,6 +73,9 @@ pub fn export(run: &Path, precision: Precision, out: &Path) -> Result<(), TrainE
         );
     }
     let mut metadata = BTreeMap::new();
+    if let Some(inf) = &ck.inference {
+        inf.put(&mut metadata, &mut tensors);
+    }
     metadata.insert("lockstep.format".to_string(), FORMAT.to_string());
     metadata.insert("lockstep.dtype".to_string(), precision.name().to_string());
     metadata.insert(
@@ -84,7 +89,7 @@ pub fn export(run: &Path, precision: Precision, out: &Path) -> Result<(), TrainE
 
 /// Read an exported inference checkpoint back as f32 tensors (the widening is exact).
 pub fn read_inference(path: &Path, bytes: &[u8]) -> Result<Checkpoint, TrainError> {
-    let f = TensorFile::from_bytes(bytes, path)?;
+    let mut f = TensorFile::from_bytes(bytes, path)?;
     f.verify_checksum(path)?;
     if f.metadata.get("lockstep.format").map(String::as_str) != Some(FORMAT) {
         return Err(TrainError::checkpoint(
@@ -106,6 +111,7 @@ pub fn read_inference(path: &Path, bytes: &[u8]) -> Result<Checkpoint, TrainErro
             "re-export the checkpoint",
         )
     })?;
+    let inference = Inference::take(&f.metadata, &mut f.tensors, path)?;
     let mut tensors = BTreeMap::new();
     for (name, t) in f.tensors {
         let v: Vec<f32> = match t.dtype {
@@ -142,5 +148,6 @@ pub fn read_inference(path: &Path, bytes: &[u8]) -> Result<Checkpoint, TrainErro
         identity,
         state,
         tensors,
+        inference,
     })
 }

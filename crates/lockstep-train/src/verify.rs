@@ -11,7 +11,7 @@
 use crate::TrainError;
 use crate::backend;
 use crate::checkpoint::Checkpoint;
-use crate::data::load_dataset;
+use crate::data::{Normalizer, load_dataset, load_eval};
 use crate::model::{Model, upload};
 use crate::run::{evaluate, read_manifest};
 use lockstep_core::config::{BackendKind, KernelSet};
@@ -57,6 +57,18 @@ pub struct VerifyReport {
 
 fn refuse(path: &Path, what: String, fix: &str) -> TrainError {
     TrainError::run_dir(path, what, fix)
+}
+
+/// Point a missing-data error at `--data`.
+fn data_hint(e: TrainError) -> TrainError {
+    match e {
+        TrainError::Data { path, what, fix } => TrainError::Data {
+            path,
+            what,
+            fix: format!("{fix}; or pass --data DIR (a CSV job: --data FILE) with a copy of it"),
+        },
+        e => e,
+    }
 }
 
 pub fn verify(run: &Path, opts: &VerifyOptions) -> Result<VerifyReport, TrainError> {
@@ -109,13 +121,33 @@ pub fn verify(run: &Path, opts: &VerifyOptions) -> Result<VerifyReport, TrainErr
             _ => cfg.data.dir = Some(d.to_string_lossy().into_owned()),
         }
     }
-    let data = load_dataset(&cfg.data, cfg.seed)?;
-    if data.hashes != manifest.identity.datasets && !opts.allow_data_change {
+    let names: Vec<String> = scores["splits"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    // Only the data being re-scored is read, normalised with the checkpoint's statistics; a
+    // format-v1 checkpoint has none, so its normalisation is refitted on the training data.
+    let (test, validation, hashes) = match &ck.inference {
+        Some(inf) => {
+            let norm = Normalizer::from_inference(inf);
+            let want_validation = names.iter().any(|n| n == "validation");
+            let e = load_eval(&cfg.data, cfg.seed, &norm, want_validation).map_err(data_hint)?;
+            (e.test, e.validation, e.hashes)
+        }
+        None => {
+            let d = load_dataset(&cfg.data, cfg.seed).map_err(data_hint)?;
+            (d.test, d.validation, d.hashes)
+        }
+    };
+    let data_changed = hashes
+        .iter()
+        .any(|(name, h)| manifest.identity.datasets.get(name) != Some(h));
+    if data_changed && !opts.allow_data_change {
         return Err(refuse(
             run,
             format!(
                 "the data differs from the recorded run (recorded {:?}, now {:?})",
-                manifest.identity.datasets, data.hashes
+                manifest.identity.datasets, hashes
             ),
             "verify against the recorded data, or pass --allow-data-change to score new data against the tolerance only",
         ));
@@ -149,7 +181,12 @@ pub fn verify(run: &Path, opts: &VerifyOptions) -> Result<VerifyReport, TrainErr
         ));
     }
     let batch = opts.batch_size.unwrap_or(cfg.train.eval_batch_size);
-    let model = Model::new(&cfg.model, kernels, data.image_shape, data.classes);
+    let model = Model::new(
+        &cfg.model,
+        kernels,
+        cfg.data.image_shape,
+        cfg.data.classes,
+    );
     let mut params = Vec::new();
     for s in &model.specs {
         params.push(upload(
@@ -179,20 +216,16 @@ pub fn verify(run: &Path, opts: &VerifyOptions) -> Result<VerifyReport, TrainErr
         let t = tolerance_for("inference_logits", "burn").unwrap_or(Tolerance::Bitwise);
         (t, format!("declared cross-backend/batch tolerance: {t}"))
     };
-    let tol = if opts.allow_data_change && data.hashes != manifest.identity.datasets {
+    let tol = if data_changed {
         tolerance_for("inference_logits", "burn").unwrap_or(tol)
     } else {
         tol
     };
     let mut splits = Vec::new();
-    let names: Vec<String> = scores["splits"]
-        .as_object()
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default();
     for name in names {
         let split = match name.as_str() {
-            "test" => &data.test,
-            "validation" => match &data.validation {
+            "test" => &test,
+            "validation" => match &validation {
                 Some(v) => v,
                 None => continue,
             },
