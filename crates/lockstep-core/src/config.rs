@@ -260,6 +260,10 @@ pub enum KernelSet {
     Lockstep,
 }
 
+/// The most CPU threads `train.threads` / `--threads` may ask for (results never depend on the
+/// thread count; past the core count threads only add overhead).
+pub const MAX_THREADS: usize = 1024;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     pub batch_size: usize,
@@ -862,12 +866,12 @@ impl Validator {
             })?,
         };
         let threads = self.non_negative("train.threads", t.threads.unwrap_or(0))? as usize;
-        if threads > 1024 {
+        if threads > MAX_THREADS {
             return Err(self.err(
                 "train.threads",
                 threads,
-                "is implausibly large",
-                "use 0 (all cores) or a small number",
+                &format!("is more than {MAX_THREADS} threads"),
+                "use 0 (all cores) or at most the number of cores: more threads never change the bits, only add overhead",
             ));
         }
         let kernels = match t.kernels.as_deref().unwrap_or("lockstep") {

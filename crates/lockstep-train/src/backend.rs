@@ -84,6 +84,24 @@ pub fn open(
                 what: format!("--device {sel:?} is not an adapter selector"),
                 fix: "use default, cpu, discrete:N, integrated:N or virtual:N".into(),
             })?;
+            let found = adapters();
+            if !selects(&dk, &found) {
+                return Err(TrainError::Backend {
+                    backend: "wgpu".into(),
+                    what: format!(
+                        "--device {sel}: this machine has no such adapter; adapters present: {}",
+                        adapter_list(&found)
+                    ),
+                    fix: if found.is_empty() {
+                        "install a Vulkan driver (Debian: apt-get install mesa-vulkan-drivers for the lavapipe software adapter) or use --backend ndarray".into()
+                    } else {
+                        format!(
+                            "pass one of the selectors above (e.g. --device {}) or --device default",
+                            found[0].selector
+                        )
+                    },
+                });
+            }
             let init = std::panic::catch_unwind(|| {
                 Device::wgpu_options()
                     .device_kind(dk.clone())
@@ -93,7 +111,7 @@ pub fn open(
                 Ok(Ok(x)) => x,
                 // Initialised earlier in this process (library use): the adapter works, but its
                 // driver facts can no longer be queried.
-                Ok(Err(_)) if wgpu_available() => {
+                Ok(Err(burn::tensor::wgpu::WgpuInitError::Registration { .. })) => {
                     facts.insert(
                         "adapter".into(),
                         "(runtime initialised earlier in this process)".into(),
@@ -101,8 +119,18 @@ pub fn open(
                     let device = Device::wgpu(dk);
                     return Ok(finish(kind, device, threads, facts));
                 }
-                Ok(Err(e)) => return Err(no_adapter(format!("{e}"))),
-                Err(_) => return Err(no_adapter("adapter request panicked".into())),
+                Ok(Err(e)) => {
+                    return Err(no_adapter(format!(
+                        "--device {sel} failed to initialise: {e}; adapters present: {}",
+                        adapter_list(&found)
+                    )));
+                }
+                Err(_) => {
+                    return Err(no_adapter(format!(
+                        "--device {sel}: the adapter request panicked; adapters present: {}",
+                        adapter_list(&found)
+                    )));
+                }
             };
             let info = setup.adapter.get_info();
             facts.insert("adapter".into(), info.name.clone());
@@ -143,6 +171,110 @@ fn finish(
     }
 }
 
+/// One wgpu adapter this machine has, with the `--device` selector that picks it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdapterEntry {
+    pub selector: String,
+    pub name: String,
+    pub device_type: String,
+    pub driver: String,
+    pub api: String,
+}
+
+/// The adapters cubecl would choose from: those of Vulkan when Vulkan has any (cubecl's `Auto`
+/// means Vulkan wherever it exists), else those of every other API. Asked through a wgpu
+/// instance of our own, before any device is handed to burn, so a bad selector is an error
+/// listing what exists instead of a panic on cubecl's device thread.
+pub fn adapters() -> Vec<AdapterEntry> {
+    use burn::tensor::wgpu::wgpu;
+    let list = |backends: wgpu::Backends| -> Vec<wgpu::AdapterInfo> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends,
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        });
+        block_on(instance.enumerate_adapters(backends))
+            .iter()
+            .map(wgpu::Adapter::get_info)
+            .collect()
+    };
+    let found = std::panic::catch_unwind(|| {
+        let vk = list(wgpu::Backends::VULKAN);
+        if vk.is_empty() {
+            list(wgpu::Backends::all())
+        } else {
+            vk
+        }
+    })
+    .unwrap_or_default();
+    let mut counts = BTreeMap::<&str, usize>::new();
+    found
+        .iter()
+        .map(|info| {
+            let kind = match info.device_type {
+                wgpu::DeviceType::DiscreteGpu => "discrete",
+                wgpu::DeviceType::IntegratedGpu => "integrated",
+                wgpu::DeviceType::VirtualGpu => "virtual",
+                wgpu::DeviceType::Cpu => "cpu",
+                wgpu::DeviceType::Other => "other",
+            };
+            let n = counts.entry(kind).or_default();
+            let selector = match kind {
+                "cpu" if *n == 0 => "cpu".to_string(),
+                "other" => format!("(no selector: {kind} adapter {n})"),
+                _ => format!("{kind}:{n}"),
+            };
+            *n += 1;
+            AdapterEntry {
+                selector,
+                name: info.name.clone(),
+                device_type: format!("{:?}", info.device_type),
+                driver: format!("{} {}", info.driver, info.driver_info),
+                api: format!("{:?}", info.backend),
+            }
+        })
+        .collect()
+}
+
+/// Whether `sel` names one of `found` (`default` names the first).
+fn selects(sel: &DeviceKind, found: &[AdapterEntry]) -> bool {
+    let want = match sel {
+        DeviceKind::DefaultDevice => return !found.is_empty(),
+        DeviceKind::Cpu => "cpu".to_string(),
+        DeviceKind::DiscreteGpu(i) => format!("discrete:{i}"),
+        DeviceKind::IntegratedGpu(i) => format!("integrated:{i}"),
+        DeviceKind::VirtualGpu(i) => format!("virtual:{i}"),
+        _ => return true,
+    };
+    found.iter().any(|a| a.selector == want)
+}
+
+fn adapter_list(found: &[AdapterEntry]) -> String {
+    if found.is_empty() {
+        return "none".into();
+    }
+    found
+        .iter()
+        .map(|a| {
+            format!(
+                "\n    --device {:<12} {} ({}, {}, {})",
+                a.selector, a.name, a.device_type, a.api, a.driver
+            )
+        })
+        .collect()
+}
+
+/// Poll a future that wgpu resolves without waiting (native adapter enumeration).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
+}
+
 fn no_adapter(detail: String) -> TrainError {
     TrainError::Backend {
         backend: "wgpu".into(),
@@ -178,12 +310,34 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_string())
 }
 
+/// The largest thread count `configure_threads` accepts on a machine with `cores` cores: 4 per
+/// core, at least 64 (enough to exercise thread-count invariance anywhere), at most
+/// `MAX_THREADS`. Oversubscribing further only adds overhead (1024 threads on 2 cores made a
+/// 1-second job take minutes), and at 100000 the OS fails to start them.
+pub fn max_threads(cores: usize) -> usize {
+    (4 * cores).clamp(64, lockstep_core::config::MAX_THREADS)
+}
+
 /// Size the CPU thread pools. Must run before any tensor work; `0` keeps the default size.
 /// Rayon (ndarray element-wise ops, flex, the lockstep kernels' CPU loops) gets `threads`;
 /// matrixmultiply (ndarray's stock matmul) reads `MATMUL_NUM_THREADS`, which the binary sets
 /// before calling this. Under `LOCKSTEP_CPU_FTZ=1` this thread and every pool thread run with
 /// the CPU's flush-to-zero and denormals-are-zero modes on (`lockstep_kernels::ftz`).
 pub fn configure_threads(threads: usize) -> Result<(), TrainError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let most = max_threads(cores);
+    if threads > most {
+        return Err(TrainError::Backend {
+            backend: "cpu".into(),
+            what: format!(
+                "--threads / train.threads {threads} is more than {most}, the most lockstep starts on this machine ({cores} cores: 4 per core, at least 64, at most {})",
+                lockstep_core::config::MAX_THREADS
+            ),
+            fix: format!(
+                "use 0 (all cores) or at most {most}: the bits never depend on the thread count, and past {cores} threads only add overhead"
+            ),
+        });
+    }
     let ftz = lockstep_kernels::ftz::requested();
     if ftz && !lockstep_kernels::ftz::set_this_thread(true) {
         return Err(TrainError::Backend {
@@ -202,14 +356,31 @@ pub fn configure_threads(threads: usize) -> Result<(), TrainError> {
     if threads > 0 {
         pool = pool.num_threads(threads);
     }
-    if ftz {
-        pool = pool.start_handler(|_| {
+    // Every pool thread reports in once started; a thread the OS could not set up (out of
+    // memory, a process limit) never does, and rayon would then wait for it forever.
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    pool = pool.start_handler(move |_| {
+        if ftz {
             lockstep_kernels::ftz::set_this_thread(true);
-        });
-    }
-    pool.build_global().map_err(|e| TrainError::Backend {
+        }
+        STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    });
+    let cannot = |e: String| TrainError::Backend {
         backend: "cpu".into(),
-        what: format!("cannot size the thread pool to {threads}: {e}"),
-        fix: "set threads before any training work starts in this process".into(),
-    })
+        what: format!("cannot start a pool of {threads} threads: {e}"),
+        fix: "use fewer --threads / train.threads (0 = all cores), or raise the process's thread and memory limits".into(),
+    };
+    pool.build_global().map_err(|e| cannot(e.to_string()))?;
+    let want = rayon::current_num_threads();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while STARTED.load(std::sync::atomic::Ordering::SeqCst) < want {
+        if std::time::Instant::now() > deadline {
+            return Err(cannot(format!(
+                "only {} of {want} started within 60 s",
+                STARTED.load(std::sync::atomic::Ordering::SeqCst)
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    Ok(())
 }

@@ -11,10 +11,11 @@
 //!   series with index i in each panel.
 //!
 //! Ticks are "nice": 1, 2 or 5 x 10^k apart, at most 8 of them. An automatic range is the data
-//! range (y: plus 2% headroom that never crosses zero) widened to whole ticks; a fixed
-//! `y_range` is kept as given and ticked inside. A series with more
-//! points than the frame has pixel columns is averaged per column. Points with a NaN or
-//! infinite coordinate are skipped; lines leaving a fixed range are clipped at the frame.
+//! range (y: plus 1% headroom that never crosses zero) widened to whole ticks; a fixed
+//! `y_range` is kept as given and ticked inside. A series with more points than the frame has
+//! pixel columns is drawn as the average of each column (the y range still covers every raw
+//! point). Points with a NaN or infinite coordinate are skipped; lines leaving a fixed range
+//! are clipped at the frame.
 //!
 //! Determinism rule: the same [`Figure`] gives the same bytes on every machine. Geometry uses
 //! only IEEE basic arithmetic, comparisons and floor/ceil/round (no log, pow or trig from the
@@ -87,24 +88,13 @@ pub fn render_png(fig: &Figure) -> Vec<u8> {
         match p {
             Prim::Fill(r, col) => c.fill(*r, *col),
             Prim::Stroke(r, col) => {
-                c.fill(Rect { h: 1, ..*r }, *col);
-                c.fill(
-                    Rect {
-                        y: r.y + r.h - 1,
-                        h: 1,
-                        ..*r
-                    },
-                    *col,
-                );
-                c.fill(Rect { w: 1, ..*r }, *col);
-                c.fill(
-                    Rect {
-                        x: r.x + r.w - 1,
-                        w: 1,
-                        ..*r
-                    },
-                    *col,
-                );
+                let (x, y, w, h) = (r.x, r.y, r.w, r.h);
+                for edge in [rect(x, y, w, 1), rect(x, y + h - 1, w, 1)] {
+                    c.fill(edge, *col);
+                }
+                for edge in [rect(x, y, 1, h), rect(x + w - 1, y, 1, h)] {
+                    c.fill(edge, *col);
+                }
             }
             Prim::Line {
                 pts, width, color, ..
@@ -265,6 +255,10 @@ struct Rect {
     h: i64,
 }
 
+fn rect(x: i64, y: i64, w: i64, h: i64) -> Rect {
+    Rect { x, y, w, h }
+}
+
 enum Prim {
     Fill(Rect, Rgb),
     Stroke(Rect, Rgb),
@@ -311,7 +305,7 @@ fn clean(s: &str, max: usize) -> String {
 
 fn text(x: i64, y: i64, scale: i64, s: String) -> Prim {
     Prim::Text {
-        x,
+        x: x.max(0),
         y,
         scale,
         text: s,
@@ -373,15 +367,7 @@ fn scene(fig: &Figure) -> Scene {
         let bw = row_w.iter().copied().max().unwrap_or(0) + 2 * pad;
         let bh = rows.len() as i64 * ROW - (ROW - CW) + 2 * pad;
         let bx = (W - bw) / 2;
-        prims.push(Prim::Stroke(
-            Rect {
-                x: bx,
-                y: top,
-                w: bw,
-                h: bh,
-            },
-            LEGEND_EDGE,
-        ));
+        prims.push(Prim::Stroke(rect(bx, top, bw, bh), LEGEND_EDGE));
         for (r, row) in rows.iter().enumerate() {
             let y = top + pad + r as i64 * ROW;
             let mut x = bx + pad;
@@ -415,20 +401,24 @@ fn scene(fig: &Figure) -> Scene {
             Some((a, b)) if a.is_finite() && b.is_finite() => Axis::new(a.min(b), a.max(b), false),
             _ => {
                 let ys = d.iter().flatten().map(|p| p.1);
-                let (a, b) = min_max(ys).unwrap_or((0.0, 1.0));
-                // 2% headroom so data does not run along the frame, but never across zero.
-                let pad = (b - a) / 50.0;
-                let lo = if a >= 0.0 {
-                    (a - pad).max(0.0)
-                } else {
-                    a - pad
-                };
-                let hi = if b <= 0.0 {
-                    (b + pad).min(0.0)
-                } else {
-                    b + pad
-                };
-                Axis::new(lo, hi, true)
+                match min_max(ys) {
+                    // 1% headroom so data does not run along the frame, but never across zero.
+                    Some((a, b)) => {
+                        let pad = (b - a) / 100.0;
+                        let lo = if a >= 0.0 {
+                            (a - pad).max(0.0)
+                        } else {
+                            a - pad
+                        };
+                        let hi = if b <= 0.0 {
+                            (b + pad).min(0.0)
+                        } else {
+                            b + pad
+                        };
+                        Axis::new(lo, hi, true)
+                    }
+                    None => Axis::new(0.0, 1.0, true),
+                }
             }
         })
         .collect();
@@ -452,8 +442,8 @@ fn scene(fig: &Figure) -> Scene {
         let xa = Axis::new(a, b, true);
         let ya = &y_axes[pi];
         let (ptop, bottom) = (top + 14, top + 14 + PLOT_H);
-        let fx = |x: f64| left as f64 + (x - xa.lo) / (xa.hi - xa.lo) * pw as f64;
-        let fy = |y: f64| bottom as f64 - (y - ya.lo) / (ya.hi - ya.lo) * PLOT_H as f64;
+        let fx = |x: f64| left as f64 + (x - xa.lo) * pw as f64 / (xa.hi - xa.lo);
+        let fy = |y: f64| bottom as f64 - (y - ya.lo) * PLOT_H as f64 / (ya.hi - ya.lo);
 
         prims.push(text(
             M,
@@ -464,50 +454,18 @@ fn scene(fig: &Figure) -> Scene {
         for (v, label) in &xa.ticks {
             let x = fx(*v).round() as i64;
             if x > left && x < right {
-                prims.push(Prim::Fill(
-                    Rect {
-                        x,
-                        y: ptop + 1,
-                        w: 1,
-                        h: PLOT_H - 1,
-                    },
-                    GRID,
-                ));
+                prims.push(Prim::Fill(rect(x, ptop + 1, 1, PLOT_H - 1), GRID));
             }
-            prims.push(Prim::Fill(
-                Rect {
-                    x,
-                    y: bottom + 1,
-                    w: 1,
-                    h: 4,
-                },
-                FRAME,
-            ));
+            prims.push(Prim::Fill(rect(x, bottom + 1, 1, 4), FRAME));
             let lw = label.len() as i64 * CW;
             prims.push(text(x - lw / 2, bottom + 8, 1, label.clone()));
         }
         for (v, label) in &ya.ticks {
             let y = fy(*v).round() as i64;
             if y > ptop && y < bottom {
-                prims.push(Prim::Fill(
-                    Rect {
-                        x: left + 1,
-                        y,
-                        w: pw - 1,
-                        h: 1,
-                    },
-                    GRID,
-                ));
+                prims.push(Prim::Fill(rect(left + 1, y, pw - 1, 1), GRID));
             }
-            prims.push(Prim::Fill(
-                Rect {
-                    x: left - 4,
-                    y,
-                    w: 4,
-                    h: 1,
-                },
-                FRAME,
-            ));
+            prims.push(Prim::Fill(rect(left - 4, y, 4, 1), FRAME));
             let lw = label.len() as i64 * CW;
             prims.push(text(left - 7 - lw, y - 3, 1, label.clone()));
         }
@@ -540,15 +498,7 @@ fn scene(fig: &Figure) -> Scene {
                 }
             }
         }
-        prims.push(Prim::Stroke(
-            Rect {
-                x: left,
-                y: ptop,
-                w: pw + 1,
-                h: PLOT_H + 1,
-            },
-            FRAME,
-        ));
+        prims.push(Prim::Stroke(rect(left, ptop, pw + 1, PLOT_H + 1), FRAME));
         top = bottom + 24 + CW + 20;
     }
     Scene {
@@ -563,7 +513,11 @@ fn downsample(pts: &[(f64, f64)], lo: f64, hi: f64, cols: i64) -> Vec<(f64, f64)
     if pts.len() as i64 <= cols {
         return pts.to_vec();
     }
-    let col = |x: f64| ((x - lo) / (hi - lo) * cols as f64).floor();
+    let col = |x: f64| {
+        ((x - lo) * cols as f64 / (hi - lo))
+            .floor()
+            .min(cols as f64 - 1.0)
+    };
     let mut out = Vec::new();
     let mut i = 0;
     while i < pts.len() {
@@ -692,7 +646,10 @@ impl Axis {
                 .map(|(&n, &v)| (v, tick_label(n, e, sci)))
                 .collect();
             if widen {
-                (lo, hi) = (value(a as i64 * m, e), value(b as i64 * m, e));
+                (lo, hi) = (
+                    value((a as i64).saturating_mul(m), e),
+                    value((b as i64).saturating_mul(m), e),
+                );
             }
             return Axis { lo, hi, ticks };
         }
@@ -812,15 +769,7 @@ impl Canvas {
                 for col in 0..8 {
                     if bits >> col & 1 == 1 {
                         let (gx, gy) = (x + (i as i64 * 8 + col) * scale, y + row as i64 * scale);
-                        self.fill(
-                            Rect {
-                                x: gx,
-                                y: gy,
-                                w: scale,
-                                h: scale,
-                            },
-                            c,
-                        );
+                        self.fill(rect(gx, gy, scale, scale), c);
                     }
                 }
             }
@@ -1064,21 +1013,70 @@ mod tests {
         assert_eq!(render_svg(&f), render_svg(&f));
     }
 
-    #[test]
-    fn text_areas_hold_ink_and_corner_is_white() {
-        let f = sample();
-        let (w, h, px) = decode(&render_png(&f));
-        assert_eq!((w, h), (WIDTH, height(&f)));
+    /// Every text area of `f` holds ink and the far corners are white; returns the area count.
+    fn check_text_areas(f: &Figure) -> usize {
+        let (w, h, px) = decode(&render_png(f));
+        assert_eq!((w, h), (WIDTH, height(f)));
         let white = |x: usize, y: usize| px[(y * w + x) * 3..][..3] == [255, 255, 255];
-        let areas = text_areas(&f);
-        // title + 2 legend names + per panel: y label, x label, >= 4 ticks on each axis.
-        assert!(areas.len() >= 3 + 2 * 10, "{areas:?}");
+        let areas = text_areas(f);
         for &(x, y, aw, ah) in &areas {
             assert!(x + aw <= w && y + ah <= h, "{:?} outside", (x, y, aw, ah));
             let inked = (y..y + ah).any(|yy| (x..x + aw).any(|xx| !white(xx, yy)));
             assert!(inked, "no text in {:?}", (x, y, aw, ah));
         }
         assert!((0..8).all(|d| white(w - 1 - d, 1 + d) && white(1 + d, h - 2 - d)));
+        areas.len()
+    }
+
+    #[test]
+    fn text_areas_hold_ink_and_corner_is_white() {
+        // title + 2 legend names + per panel: y label, x label, >= 4 ticks on each axis.
+        assert!(check_text_areas(&sample()) >= 3 + 2 * 10);
+    }
+
+    #[test]
+    fn downsample_and_clip() {
+        let pts: Vec<(f64, f64)> = (0..10_000).map(|i| (i as f64, (i % 2) as f64)).collect();
+        let d = downsample(&pts, 0.0, 10_000.0, 100);
+        assert_eq!(d.len(), 100);
+        assert!(d.iter().all(|p| p.1 == 0.5));
+        let runs = clip_polyline(
+            &[
+                (0.0, 5.0),
+                (5.0, 5.0),
+                (5.0, 50.0),
+                (6.0, 50.0),
+                (6.0, 5.0),
+                (9.0, 5.0),
+            ],
+            [0.0, 0.0, 10.0, 10.0],
+        );
+        assert_eq!(
+            runs,
+            [
+                vec![(0.0, 5.0), (5.0, 5.0), (5.0, 10.0)],
+                vec![(6.0, 10.0), (6.0, 5.0), (9.0, 5.0)]
+            ]
+        );
+    }
+
+    /// Same figure, same pixels and SVG on every machine. If the layout changes on purpose,
+    /// print the new values and update them here.
+    #[test]
+    fn golden() {
+        let fnv = |b: &[u8]| {
+            b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
+                (h ^ x as u64).wrapping_mul(0x0100_0000_01b3)
+            })
+        };
+        let f = sample();
+        let (_, _, px) = decode(&render_png(&f));
+        let got = (fnv(&px), fnv(render_svg(&f).as_bytes()));
+        assert_eq!(
+            got,
+            (0x395d_9c04_8b4a_b70b, 0x23b3_8284_bdb3_3d6c),
+            "pixels, svg: {got:#018x?}"
+        );
     }
 
     #[test]
@@ -1162,6 +1160,10 @@ mod tests {
             panel(vec![(0.0, 1.0), (1.0, 2.0)], Some((f64::NAN, 1.0))),
             panel(vec![(0.0, 1.0), (1.0, 2.0)], Some((1.0, 1.0))),
             panel(vec![(0.0, -1e250), (1.0, 1e250), (2.0, 1e300)], None),
+            panel(
+                vec![(-1.5e-10, 1.0), (3e-10, -2.5e-10)],
+                Some((-1e308, 1e308)),
+            ),
         ];
         let mut f = Figure {
             title: "\u{e9}t\u{e9} <&> \"quoted\" \n".repeat(10),
@@ -1169,9 +1171,7 @@ mod tests {
             panels: cases,
         };
         f.panels.push(Panel::default());
-        let png = render_png(&f);
-        let (w, h, _) = decode(&png);
-        assert_eq!((w, h), (WIDTH, height(&f)));
+        check_text_areas(&f);
         let svg = render_svg(&f);
         assert!(svg.contains("&lt;&amp;&gt; &quot;quoted&quot;") && !svg.contains('\u{e9}'));
         let empty = Figure::default();
