@@ -125,7 +125,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Plot training loss and test accuracy of one or more runs into a PNG.
+    /// Plot training loss and test accuracy (and validation loss) of one or more runs: a PNG, or
+    /// an SVG when --out ends in .svg. Axes, ticks, title and a legend naming each run.
     Plot {
         #[arg(required = true)]
         runs: Vec<PathBuf>,

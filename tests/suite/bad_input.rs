@@ -367,3 +367,73 @@ fn data_with_subnormals_loads_flushed_and_with_nan_is_refused() {
         "the subnormal pixel was not read as 0"
     );
 }
+
+/// A wgpu adapter selector the machine lacks: an error listing the adapters present and their
+/// selectors (not a panic on cubecl's device thread), exit 1, no run directory.
+#[test]
+fn an_absent_wgpu_adapter_is_an_error_listing_the_adapters_present() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("r");
+    let o = lockstep(
+        &[
+            "train",
+            config("digits_mlp.toml").to_str().unwrap(),
+            "--backend",
+            "wgpu",
+            "--device",
+            "discrete:7",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        false,
+    );
+    assert_clean_failure(&o, "--device discrete:7");
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("adapters present"), "{e}");
+    if lockstep_train::backend::wgpu_available() {
+        // lavapipe (or the real GPU) is listed with the selector that picks it.
+        assert!(e.contains("--device "), "{e}");
+        assert!(e.matches("--device").count() >= 2, "{e}");
+    }
+    assert!(!out.exists(), "a failed start must not create the run directory");
+}
+
+/// `--threads 100000` used to panic spawning threads and then spin forever; now it is refused
+/// at once with the bound, and so is the config key.
+#[test]
+fn absurd_thread_counts_are_refused_with_the_bound() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = dir.path().join("r");
+    let started = std::time::Instant::now();
+    let o = lockstep(
+        &[
+            "train",
+            config("digits_mlp.toml").to_str().unwrap(),
+            "--threads",
+            "100000",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        false,
+    );
+    assert_clean_failure(&o, "100000");
+    let e = stderr(&o);
+    let most = lockstep_train::backend::max_threads(
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+    );
+    assert!(e.contains(&format!("more than {most}")), "{e}");
+    assert!(started.elapsed().as_secs() < 60, "refusal took {:?}", started.elapsed());
+    assert!(!out.exists());
+    let p = write_config(
+        dir.path(),
+        "t.toml",
+        &short_digits("").replace("threads = 0", "threads = 100000"),
+    );
+    let o = lockstep(
+        &["train", p.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        false,
+    );
+    assert_clean_failure(&o, "train.threads");
+    assert!(!out.exists());
+}

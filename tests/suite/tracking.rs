@@ -71,24 +71,51 @@ fn runs_table_compare_plot_and_mlflow_export() {
     .unwrap();
     assert!(cmp.contains("seed: 42 -> 43"), "{cmp}");
 
-    // The plot written at the end of training is a PNG, byte-identical between identical runs.
-    let (pa, pb) = (
-        std::fs::read(a.join("plot.png")).unwrap(),
-        std::fs::read(a2.join("plot.png")).unwrap(),
-    );
-    assert!(pa.starts_with(b"\x89PNG\r\n\x1a\n") && pa == pb);
-    let multi = dir.path().join("both.png");
+    // The plot written at the end of training is the one `lockstep plot RUN` draws, rendered
+    // again byte for byte; two plots of the same runs are identical; the pixels in every text
+    // area (title, legend, tick values, axis labels) are drawn.
+    let png = |runs: &[&std::path::Path], out: &str| -> Vec<u8> {
+        let out = dir.path().join(out);
+        let mut args = vec!["plot"];
+        args.extend(runs.iter().map(|r| r.to_str().unwrap()));
+        args.extend(["--out", out.to_str().unwrap()]);
+        lockstep(&args, true);
+        std::fs::read(out).unwrap()
+    };
+    let pa = std::fs::read(a.join("plot.png")).unwrap();
+    assert!(pa.starts_with(b"\x89PNG\r\n\x1a\n"));
+    assert!(pa == png(&[&a], "a.png"), "plot.png differs from a re-render");
+    let both = png(&[&a, &b], "both.png");
+    assert!(both == png(&[&a, &b], "both-again.png"), "same runs, different bytes");
+    assert!(both != pa);
+    let fig = lockstep_train::tracking::figure(&[a.clone(), b.clone()]);
+    assert_eq!(fig.legend, ["a", "b"]);
+    let (w, h, rgb) = decode_png(&both);
+    assert_eq!((w, h), (lockstep_train::plot::WIDTH, lockstep_train::plot::height(&fig)));
+    let areas = lockstep_train::plot::text_areas(&fig);
+    assert!(areas.len() >= 10, "title, legend, labels and ticks: {areas:?}");
+    for (x, y, aw, ah) in areas {
+        let inked = (y..y + ah).any(|yy| {
+            (x..x + aw).any(|xx| rgb[(yy * w + xx) * 3..][..3] != [255, 255, 255])
+        });
+        assert!(inked, "nothing drawn in the text area {:?}", (x, y, aw, ah));
+    }
+    assert_eq!(rgb[..3], [255, 255, 255], "the corner is background");
+    let svg = dir.path().join("both.svg");
     lockstep(
         &[
             "plot",
             a.to_str().unwrap(),
             b.to_str().unwrap(),
             "--out",
-            multi.to_str().unwrap(),
+            svg.to_str().unwrap(),
         ],
         true,
     );
-    assert!(std::fs::read(&multi).unwrap().starts_with(b"\x89PNG"));
+    let svg = std::fs::read_to_string(svg).unwrap();
+    for needle in ["<svg", "lockstep: a, b", ">a<", ">b<", "training loss", "test accuracy", ">step<"] {
+        assert!(svg.contains(needle), "SVG lacks {needle:?}");
+    }
 
     let mlruns = dir.path().join("mlruns");
     lockstep(
@@ -180,4 +207,40 @@ fn identical_finished_runs_are_reused_on_request() {
         std::fs::read(b.join("final.safetensors")).unwrap(),
         std::fs::read(a.join("final.safetensors")).unwrap()
     );
+}
+
+/// An 8-bit RGB, non-interlaced PNG with filter 0 on every row (what lockstep writes), decoded
+/// here independently of the renderer: (width, height, pixels).
+fn decode_png(b: &[u8]) -> (usize, usize, Vec<u8>) {
+    use std::io::Read;
+    assert!(b.starts_with(b"\x89PNG\r\n\x1a\n"));
+    let (mut at, mut size, mut idat) = (8, (0, 0), Vec::new());
+    while at + 8 <= b.len() {
+        let len = u32::from_be_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+        let (kind, body) = (&b[at + 4..at + 8], &b[at + 8..at + 8 + len]);
+        match kind {
+            b"IHDR" => {
+                size = (
+                    u32::from_be_bytes(body[0..4].try_into().unwrap()) as usize,
+                    u32::from_be_bytes(body[4..8].try_into().unwrap()) as usize,
+                );
+                assert_eq!(&body[8..13], &[8, 2, 0, 0, 0], "8-bit RGB");
+            }
+            b"IDAT" => idat.extend_from_slice(body),
+            _ => {}
+        }
+        at += 12 + len;
+    }
+    let mut raw = Vec::new();
+    flate2::read::ZlibDecoder::new(&idat[..])
+        .read_to_end(&mut raw)
+        .unwrap();
+    let (w, h) = size;
+    assert_eq!(raw.len(), h * (w * 3 + 1));
+    let mut rgb = Vec::with_capacity(w * h * 3);
+    for row in raw.chunks(w * 3 + 1) {
+        assert_eq!(row[0], 0, "filter 0");
+        rgb.extend_from_slice(&row[1..]);
+    }
+    (w, h, rgb)
 }

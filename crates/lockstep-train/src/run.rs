@@ -848,9 +848,13 @@ fn run_loop(
     }
     let record = serde_json::json!({"step": state.step, "checkpoint_sha256": final_sha, "config_hash": identity.config_hash, "splits": scores});
     write_atomic(&dir.join("scores.json"), pretty_json(&record).as_bytes())?;
-    crate::tracking::plot(&[dir.to_path_buf()], &dir.join("plot.png"))?;
     write_atomic(&dir.join("final.safetensors"), &bytes)?;
     tracing::info!(step = state.step, sha256 = %final_sha, "finished");
+    // After the run is safely finished: a plot that cannot be drawn is a warning, never a
+    // failed run (`lockstep plot RUN` draws it again).
+    if let Err(e) = crate::tracking::plot(&[dir.to_path_buf()], &dir.join("plot.png")) {
+        eprintln!("warning: the run finished but plot.png was not written: {e}");
+    }
     Ok(RunSummary {
         dir: dir.into(),
         step: state.step,

@@ -1,13 +1,11 @@
-//! Run tracking, offline and deterministic: a table of runs, a comparison of two runs, a PNG
-//! plot of loss and accuracy, and an export into MLflow's file-store layout.
+//! Run tracking, offline and deterministic: a table of runs, a comparison of two runs, a plot
+//! of loss and accuracy (PNG or SVG, drawn by `crate::plot`), and an export into MLflow's
+//! file-store layout.
 
 use crate::TrainError;
 use crate::run::read_manifest;
-use flate2::Compression;
-use flate2::write::ZlibEncoder;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -192,175 +190,79 @@ pub fn compare(a: &Path, b: &Path) -> Result<String, TrainError> {
     Ok(s)
 }
 
-// ---- PNG plot ---------------------------------------------------------------------------
+// ---- plot ---------------------------------------------------------------------------------
 
-const W: usize = 800;
-const H: usize = 520;
-const COLORS: [[u8; 3]; 6] = [
-    [31, 119, 180],
-    [214, 39, 40],
-    [44, 160, 44],
-    [255, 127, 14],
-    [148, 103, 189],
-    [23, 190, 207],
-];
-
-struct Canvas {
-    px: Vec<u8>,
-}
-
-impl Canvas {
-    fn new() -> Self {
-        Canvas {
-            px: vec![255; W * H * 3],
-        }
-    }
-    fn set(&mut self, x: i64, y: i64, c: [u8; 3]) {
-        if (0..W as i64).contains(&x) && (0..H as i64).contains(&y) {
-            let i = (y as usize * W + x as usize) * 3;
-            self.px[i..i + 3].copy_from_slice(&c);
-        }
-    }
-    fn line(&mut self, (x0, y0): (i64, i64), (x1, y1): (i64, i64), c: [u8; 3]) {
-        let (dx, dy) = ((x1 - x0).abs(), -(y1 - y0).abs());
-        let (sx, sy) = (if x0 < x1 { 1 } else { -1 }, if y0 < y1 { 1 } else { -1 });
-        let (mut x, mut y, mut err) = (x0, y0, dx + dy);
-        loop {
-            self.set(x, y, c);
-            if x == x1 && y == y1 {
-                break;
-            }
-            let e2 = 2 * err;
-            if e2 >= dy {
-                err += dy;
-                x += sx;
-            }
-            if e2 <= dx {
-                err += dx;
-                y += sy;
-            }
-        }
-    }
-    fn png(&self) -> Vec<u8> {
-        fn crc(data: &[u8]) -> u32 {
-            let mut c = 0xffff_ffffu32;
-            for &b in data {
-                c ^= b as u32;
-                for _ in 0..8 {
-                    c = if c & 1 != 0 {
-                        0xedb8_8320 ^ (c >> 1)
-                    } else {
-                        c >> 1
-                    };
-                }
-            }
-            !c
-        }
-        fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
-            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-            let mut body = kind.to_vec();
-            body.extend_from_slice(data);
-            out.extend_from_slice(&body);
-            out.extend_from_slice(&crc(&body).to_be_bytes());
-        }
-        let mut raw = Vec::with_capacity(H * (W * 3 + 1));
-        for row in self.px.chunks(W * 3) {
-            raw.push(0);
-            raw.extend_from_slice(row);
-        }
-        let mut z = ZlibEncoder::new(Vec::new(), Compression::default());
-        z.write_all(&raw).expect("in-memory write");
-        let idat = z.finish().expect("in-memory write");
-        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-        let mut ihdr = (W as u32).to_be_bytes().to_vec();
-        ihdr.extend_from_slice(&(H as u32).to_be_bytes());
-        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-        chunk(&mut out, b"IHDR", &ihdr);
-        chunk(&mut out, b"IDAT", &idat);
-        chunk(&mut out, b"IEND", &[]);
-        out
-    }
-}
-
-/// Top panel: training loss per step (window-averaged to the plot width), linear scale from 0.
-/// Bottom panel: test accuracy at each evaluation, 0..1. One colour per run, in argument order
-/// (blue, red, green, orange, purple, cyan). No text: the run order is the legend.
-pub fn plot(runs: &[PathBuf], out: &Path) -> Result<(), TrainError> {
-    let mut c = Canvas::new();
-    let (l, r) = (50i64, W as i64 - 20);
-    let panels = [(20i64, 240i64), (280i64, 500i64)];
-    for (top, bottom) in panels {
-        c.line((l, bottom), (r, bottom), [0, 0, 0]);
-        c.line((l, top), (l, bottom), [0, 0, 0]);
-        for k in 1..4 {
-            let y = bottom - (bottom - top) * k / 4;
-            for x in (l..r).step_by(6) {
-                c.set(x, y, [200, 200, 200]);
-            }
-        }
-    }
-    let all: Vec<Vec<Value>> = runs.iter().map(|r| metrics(r)).collect();
-    let max_step = all
+/// The figure `lockstep plot` draws: title "lockstep: <runs>", a legend naming each run (its
+/// directory name; colour i = run i in argument order), and panels against the optimizer step:
+/// training loss (every step), test accuracy (each evaluation, 0..1) and — when a run has a
+/// validation split — validation loss.
+pub fn figure(runs: &[PathBuf]) -> crate::plot::Figure {
+    use crate::plot::{Figure, Panel, Series};
+    let names: Vec<String> = runs
         .iter()
-        .flatten()
-        .filter_map(|v| v["step"].as_u64())
-        .max()
-        .unwrap_or(1)
-        .max(1) as f64;
-    let losses: Vec<f64> = all
-        .iter()
-        .flatten()
-        .filter(|v| v["kind"] == "train")
-        .filter_map(|v| v["loss"].as_f64())
-        .filter(|x| x.is_finite())
+        .map(|r| {
+            r.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| r.display().to_string())
+        })
         .collect();
-    let max_loss = losses.iter().cloned().fold(0.0, f64::max).max(1e-9);
-    let xpos = |step: f64| l + ((r - l) as f64 * step / max_step) as i64;
-    for (i, m) in all.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
-        let train: Vec<(f64, f64)> = m
-            .iter()
-            .filter(|v| v["kind"] == "train")
-            .filter_map(|v| Some((v["step"].as_f64()?, v["loss"].as_f64()?)))
-            .collect();
-        let win = train.len().div_ceil((r - l) as usize).max(1);
-        let pts: Vec<(i64, i64)> = train
-            .chunks(win)
-            .map(|ch| {
-                let (s, v) = ch.iter().fold((0.0, 0.0), |a, p| (a.0 + p.0, a.1 + p.1));
-                let (s, v) = (s / ch.len() as f64, v / ch.len() as f64);
-                (
-                    xpos(s),
-                    panels[0].1
-                        - ((panels[0].1 - panels[0].0) as f64 * (v / max_loss).min(1.0)) as i64,
-                )
+    let all: Vec<Vec<Value>> = runs.iter().map(|r| metrics(r)).collect();
+    let series = |kind: &str, split: Option<&str>, key: &str, markers: bool| -> Vec<Series> {
+        all.iter()
+            .zip(&names)
+            .map(|(m, name)| Series {
+                label: name.clone(),
+                points: m
+                    .iter()
+                    .filter(|v| v["kind"] == kind && split.is_none_or(|s| v["split"] == s))
+                    .filter_map(|v| Some((v["step"].as_f64()?, v[key].as_f64()?)))
+                    .collect(),
+                markers,
             })
-            .collect();
-        for w in pts.windows(2) {
-            c.line(w[0], w[1], color);
-        }
-        let evals: Vec<(i64, i64)> = m
-            .iter()
-            .filter(|v| v["kind"] == "eval" && v["split"] == "test")
-            .filter_map(|v| {
-                Some((
-                    xpos(v["step"].as_f64()?),
-                    panels[1].1
-                        - ((panels[1].1 - panels[1].0) as f64 * v["accuracy"].as_f64()?) as i64,
-                ))
-            })
-            .collect();
-        for w in evals.windows(2) {
-            c.line(w[0], w[1], color);
-        }
-        for &(x, y) in &evals {
-            for d in -2..=2 {
-                c.set(x + d, y, color);
-                c.set(x, y + d, color);
-            }
-        }
+            .collect()
+    };
+    let panel = |y_label: &str, series: Vec<Series>, y_range: Option<(f64, f64)>| Panel {
+        y_label: y_label.into(),
+        x_label: "step".into(),
+        series,
+        y_range,
+    };
+    let mut panels = vec![
+        panel(
+            "training loss",
+            series("train", None, "loss", false),
+            None,
+        ),
+        panel(
+            "test accuracy",
+            series("eval", Some("test"), "accuracy", true),
+            Some((0.0, 1.0)),
+        ),
+    ];
+    let validation = series("eval", Some("validation"), "loss", true);
+    if validation.iter().any(|s| !s.points.is_empty()) {
+        panels.push(panel("validation loss", validation, None));
     }
-    lockstep_core::write_atomic(out, &c.png()).map_err(TrainError::from)
+    Figure {
+        title: format!("lockstep: {}", names.join(", ")),
+        legend: names,
+        panels,
+    }
+}
+
+/// Draw `figure(runs)` into `out`: SVG when `out` ends in `.svg`, else PNG. The bytes are a
+/// function of the runs' metrics only (`crate::plot`'s determinism rule).
+pub fn plot(runs: &[PathBuf], out: &Path) -> Result<(), TrainError> {
+    let fig = figure(runs);
+    let svg = out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+    let bytes = if svg {
+        crate::plot::render_svg(&fig).into_bytes()
+    } else {
+        crate::plot::render_png(&fig)
+    };
+    lockstep_core::write_atomic(out, &bytes).map_err(TrainError::from)
 }
 
 // ---- MLflow file store ------------------------------------------------------------------
