@@ -151,21 +151,13 @@ enum Command {
     },
 }
 
+/// Facts about this binary, fixed when it was built (build.rs): the git commit and whether the
+/// tracked sources differed from it, the Cargo.lock hash, the compiler.
 fn build_info() -> BuildInfo {
-    let src = env!("CARGO_MANIFEST_DIR");
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(src)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
+    let known = |s: &'static str| (!s.is_empty()).then(|| s.to_string());
     BuildInfo {
-        git_sha: git(&["rev-parse", "HEAD"]),
-        git_dirty: git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty()),
+        git_sha: known(env!("LOCKSTEP_GIT_SHA")),
+        git_dirty: known(env!("LOCKSTEP_GIT_DIRTY")).map(|d| d == "true"),
         cargo_lock_sha256: sha256_hex(include_bytes!("../Cargo.lock")),
         rustc: env!("LOCKSTEP_RUSTC_VERSION").to_string(),
     }

@@ -10,7 +10,9 @@ use lockstep_core::tensorfile::{DType, TensorEntry};
 use std::path::Path;
 
 fn recorded_logits(run: &Path) -> Vec<f32> {
-    TensorFile::read(&run.join("eval/test.safetensors")).unwrap().tensors["logits"]
+    TensorFile::read(&run.join("eval/test.safetensors"))
+        .unwrap()
+        .tensors["logits"]
         .to_f32()
         .unwrap()
 }
@@ -74,10 +76,16 @@ fn a_trained_fashion_model_needs_no_training_data() {
         &want,
         &predict(&run, &images),
     );
-    let o = lockstep(&["predict", run.to_str().unwrap(), images.to_str().unwrap()], true);
+    let o = lockstep(
+        &["predict", run.to_str().unwrap(), images.to_str().unwrap()],
+        true,
+    );
     let first: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().unwrap()).unwrap();
-    assert!(first["label"].is_string(), "class names travel too: {first}");
+    assert!(
+        first["label"].is_string(),
+        "class names travel too: {first}"
+    );
 
     let f16 = dir.path().join("model-f16.safetensors");
     lockstep(
@@ -109,7 +117,12 @@ fn a_trained_fashion_model_needs_no_training_data() {
     );
     // ... and with only the test files it passes.
     let o = lockstep(
-        &["verify", run.to_str().unwrap(), "--data", keep.to_str().unwrap()],
+        &[
+            "verify",
+            run.to_str().unwrap(),
+            "--data",
+            keep.to_str().unwrap(),
+        ],
         true,
     );
     assert!(String::from_utf8_lossy(&o.stdout).contains("PASS"));
@@ -150,8 +163,7 @@ fn npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
     } else {
         format!("({})", dims.join(", "))
     };
-    let mut header =
-        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {tuple}, }}");
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
     }
@@ -197,10 +209,8 @@ fn predict_reads_frozen_npy_and_safetensors_inputs_bitwise() {
     }
     let st = dir.path().join("frozen.safetensors");
     let mut f = TensorFile::default();
-    f.tensors.insert(
-        "x".into(),
-        TensorEntry::from_f32(vec![n, 1, 4, 4], &x),
-    );
+    f.tensors
+        .insert("x".into(), TensorEntry::from_f32(vec![n, 1, 4, 4], &x));
     std::fs::write(&st, f.to_bytes()).unwrap();
     assert_bitwise("safetensors", &want, &predict(&run, &st));
 }

@@ -396,7 +396,10 @@ fn an_absent_wgpu_adapter_is_an_error_listing_the_adapters_present() {
         assert!(e.contains("--device "), "{e}");
         assert!(e.matches("--device").count() >= 2, "{e}");
     }
-    assert!(!out.exists(), "a failed start must not create the run directory");
+    assert!(
+        !out.exists(),
+        "a failed start must not create the run directory"
+    );
 }
 
 /// `--threads 100000` used to panic spawning threads and then spin forever; now it is refused
@@ -423,7 +426,11 @@ fn absurd_thread_counts_are_refused_with_the_bound() {
         std::thread::available_parallelism().map_or(1, |n| n.get()),
     );
     assert!(e.contains(&format!("more than {most}")), "{e}");
-    assert!(started.elapsed().as_secs() < 60, "refusal took {:?}", started.elapsed());
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "refusal took {:?}",
+        started.elapsed()
+    );
     assert!(!out.exists());
     let p = write_config(
         dir.path(),

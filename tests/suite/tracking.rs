@@ -84,20 +84,39 @@ fn runs_table_compare_plot_and_mlflow_export() {
     };
     let pa = std::fs::read(a.join("plot.png")).unwrap();
     assert!(pa.starts_with(b"\x89PNG\r\n\x1a\n"));
-    assert!(pa == png(&[&a], "a.png"), "plot.png differs from a re-render");
+    assert!(
+        pa == png(&[&a], "a.png"),
+        "plot.png differs from a re-render"
+    );
     let both = png(&[&a, &b], "both.png");
-    assert!(both == png(&[&a, &b], "both-again.png"), "same runs, different bytes");
+    assert!(
+        both == png(&[&a, &b], "both-again.png"),
+        "same runs, different bytes"
+    );
     assert!(both != pa);
     let fig = lockstep_train::tracking::figure(&[a.clone(), b.clone()]);
+    // Both configs are named "digits_mlp": the legend tells them apart by directory.
     assert_eq!(fig.legend, ["a", "b"]);
+    assert_eq!(
+        lockstep_train::tracking::figure(std::slice::from_ref(&a)).legend,
+        ["digits_mlp"]
+    );
     let (w, h, rgb) = decode_png(&both);
-    assert_eq!((w, h), (lockstep_train::plot::WIDTH, lockstep_train::plot::height(&fig)));
+    assert_eq!(
+        (w, h),
+        (
+            lockstep_train::plot::WIDTH,
+            lockstep_train::plot::height(&fig)
+        )
+    );
     let areas = lockstep_train::plot::text_areas(&fig);
-    assert!(areas.len() >= 10, "title, legend, labels and ticks: {areas:?}");
+    assert!(
+        areas.len() >= 10,
+        "title, legend, labels and ticks: {areas:?}"
+    );
     for (x, y, aw, ah) in areas {
-        let inked = (y..y + ah).any(|yy| {
-            (x..x + aw).any(|xx| rgb[(yy * w + xx) * 3..][..3] != [255, 255, 255])
-        });
+        let inked = (y..y + ah)
+            .any(|yy| (x..x + aw).any(|xx| rgb[(yy * w + xx) * 3..][..3] != [255, 255, 255]));
         assert!(inked, "nothing drawn in the text area {:?}", (x, y, aw, ah));
     }
     assert_eq!(rgb[..3], [255, 255, 255], "the corner is background");
@@ -113,7 +132,15 @@ fn runs_table_compare_plot_and_mlflow_export() {
         true,
     );
     let svg = std::fs::read_to_string(svg).unwrap();
-    for needle in ["<svg", "lockstep: a, b", ">a<", ">b<", "training loss", "test accuracy", ">step<"] {
+    for needle in [
+        "<svg",
+        "lockstep: a, b",
+        ">a<",
+        ">b<",
+        "training loss",
+        "test accuracy",
+        ">step<",
+    ] {
         assert!(svg.contains(needle), "SVG lacks {needle:?}");
     }
 

@@ -365,10 +365,12 @@ pub fn configure_threads(threads: usize) -> Result<(), TrainError> {
         }
         STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     });
-    let cannot = |e: String| TrainError::Backend {
+    let cannot = |e: String| {
+        TrainError::Backend {
         backend: "cpu".into(),
         what: format!("cannot start a pool of {threads} threads: {e}"),
         fix: "use fewer --threads / train.threads (0 = all cores), or raise the process's thread and memory limits".into(),
+    }
     };
     pool.build_global().map_err(|e| cannot(e.to_string()))?;
     let want = rayon::current_num_threads();

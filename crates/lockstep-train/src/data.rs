@@ -203,7 +203,11 @@ fn load_raw(
                 } else {
                     "data file not found".to_string()
                 };
-                Err(TrainError::data(dir.join(format!("{stem}[.gz]")), what, fix))
+                Err(TrainError::data(
+                    dir.join(format!("{stem}[.gz]")),
+                    what,
+                    fix,
+                ))
             };
             let mut read_pair = |img: &str, lab: &str| -> Result<Raw, TrainError> {
                 let (ib, iname, ip) = load(img)?;
@@ -236,7 +240,10 @@ fn load_raw(
                 })
             };
             let train = if with_train {
-                Some(read_pair("train-images-idx3-ubyte", "train-labels-idx1-ubyte")?)
+                Some(read_pair(
+                    "train-images-idx3-ubyte",
+                    "train-labels-idx1-ubyte",
+                )?)
             } else {
                 None
             };

@@ -5,6 +5,7 @@
 use crate::TrainError;
 use crate::checkpoint::Checkpoint;
 use crate::run::read_manifest;
+use crate::runfiles::MetricLine;
 use lockstep_core::config::KernelSet;
 use lockstep_core::tolerance::{Tolerance, compare, tolerance_for};
 use serde::Serialize;
@@ -108,11 +109,8 @@ pub fn diff_runs(a: &Path, b: &Path) -> Result<RunDiff, TrainError> {
         if x != y && first_metrics_diff.is_none() {
             first_metrics_diff = Some((i + 1, x.to_string(), y.to_string()));
         }
-        let (vx, vy): (serde_json::Value, serde_json::Value) = (
-            serde_json::from_str(x).unwrap_or_default(),
-            serde_json::from_str(y).unwrap_or_default(),
-        );
-        if let (Some(p), Some(q)) = (vx["loss"].as_f64(), vy["loss"].as_f64()) {
+        let parse = |l: &str| serde_json::from_str::<MetricLine>(l).ok().map(|m| m.loss());
+        if let (Some(p), Some(q)) = (parse(x), parse(y)) {
             let d = (p - q).abs();
             max_loss = max_loss.max(d);
             if let Tolerance::AbsRel { abs, rel } = tol {

@@ -15,6 +15,7 @@ pub mod optim;
 pub mod plot;
 pub mod predict;
 pub mod run;
+pub mod runfiles;
 pub mod tracking;
 pub mod verify;
 

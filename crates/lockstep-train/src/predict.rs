@@ -248,7 +248,10 @@ fn decode(dtype: DType, data: &[u8], path: &Path) -> Result<Vec<f32>, TrainError
         other => {
             return Err(TrainError::data(
                 path,
-                format!("inputs have dtype {}, expected U8, F32 or F64", other.name()),
+                format!(
+                    "inputs have dtype {}, expected U8, F32 or F64",
+                    other.name()
+                ),
                 "convert the inputs to uint8 pixels or float32",
             ));
         }

@@ -21,6 +21,7 @@ use crate::backend::{self, Backend};
 use crate::checkpoint::{Checkpoint, TrainState, checkpoint_path, latest_checkpoint};
 use crate::data::{Dataset, Split, load_dataset};
 use crate::model::{Model, cross_entropy, one_hot, upload};
+use crate::runfiles::{MetricLine, Scores, SplitScore};
 use crate::{TrainError, optim};
 use burn::tensor::{Device, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -672,7 +673,7 @@ impl Metrics {
             path: path.to_path_buf(),
         })
     }
-    fn line(&mut self, v: &serde_json::Value) -> Result<(), TrainError> {
+    fn line<T: Serialize>(&mut self, v: &T) -> Result<(), TrainError> {
         writeln!(self.file, "{}", canonical_json(v)).map_err(|e| {
             TrainError::run_dir(&self.path, format!("cannot write: {e}"), "check free space")
         })
@@ -779,7 +780,12 @@ fn run_loop(
             shuffle_name(state.epoch),
             "regenerated from the epoch number".to_string(),
         )]);
-        metrics.line(&serde_json::json!({"kind": "train", "step": state.step, "epoch": state.epoch, "loss": loss_v as f64, "lr": lr as f64}))?;
+        metrics.line(&MetricLine::Train {
+            step: state.step,
+            epoch: state.epoch,
+            loss: loss_v as f64,
+            lr: lr as f64,
+        })?;
         bar.set_position(state.step);
         bar.set_message(format!("loss {loss_v:.4}"));
         let at_end = state.step == total;
@@ -825,7 +831,7 @@ fn run_loop(
             "check permissions",
         )
     })?;
-    let mut scores = serde_json::Map::new();
+    let mut splits = BTreeMap::new();
     for e in &evals {
         let mut f = TensorFile::default();
         f.tensors.insert(
@@ -844,10 +850,24 @@ fn run_loop(
             .insert("lockstep.checkpoint_sha256".into(), final_sha.clone());
         f.metadata.insert("lockstep.split".into(), e.split.clone());
         f.write_atomic(&dir.join("eval").join(format!("{}.safetensors", e.split)))?;
-        scores.insert(e.split.clone(), serde_json::json!({"samples": e.samples, "loss": e.loss, "accuracy": e.accuracy, "logits_sha256": sha256_hex(&e.logits.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())}));
+        let logits: Vec<u8> = e.logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+        splits.insert(
+            e.split.clone(),
+            SplitScore {
+                samples: e.samples,
+                loss: e.loss,
+                accuracy: e.accuracy,
+                logits_sha256: sha256_hex(&logits),
+            },
+        );
     }
-    let record = serde_json::json!({"step": state.step, "checkpoint_sha256": final_sha, "config_hash": identity.config_hash, "splits": scores});
-    write_atomic(&dir.join("scores.json"), pretty_json(&record).as_bytes())?;
+    let scores = Scores {
+        step: state.step,
+        checkpoint_sha256: final_sha.clone(),
+        config_hash: identity.config_hash.clone(),
+        splits,
+    };
+    write_atomic(&dir.join("scores.json"), &scores.to_bytes())?;
     write_atomic(&dir.join("final.safetensors"), &bytes)?;
     tracing::info!(step = state.step, sha256 = %final_sha, "finished");
     // After the run is safely finished: a plot that cannot be drawn is a warning, never a
@@ -894,6 +914,12 @@ fn eval_splits(
     out
 }
 
-fn eval_line(step: u64, e: &EvalResult) -> serde_json::Value {
-    serde_json::json!({"kind": "eval", "step": step, "split": e.split, "samples": e.samples, "loss": e.loss, "accuracy": e.accuracy})
+fn eval_line(step: u64, e: &EvalResult) -> MetricLine {
+    MetricLine::Eval {
+        step,
+        split: e.split.clone(),
+        samples: e.samples,
+        loss: e.loss,
+        accuracy: e.accuracy,
+    }
 }

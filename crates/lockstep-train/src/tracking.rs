@@ -4,6 +4,7 @@
 
 use crate::TrainError;
 use crate::run::read_manifest;
+use crate::runfiles::{MetricLine, Scores, read_metrics};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,25 +22,15 @@ pub struct RunRow {
     pub status: String,
 }
 
-fn metrics(run: &Path) -> Vec<Value> {
-    std::fs::read_to_string(run.join("metrics.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn scores(run: &Path) -> Option<Value> {
-    std::fs::read(run.join("scores.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
+fn scores(run: &Path) -> Option<Scores> {
+    Scores::read(run).ok()
 }
 
 pub fn run_row(run: &Path) -> Result<RunRow, TrainError> {
     let m = read_manifest(run)?;
-    let step = metrics(run)
+    let step = read_metrics(run)
         .iter()
-        .filter_map(|v| v["step"].as_u64())
+        .map(MetricLine::step)
         .max()
         .unwrap_or(0);
     let sc = scores(run);
@@ -56,10 +47,9 @@ pub fn run_row(run: &Path) -> Result<RunRow, TrainError> {
         step,
         test_accuracy: sc
             .as_ref()
-            .and_then(|s| s["splits"]["test"]["accuracy"].as_f64()),
-        checkpoint_sha256: sc
-            .as_ref()
-            .and_then(|s| s["checkpoint_sha256"].as_str().map(String::from)),
+            .and_then(|s| s.splits.get("test"))
+            .map(|t| t.accuracy),
+        checkpoint_sha256: sc.as_ref().map(|s| s.checkpoint_sha256.clone()),
         status: if finished {
             "finished".into()
         } else {
@@ -164,13 +154,14 @@ pub fn compare(a: &Path, b: &Path) -> Result<String, TrainError> {
         s += "  identical\n";
     }
     s += "metrics (final evaluation):\n";
-    let (sa, sb) = (scores(a).unwrap_or_default(), scores(b).unwrap_or_default());
+    let (sa, sb) = (scores(a), scores(b));
     for split in ["test", "validation"] {
-        for key in ["accuracy", "loss"] {
-            if let (Some(x), Some(y)) = (
-                sa["splits"][split][key].as_f64(),
-                sb["splits"][split][key].as_f64(),
-            ) {
+        let get = |sc: &Option<Scores>| sc.as_ref().and_then(|s| s.splits.get(split).cloned());
+        if let (Some(x), Some(y)) = (get(&sa), get(&sb)) {
+            for (key, x, y) in [
+                ("accuracy", x.accuracy, y.accuracy),
+                ("loss", x.loss, y.loss),
+            ] {
                 s += &format!("  {split}.{key}: {x:.6} -> {y:.6} ({:+.6})\n", y - x);
             }
         }
@@ -192,34 +183,64 @@ pub fn compare(a: &Path, b: &Path) -> Result<String, TrainError> {
 
 // ---- plot ---------------------------------------------------------------------------------
 
-/// The figure `lockstep plot` draws: title "lockstep: <runs>", a legend naming each run (its
-/// directory name; colour i = run i in argument order), and panels against the optimizer step:
-/// training loss (every step), test accuracy (each evaluation, 0..1) and — when a run has a
-/// validation split — validation loss.
+/// The figure `lockstep plot` draws: title "lockstep: <runs>", a legend naming each run (colour
+/// i = run i in argument order), and panels against the optimizer step: training loss (every
+/// step), test accuracy (each evaluation, 0..1) and — when a run has a validation split —
+/// validation loss. A run is named by its config's `name` when those are distinct, else by its
+/// directory name (else its path): never by anything that differs between identical runs of one
+/// config, so `RUN/plot.png` is byte-identical between them.
 pub fn figure(runs: &[PathBuf]) -> crate::plot::Figure {
     use crate::plot::{Figure, Panel, Series};
-    let names: Vec<String> = runs
+    let distinct =
+        |v: &[String]| v.iter().collect::<std::collections::BTreeSet<_>>().len() == v.len();
+    let config_names: Vec<String> = runs
+        .iter()
+        .map(|r| read_manifest(r).map_or_else(|_| String::new(), |m| m.identity.config.name))
+        .collect();
+    let dir_names: Vec<String> = runs
         .iter()
         .map(|r| {
             r.file_name()
                 .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| r.display().to_string())
+                .unwrap_or_default()
         })
         .collect();
-    let all: Vec<Vec<Value>> = runs.iter().map(|r| metrics(r)).collect();
-    let series = |kind: &str, split: Option<&str>, key: &str, markers: bool| -> Vec<Series> {
+    let names = if distinct(&config_names) && config_names.iter().all(|n| !n.is_empty()) {
+        config_names
+    } else if distinct(&dir_names) {
+        dir_names
+    } else {
+        runs.iter().map(|r| r.display().to_string()).collect()
+    };
+    let all: Vec<Vec<MetricLine>> = runs.iter().map(|r| read_metrics(r)).collect();
+    // One series per run of the points `pick` takes from its metric lines.
+    let series = |pick: &dyn Fn(&MetricLine) -> Option<f64>, markers: bool| -> Vec<Series> {
         all.iter()
             .zip(&names)
             .map(|(m, name)| Series {
                 label: name.clone(),
                 points: m
                     .iter()
-                    .filter(|v| v["kind"] == kind && split.is_none_or(|s| v["split"] == s))
-                    .filter_map(|v| Some((v["step"].as_f64()?, v[key].as_f64()?)))
+                    .filter_map(|l| Some((l.step() as f64, pick(l)?)))
                     .collect(),
                 markers,
             })
             .collect()
+    };
+    let train_loss = |l: &MetricLine| match l {
+        MetricLine::Train { loss, .. } => Some(*loss),
+        _ => None,
+    };
+    let eval = |want: &'static str, acc: bool| {
+        move |l: &MetricLine| match l {
+            MetricLine::Eval {
+                split,
+                loss,
+                accuracy,
+                ..
+            } if split == want => Some(if acc { *accuracy } else { *loss }),
+            _ => None,
+        }
     };
     let panel = |y_label: &str, series: Vec<Series>, y_range: Option<(f64, f64)>| Panel {
         y_label: y_label.into(),
@@ -228,18 +249,14 @@ pub fn figure(runs: &[PathBuf]) -> crate::plot::Figure {
         y_range,
     };
     let mut panels = vec![
-        panel(
-            "training loss",
-            series("train", None, "loss", false),
-            None,
-        ),
+        panel("training loss", series(&train_loss, false), None),
         panel(
             "test accuracy",
-            series("eval", Some("test"), "accuracy", true),
+            series(&eval("test", true), true),
             Some((0.0, 1.0)),
         ),
     ];
-    let validation = series("eval", Some("validation"), "loss", true);
+    let validation = series(&eval("validation", false), true);
     if validation.iter().any(|s| !s.points.is_empty()) {
         panels.push(panel("validation loss", validation, None));
     }
@@ -274,11 +291,15 @@ pub fn plot(runs: &[PathBuf], out: &Path) -> Result<(), TrainError> {
 /// idempotent. Current MLflow needs `MLFLOW_ALLOW_FILE_STORE=true` to read a file store.
 pub fn export_mlflow(run: &Path, mlruns: &Path) -> Result<PathBuf, TrainError> {
     let m = read_manifest(run)?;
-    let sc = scores(run).unwrap_or_default();
-    let run_id = lockstep_core::sha256_hex(
-        format!("{}{}", m.identity.config_hash, sc["checkpoint_sha256"]).as_bytes(),
-    )[..32]
-        .to_string();
+    let ck_sha = scores(run).map(|s| s.checkpoint_sha256);
+    // The id's input keeps the form of the first exporter (a JSON string, or `null` for an
+    // unfinished run), so runs exported before keep their ids.
+    let ck_json = ck_sha
+        .as_ref()
+        .map_or("null".to_string(), |c| format!("{c:?}"));
+    let run_id =
+        lockstep_core::sha256_hex(format!("{}{ck_json}", m.identity.config_hash).as_bytes())[..32]
+            .to_string();
     let exp = mlruns.join("0");
     let dir = exp.join(&run_id);
     let io = |p: &Path, e: std::io::Error| {
@@ -339,26 +360,27 @@ pub fn export_mlflow(run: &Path, mlruns: &Path) -> Result<PathBuf, TrainError> {
             .map_err(|e| io(&dir, e))?;
     }
     let mut series: BTreeMap<String, String> = BTreeMap::new();
-    for v in metrics(run) {
-        let step = v["step"].as_u64().unwrap_or(0);
-        if v["kind"] == "train" {
-            for k in ["loss", "lr"] {
-                if let Some(x) = v[k].as_f64() {
-                    series
-                        .entry(format!("train_{k}"))
-                        .or_default()
-                        .push_str(&format!("{t0} {x} {step}\n"));
-                }
+    for line in read_metrics(run) {
+        let step = line.step();
+        let points = match &line {
+            MetricLine::Train { loss, lr, .. } => {
+                vec![("train_loss".to_string(), *loss), ("train_lr".into(), *lr)]
             }
-        } else if let Some(split) = v["split"].as_str() {
-            for k in ["loss", "accuracy"] {
-                if let Some(x) = v[k].as_f64() {
-                    series
-                        .entry(format!("{split}_{k}"))
-                        .or_default()
-                        .push_str(&format!("{t0} {x} {step}\n"));
-                }
-            }
+            MetricLine::Eval {
+                split,
+                loss,
+                accuracy,
+                ..
+            } => vec![
+                (format!("{split}_loss"), *loss),
+                (format!("{split}_accuracy"), *accuracy),
+            ],
+        };
+        for (k, x) in points {
+            series
+                .entry(k)
+                .or_default()
+                .push_str(&format!("{t0} {x} {step}\n"));
         }
     }
     for (k, text) in series {
@@ -378,7 +400,7 @@ pub fn export_mlflow(run: &Path, mlruns: &Path) -> Result<PathBuf, TrainError> {
         ),
         (
             "lockstep.checkpoint_sha256",
-            sc["checkpoint_sha256"].as_str().unwrap_or("").to_string(),
+            ck_sha.clone().unwrap_or_default(),
         ),
     ];
     for (k, v) in tags {

@@ -14,6 +14,7 @@ use crate::checkpoint::Checkpoint;
 use crate::data::{Normalizer, load_dataset, load_eval};
 use crate::model::{Model, upload};
 use crate::run::{evaluate, read_manifest};
+use crate::runfiles::Scores;
 use lockstep_core::config::{BackendKind, KernelSet};
 use lockstep_core::sha256_hex;
 use lockstep_core::tensorfile::TensorFile;
@@ -74,17 +75,7 @@ fn data_hint(e: TrainError) -> TrainError {
 pub fn verify(run: &Path, opts: &VerifyOptions) -> Result<VerifyReport, TrainError> {
     let manifest = read_manifest(run)?;
     let mut cfg = manifest.identity.config.clone();
-    let scores_path = run.join("scores.json");
-    let scores: serde_json::Value = std::fs::read(&scores_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| {
-            refuse(
-                run,
-                "has no readable scores.json (the run did not finish?)".into(),
-                "verify a finished run (final.safetensors and scores.json present)",
-            )
-        })?;
+    let scores = Scores::read(run)?;
     let ck_path = opts
         .checkpoint
         .clone()
@@ -97,13 +88,13 @@ pub fn verify(run: &Path, opts: &VerifyOptions) -> Result<VerifyReport, TrainErr
         )
     })?;
     let reduced = opts.checkpoint.is_some();
-    if !reduced && Some(sha256_hex(&ck_bytes).as_str()) != scores["checkpoint_sha256"].as_str() {
+    if !reduced && sha256_hex(&ck_bytes) != scores.checkpoint_sha256 {
         return Err(TrainError::checkpoint(
             &ck_path,
             format!(
                 "SHA-256 {} differs from the recorded {} — this is not the checkpoint the scores were recorded with",
                 sha256_hex(&ck_bytes),
-                scores["checkpoint_sha256"]
+                scores.checkpoint_sha256
             ),
             "restore the run's final.safetensors",
         ));
@@ -121,10 +112,7 @@ pub fn verify(run: &Path, opts: &VerifyOptions) -> Result<VerifyReport, TrainErr
             _ => cfg.data.dir = Some(d.to_string_lossy().into_owned()),
         }
     }
-    let names: Vec<String> = scores["splits"]
-        .as_object()
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default();
+    let names: Vec<String> = scores.splits.keys().cloned().collect();
     // Only the data being re-scored is read, normalised with the checkpoint's statistics; a
     // format-v1 checkpoint has none, so its normalisation is refitted on the training data.
     let (test, validation, hashes) = match &ck.inference {
@@ -181,12 +169,7 @@ pub fn verify(run: &Path, opts: &VerifyOptions) -> Result<VerifyReport, TrainErr
         ));
     }
     let batch = opts.batch_size.unwrap_or(cfg.train.eval_batch_size);
-    let model = Model::new(
-        &cfg.model,
-        kernels,
-        cfg.data.image_shape,
-        cfg.data.classes,
-    );
+    let model = Model::new(&cfg.model, kernels, cfg.data.image_shape, cfg.data.classes);
     let mut params = Vec::new();
     for s in &model.specs {
         params.push(upload(
@@ -275,9 +258,7 @@ pub fn verify(run: &Path, opts: &VerifyOptions) -> Result<VerifyReport, TrainErr
                 split.len()
             },
             first,
-            recorded_accuracy: scores["splits"][&name]["accuracy"]
-                .as_f64()
-                .unwrap_or(f64::NAN),
+            recorded_accuracy: scores.splits[&name].accuracy,
             accuracy: got.accuracy,
         });
     }
