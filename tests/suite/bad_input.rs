@@ -443,4 +443,30 @@ fn absurd_thread_counts_are_refused_with_the_bound() {
     );
     assert_clean_failure(&o, "train.threads");
     assert!(!out.exists());
+    // Threads the OS cannot start (here: a 300 MB address-space limit): an error, not a hang.
+    let has_prlimit = std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if crate::harness::require(
+        has_prlimit,
+        "the thread start-up failure check",
+        "prlimit (util-linux) is not installed",
+    ) {
+        let o = std::process::Command::new("prlimit")
+            .arg(format!("--as={}", 300 << 20))
+            .arg(env!("CARGO_BIN_EXE_lockstep"))
+            .args([
+                "train",
+                config("digits_mlp.toml").to_str().unwrap(),
+                "--threads",
+                "64",
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert_clean_failure(&o, "cannot start a pool of 64 threads");
+        assert!(!out.exists());
+    }
 }
