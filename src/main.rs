@@ -152,6 +152,21 @@ enum Command {
 }
 
 /// Facts about this binary, fixed when it was built (build.rs): the git commit and whether the
+/// `print!`/`println!` that return the write error instead of panicking, so a closed pipe
+/// (`lockstep inspect F | head`) ends the command quietly (see `main`).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout(), $($t)*)?
+    }};
+}
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($t)*)?
+    }};
+}
+
 /// tracked sources differed from it, the Cargo.lock hash, the compiler.
 fn build_info() -> BuildInfo {
     let known = |s: &'static str| (!s.is_empty()).then(|| s.to_string());
@@ -230,9 +245,10 @@ fn run(cli: Cli) -> Result<()> {
                 progress,
                 build: build_info(),
                 reuse,
+                model: None,
             };
             let s = lockstep_train::train(&cfg, &text, &out, &opts)?;
-            report(&s);
+            report(&s)?;
         }
         Command::Resume {
             run,
@@ -251,14 +267,19 @@ fn run(cli: Cli) -> Result<()> {
                 progress,
                 build: build_info(),
                 reuse: false,
+                model: None,
             };
             let s = lockstep_train::resume(&run, &opts)?;
-            report(&s);
+            report(&s)?;
         }
         Command::Configs { name } => match name {
-            None => SHIPPED_CONFIGS.iter().for_each(|(n, _)| println!("{n}")),
+            None => {
+                for (n, _) in SHIPPED_CONFIGS {
+                    outln!("{n}");
+                }
+            }
             Some(n) => match SHIPPED_CONFIGS.iter().find(|(k, _)| *k == n) {
-                Some((_, text)) => print!("{text}"),
+                Some((_, text)) => out!("{text}"),
                 None => bail!(
                     "no shipped config {n:?}; the shipped configs are: {}",
                     SHIPPED_CONFIGS
@@ -294,7 +315,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Runs { dir, compare, json } => {
             if let Some(pair) = compare {
-                print!("{}", lockstep_train::tracking::compare(&pair[0], &pair[1])?);
+                out!("{}", lockstep_train::tracking::compare(&pair[0], &pair[1])?);
             } else {
                 let root = dir.unwrap_or_else(|| PathBuf::from("runs"));
                 if !root.is_dir() {
@@ -305,9 +326,9 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 let rows = lockstep_train::tracking::list_runs(&root);
                 if json {
-                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                    outln!("{}", serde_json::to_string_pretty(&rows)?);
                 } else {
-                    print!("{}", lockstep_train::tracking::format_runs(&rows));
+                    out!("{}", lockstep_train::tracking::format_runs(&rows));
                 }
             }
         }
@@ -316,11 +337,11 @@ fn run(cli: Cli) -> Result<()> {
                 lockstep_train::run::read_manifest(r)?;
             }
             lockstep_train::tracking::plot(&runs, &out)?;
-            println!("wrote {}", out.display());
+            outln!("wrote {}", out.display());
         }
         Command::ExportMlflow { run, to } => {
             let d = lockstep_train::tracking::export_mlflow(&run, &to)?;
-            println!(
+            outln!(
                 "wrote MLflow run {} (read with MLFLOW_ALLOW_FILE_STORE=true, tracking URI file://{})",
                 d.display(),
                 to.display()
@@ -345,12 +366,13 @@ fn run(cli: Cli) -> Result<()> {
                 data,
                 allow_data_change,
                 checkpoint,
+                model: None,
             };
             let r = lockstep_train::verify::verify(&run, &opts)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                outln!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                print!("{}", lockstep_train::verify::format_report(&r));
+                out!("{}", lockstep_train::verify::format_report(&r));
             }
             if !r.passed {
                 bail!("verify failed: the recomputed scores do not match the recorded ones");
@@ -360,7 +382,7 @@ fn run(cli: Cli) -> Result<()> {
             let p = lockstep_train::export::Precision::parse(&dtype)
                 .with_context(|| format!("--dtype {dtype:?}: use f16 or bf16"))?;
             lockstep_train::export::export(&run, p, &out)?;
-            println!(
+            outln!(
                 "wrote {} ({dtype} weights); check it with: lockstep verify {} --checkpoint {}",
                 out.display(),
                 run.display(),
@@ -375,9 +397,9 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let d = lockstep_train::diff::diff_runs(&a, &b)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&d)?);
+                outln!("{}", serde_json::to_string_pretty(&d)?);
             } else {
-                print!("{}", lockstep_train::diff::format_diff(&d));
+                out!("{}", lockstep_train::diff::format_diff(&d));
             }
             if !(d.identical || (within_tolerance && d.within_tolerance)) {
                 bail!(
@@ -411,9 +433,9 @@ fn run(cli: Cli) -> Result<()> {
                 .collect();
             let rows = lockstep_train::conformance::run(&cases, &devs);
             if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                outln!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                print!("{}", lockstep_train::conformance::format_table(&rows));
+                out!("{}", lockstep_train::conformance::format_table(&rows));
             }
             let failed = lockstep_train::conformance::failures(&rows).len();
             let known = rows
@@ -435,28 +457,32 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-fn report(s: &lockstep_train::RunSummary) {
+fn report(s: &lockstep_train::RunSummary) -> Result<()> {
     if s.finished {
         for e in &s.evals {
-            println!(
+            outln!(
                 "{}: accuracy {:.4}  loss {:.4}  ({} samples)",
-                e.split, e.accuracy, e.loss, e.samples
+                e.split,
+                e.accuracy,
+                e.loss,
+                e.samples
             );
         }
-        println!(
+        outln!(
             "finished {} steps -> {}/final.safetensors (sha256 {})",
             s.step,
             s.dir.display(),
             s.final_sha256.as_deref().unwrap_or("?")
         );
     } else {
-        println!(
+        outln!(
             "stopped at step {}/{} with a checkpoint; continue with: lockstep resume {}",
             s.step,
             s.total_steps,
             s.dir.display()
         );
     }
+    Ok(())
 }
 
 fn inspect(file: &Path, json: bool) -> Result<()> {
@@ -473,22 +499,22 @@ fn inspect(file: &Path, json: bool) -> Result<()> {
             })
             .collect();
         let v = serde_json::json!({"file": file, "checksum": "ok", "state": ck.state, "identity": ck.identity, "tensors": tensors});
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "{}  (checksum ok, {} tensors)",
         file.display(),
         ck.tensors.len()
     );
-    println!(
+    outln!(
         "config {} ({}), seed {}, lockstep {}",
         ck.identity.config.name,
         &ck.identity.config_hash[..16],
         ck.identity.seed,
         ck.identity.lockstep_version
     );
-    println!(
+    outln!(
         "state: step {}/{}, epoch {}, batch {} of the epoch, last lr {}",
         ck.state.step,
         ck.state.total_steps,
@@ -497,10 +523,10 @@ fn inspect(file: &Path, json: bool) -> Result<()> {
         ck.state.last_lr
     );
     for (name, h) in &ck.identity.datasets {
-        println!("data: {name} sha256 {}", &h[..16]);
+        outln!("data: {name} sha256 {}", &h[..16]);
     }
     for (name, t) in &ck.tensors {
-        println!("  {name:<28} {:<5} {:?}", t.dtype.name(), t.shape);
+        outln!("  {name:<28} {:<5} {:?}", t.dtype.name(), t.shape);
     }
     Ok(())
 }

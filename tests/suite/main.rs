@@ -14,6 +14,7 @@ mod cross_backend;
 mod harness;
 mod init_weights;
 mod kernels_bitwise;
+mod model_api;
 mod reliability;
 mod reproducibility;
 mod seed_streams;

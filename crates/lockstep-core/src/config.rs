@@ -138,6 +138,9 @@ pub struct DataConfig {
 pub enum ModelKind {
     Mlp,
     Cnn,
+    /// A network defined in Rust by the program that trains it (`lockstep_train::nn::Network`);
+    /// the `[model]` widths, activation, dropout and init are that program's to interpret.
+    Custom,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -550,12 +553,13 @@ impl Validator {
         let kind = match m.kind.as_str() {
             "mlp" => ModelKind::Mlp,
             "cnn" => ModelKind::Cnn,
+            "custom" => ModelKind::Custom,
             other => {
                 return Err(self.err(
                     "model.kind",
                     format!("{other:?}"),
                     "unknown model",
-                    "use \"mlp\" or \"cnn\"",
+                    "use \"mlp\" or \"cnn\" (or \"custom\" for a Rust-defined network)",
                 ));
             }
         };
@@ -577,7 +581,7 @@ impl Validator {
         };
         let hidden = widths("model.hidden", m.hidden.unwrap_or_default())?;
         let channels = match (kind, m.channels) {
-            (ModelKind::Mlp, Some(_)) => {
+            (ModelKind::Mlp | ModelKind::Custom, Some(_)) => {
                 return Err(self.err(
                     "model.channels",
                     "(set)",
@@ -585,14 +589,14 @@ impl Validator {
                     "remove model.channels or set kind = \"cnn\"",
                 ));
             }
-            (ModelKind::Mlp, None) => vec![],
+            (ModelKind::Mlp | ModelKind::Custom, None) => vec![],
             (ModelKind::Cnn, c) => {
                 let c = widths("model.channels", c.unwrap_or_else(|| vec![8, 16]))?;
-                if c.len() != 2 {
+                if c.is_empty() || c.len() > 8 {
                     return Err(self.err(
                         "model.channels",
                         format!("{c:?}"),
-                        "the cnn is conv-pool-conv-pool-fc: exactly two conv layers",
+                        "the cnn has one conv-pool block per entry: 1 to 8 of them",
                         "use e.g. channels = [8, 16]",
                     ));
                 }
@@ -600,7 +604,7 @@ impl Validator {
             }
         };
         let kernel_size = match (kind, m.kernel_size) {
-            (ModelKind::Mlp, Some(_)) => {
+            (ModelKind::Mlp | ModelKind::Custom, Some(_)) => {
                 return Err(self.err(
                     "model.kernel_size",
                     "(set)",
@@ -608,7 +612,7 @@ impl Validator {
                     "remove model.kernel_size or set kind = \"cnn\"",
                 ));
             }
-            (ModelKind::Mlp, None) => 0,
+            (ModelKind::Mlp | ModelKind::Custom, None) => 0,
             (ModelKind::Cnn, k) => {
                 let k = k.unwrap_or(3);
                 if k <= 0 || k % 2 == 0 || k > 15 {
@@ -622,12 +626,17 @@ impl Validator {
                 k as usize
             }
         };
-        if kind == ModelKind::Cnn && (data.image_shape[1] < 4 || data.image_shape[2] < 4) {
+        let side = 1usize << channels.len();
+        if kind == ModelKind::Cnn && (data.image_shape[1] < side || data.image_shape[2] < side) {
             return Err(self.err(
-                "model.kind",
-                "\"cnn\"",
-                "the cnn pools twice by 2 and needs images of at least 4x4",
-                "use the mlp for smaller images",
+                "model.channels",
+                format!("{channels:?}"),
+                &format!(
+                    "{} conv-pool blocks halve the image {} times and need images of at least {side}x{side}",
+                    channels.len(),
+                    channels.len()
+                ),
+                "use fewer conv blocks, or the mlp for smaller images",
             ));
         }
         let activation = match m.activation.as_deref().unwrap_or("relu") {
@@ -666,7 +675,7 @@ impl Validator {
             }
         };
         let pool = match (kind, m.pool.as_deref()) {
-            (ModelKind::Mlp, Some(_)) => {
+            (ModelKind::Mlp | ModelKind::Custom, Some(_)) => {
                 return Err(self.err(
                     "model.pool",
                     "(set)",

@@ -11,6 +11,7 @@ pub mod diff;
 pub mod error;
 pub mod export;
 pub mod model;
+pub mod nn;
 pub mod optim;
 pub mod plot;
 pub mod predict;

@@ -1,123 +1,77 @@
-//! The models (MLP; CNN = conv-pool-conv-pool-fc) as named parameters plus a forward function.
+//! The shipped models (MLP; CNN = conv-pool blocks then fully connected layers) as
+//! [`Network`]s over the layers of `crate::nn`, and [`Model`]: a network with its parameter
+//! list, kernel set, input shape and class count — what the trainer, verify and predict run.
 //!
-//! Parameters live as flat f32 tensors (`Vec<Tensor<1>>` in `ParamSpec` order) and are reshaped
-//! in the forward pass; names are the checkpoint names (`l0.weight`, `conv1.bias`, ...).
-//!
-//! Initialisation happens on the host from named streams (`init/<param>`), element `i` of the
-//! row-major tensor taking the stream's `i`-th draw: `uniform_range(-bound, bound)` with
-//! `bound = sqrt(6 / fan_in)` (Kaiming uniform, gain sqrt(2)) or `sqrt(6 / (fan_in + fan_out))`
-//! (Xavier uniform), the square root taken in f64. Biases start at zero. The same bits are then
-//! uploaded to every backend.
-//!
-//! Dropout (inverted): element `i` of the row-major `[batch, width]` activation of hidden layer
-//! `l` at step `s` is kept iff the `i`-th `uniform_f32` of stream `dropout/l<l>/step-<s>` is
-//! `>= p`; kept values are multiplied by `(1 / (1 - p)) as f32` (computed in f64).
+//! Parameter names are the checkpoint names: MLP `l0.weight`, `l0.bias`, ...; CNN `conv1.*`,
+//! `conv2.*`, ... then `fc0.*`, .... Initialisation: `crate::nn::ParamSpec::init_values`
+//! (Kaiming or Xavier uniform from stream `init/<param>`, biases zero). Dropout after hidden
+//! linear layer `l` uses stream `dropout/l<l>/step-<s>` (`crate::nn::dropout`).
 
-use burn::tensor::activation::{gelu, log_softmax, relu, sigmoid};
-use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
-use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
+use crate::nn::{Conv2d, Ctx, Linear, Network, ParamSpec, Params, activate, dropout, pool2};
+use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
-use lockstep_core::SeedStream;
-use lockstep_core::config::{Activation, Init, KernelSet, ModelConfig, ModelKind, PoolKind};
+use lockstep_core::config::{Init, KernelSet, ModelConfig, ModelKind, PoolKind};
 use lockstep_kernels as det;
+use std::sync::Arc;
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct ParamSpec {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub fan_in: usize,
-    pub fan_out: usize,
-    pub is_bias: bool,
-}
-
-impl ParamSpec {
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
-    }
-}
-
-#[derive(Clone, Debug)]
+/// A network ready to train or score: its parameters (in declaration order, the order of the
+/// parameter tensors everywhere), kernel set, input shape `[c, h, w]` and class count.
+#[derive(Clone)]
 pub struct Model {
-    pub cfg: ModelConfig,
+    pub net: Arc<dyn Network>,
     pub kernels: KernelSet,
     pub image_shape: [usize; 3],
     pub classes: usize,
     pub specs: Vec<ParamSpec>,
 }
 
-fn linear(name: &str, din: usize, dout: usize) -> [ParamSpec; 2] {
-    [
-        ParamSpec {
-            name: format!("{name}.weight"),
-            shape: vec![din, dout],
-            fan_in: din,
-            fan_out: dout,
-            is_bias: false,
-        },
-        ParamSpec {
-            name: format!("{name}.bias"),
-            shape: vec![dout],
-            fan_in: din,
-            fan_out: dout,
-            is_bias: true,
-        },
-    ]
-}
-
-fn conv(name: &str, cin: usize, cout: usize, k: usize) -> [ParamSpec; 2] {
-    [
-        ParamSpec {
-            name: format!("{name}.weight"),
-            shape: vec![cout, cin, k, k],
-            fan_in: cin * k * k,
-            fan_out: cout * k * k,
-            is_bias: false,
-        },
-        ParamSpec {
-            name: format!("{name}.bias"),
-            shape: vec![cout],
-            fan_in: cin * k * k,
-            fan_out: cout * k * k,
-            is_bias: true,
-        },
-    ]
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("kernels", &self.kernels)
+            .field("image_shape", &self.image_shape)
+            .field("classes", &self.classes)
+            .field("specs", &self.specs)
+            .finish()
+    }
 }
 
 impl Model {
+    /// The shipped model a config describes (`model.kind = "mlp" | "cnn"`).
     pub fn new(
         cfg: &ModelConfig,
         kernels: KernelSet,
         image_shape: [usize; 3],
         classes: usize,
     ) -> Self {
-        let [c, h, w] = image_shape;
-        let mut specs = Vec::new();
-        let mut din = c * h * w;
-        if cfg.kind == ModelKind::Cnn {
-            let (c1, c2, k) = (cfg.channels[0], cfg.channels[1], cfg.kernel_size);
-            specs.extend(conv("conv1", c, c1, k));
-            specs.extend(conv("conv2", c1, c2, k));
-            din = c2 * (h / 4) * (w / 4);
-        }
-        let prefix = if cfg.kind == ModelKind::Cnn {
-            "fc"
-        } else {
-            "l"
+        let net: Arc<dyn Network> = match cfg.kind {
+            ModelKind::Cnn => Arc::new(Cnn::new(cfg, image_shape, classes)),
+            ModelKind::Mlp | ModelKind::Custom => Arc::new(Mlp::new(cfg, image_shape, classes)),
         };
-        let mut i = 0;
-        for &width in &cfg.hidden {
-            specs.extend(linear(&format!("{prefix}{i}"), din, width));
-            din = width;
-            i += 1;
+        Self::from_network(net, kernels, image_shape, classes)
+            .expect("the shipped models declare valid parameters")
+    }
+
+    /// Any [`Network`]; refuses duplicate parameter paths and empty dimensions (naming the
+    /// parameter).
+    pub fn from_network(
+        net: Arc<dyn Network>,
+        kernels: KernelSet,
+        image_shape: [usize; 3],
+        classes: usize,
+    ) -> Result<Self, String> {
+        let specs = net.params();
+        crate::nn::check_params(&specs)?;
+        if specs.is_empty() {
+            return Err("the network declares no parameters: nothing to train".into());
         }
-        specs.extend(linear(&format!("{prefix}{i}"), din, classes));
-        Model {
-            cfg: cfg.clone(),
+        Ok(Model {
+            net,
             kernels,
             image_shape,
             classes,
             specs,
-        }
+        })
     }
 
     pub fn input_dim(&self) -> usize {
@@ -128,129 +82,138 @@ impl Model {
         self.specs.iter().map(ParamSpec::numel).sum()
     }
 
-    /// Initial parameter values, one host vector per spec (see the module doc).
+    /// Initial parameter values, one host vector per spec.
     pub fn init_params(&self, seed: u64) -> Vec<Vec<f32>> {
-        self.specs
-            .iter()
-            .map(|s| {
-                if s.is_bias {
-                    return vec![0.0; s.numel()];
-                }
-                let bound = match self.cfg.init {
-                    Init::KaimingUniform => (6.0 / s.fan_in as f64).sqrt(),
-                    Init::XavierUniform => (6.0 / (s.fan_in + s.fan_out) as f64).sqrt(),
-                } as f32;
-                let mut stream = SeedStream::new(seed, format!("init/{}", s.name));
-                (0..s.numel())
-                    .map(|_| det::arith::flush(stream.uniform_range(-bound, bound)))
-                    .collect()
-            })
-            .collect()
-    }
-
-    fn activate<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        match (self.kernels, self.cfg.activation) {
-            (_, Activation::Relu) => relu(x),
-            (KernelSet::Lockstep, Activation::Tanh) => det::ops::tanh(x),
-            (KernelSet::Lockstep, Activation::Sigmoid) => det::ops::sigmoid(x),
-            (KernelSet::Lockstep, Activation::Gelu) => det::ops::gelu(x),
-            (_, Activation::Tanh) => x.tanh(),
-            (_, Activation::Sigmoid) => sigmoid(x),
-            (KernelSet::Burn, Activation::Gelu) => gelu(x),
-        }
+        self.specs.iter().map(|s| s.init_values(seed)).collect()
     }
 
     /// Logits `[batch, classes]` for inputs `x` `[batch, input_dim]`. `dropout` is
-    /// `Some((seed, step))` during training; masks are drawn on the host (module doc).
+    /// `Some((seed, step))` during training.
     pub fn forward(
         &self,
         params: &[Tensor<1>],
         x: Tensor<2>,
         dropout: Option<(u64, u64)>,
     ) -> Tensor<2> {
-        let device = x.device();
-        let batch = x.dims()[0];
-        let p = |i: usize| params[i].clone();
-        let mut idx = 0;
-        let mut h = x;
-        if self.cfg.kind == ModelKind::Cnn {
-            let [c, hh, ww] = self.image_shape;
-            let pad = self.cfg.kernel_size / 2;
-            let opts = || ConvOptions::new([1, 1], [pad, pad], [1, 1], 1);
-            let mut y = h.reshape([batch, c, hh, ww]);
-            for _ in 0..2 {
-                let s = &self.specs[idx];
-                let w = p(idx).reshape([s.shape[0], s.shape[1], s.shape[2], s.shape[3]]);
-                y = match self.kernels {
-                    KernelSet::Burn => conv2d(y, w, Some(p(idx + 1)), opts()),
-                    KernelSet::Lockstep => conv2d_im2col(y, w, p(idx + 1), pad),
-                };
-                let a = self.activate(y);
-                y = match (self.kernels, self.cfg.pool) {
-                    (KernelSet::Burn, PoolKind::Max) => max_pool2d(a, MaxPoolOptions::new([2, 2])),
-                    (KernelSet::Burn, PoolKind::Avg) => avg_pool2d(a, AvgPoolOptions::new([2, 2])),
-                    (KernelSet::Lockstep, PoolKind::Max) => det::ops::max_pool2d(a, 2),
-                    (KernelSet::Lockstep, PoolKind::Avg) => det::ops::avg_pool2d(a, 2),
-                };
-                idx += 2;
-            }
-            let [b, c2, h2, w2] = y.dims();
-            h = y.reshape([b, c2 * h2 * w2]);
-        }
-        let n_linear = (self.specs.len() - idx) / 2;
-        for layer in 0..n_linear {
-            let s = &self.specs[idx];
-            let w = p(idx).reshape([s.shape[0], s.shape[1]]);
-            let b = p(idx + 1).reshape([1, s.shape[1]]);
-            h = match self.kernels {
-                KernelSet::Burn => h.matmul(w) + b,
-                KernelSet::Lockstep => det::add_bias(det::ops::matmul(h, w), b),
-            };
-            idx += 2;
-            if layer + 1 < n_linear {
-                h = self.activate(h);
-                if let Some((seed, step)) = dropout.filter(|_| self.cfg.dropout > 0.0) {
-                    let p = self.cfg.dropout;
-                    let mask = match self.kernels {
-                        KernelSet::Burn => {
-                            let m = dropout_mask(seed, layer, step, batch, s.shape[1], p);
-                            Tensor::<2>::from_data(TensorData::new(m, [batch, s.shape[1]]), &device)
-                        }
-                        KernelSet::Lockstep => {
-                            det::dropout_mask(&h, seed, &dropout_stream(layer, step), p as f32)
-                        }
-                    };
-                    h = match self.kernels {
-                        KernelSet::Burn => h * mask,
-                        KernelSet::Lockstep => det::ops::mul(h, mask),
-                    };
-                }
-            }
-        }
-        h
+        let ctx = Ctx {
+            kernels: self.kernels,
+            seed: dropout.map_or(0, |d| d.0),
+            step: dropout.map(|d| d.1),
+        };
+        self.net.forward(&Params::new(&self.specs, params), x, &ctx)
     }
 }
 
-/// The name of the dropout stream of hidden layer `layer` at `step`.
-pub fn dropout_stream(layer: usize, step: u64) -> String {
-    format!("dropout/l{layer}/step-{step}")
+/// `hidden` linear layers `l0, l1, ...` with the activation and dropout, then the output layer.
+struct Mlp {
+    layers: Vec<Linear>,
+    cfg: ModelConfig,
 }
 
-/// The inverted-dropout mask of hidden layer `layer` at `step` (module doc).
-pub fn dropout_mask(
-    seed: u64,
-    layer: usize,
-    step: u64,
-    batch: usize,
-    width: usize,
-    p: f64,
-) -> Vec<f32> {
-    let mut stream = SeedStream::new(seed, dropout_stream(layer, step));
-    let keep = (1.0 / (1.0 - p)) as f32;
-    let p = p as f32;
-    (0..batch * width)
-        .map(|_| if stream.uniform_f32() >= p { keep } else { 0.0 })
-        .collect()
+/// Linear layers `prefix0..` from `d_in` through `hidden` to `classes`.
+fn linear_stack(prefix: &str, mut d_in: usize, hidden: &[usize], classes: usize) -> Vec<Linear> {
+    let mut layers = Vec::new();
+    for (i, &width) in hidden.iter().chain([classes].iter()).enumerate() {
+        layers.push(Linear::new(format!("{prefix}{i}"), d_in, width));
+        d_in = width;
+    }
+    layers
+}
+
+/// The linear layers with activation and dropout between them (not after the last).
+fn run_stack(
+    layers: &[Linear],
+    cfg: &ModelConfig,
+    p: &Params,
+    mut h: Tensor<2>,
+    ctx: &Ctx,
+) -> Tensor<2> {
+    for (i, layer) in layers.iter().enumerate() {
+        h = layer.forward(p, h, ctx);
+        if i + 1 < layers.len() {
+            h = activate(cfg.activation, h, ctx);
+            h = dropout(&format!("l{i}"), cfg.dropout, h, ctx);
+        }
+    }
+    h
+}
+
+fn xavier(cfg: &ModelConfig) -> bool {
+    cfg.init == Init::XavierUniform
+}
+
+impl Mlp {
+    fn new(cfg: &ModelConfig, image_shape: [usize; 3], classes: usize) -> Self {
+        Mlp {
+            layers: linear_stack("l", image_shape.iter().product(), &cfg.hidden, classes),
+            cfg: cfg.clone(),
+        }
+    }
+}
+
+impl Network for Mlp {
+    fn params(&self) -> Vec<ParamSpec> {
+        self.layers
+            .iter()
+            .flat_map(|l| l.params(xavier(&self.cfg)))
+            .collect()
+    }
+    fn forward(&self, p: &Params, x: Tensor<2>, ctx: &Ctx) -> Tensor<2> {
+        run_stack(&self.layers, &self.cfg, p, x, ctx)
+    }
+}
+
+/// Conv blocks `conv1, conv2, ...` (conv, activation, 2x2 pool) over `model.channels`, then the
+/// MLP `fc0, fc1, ...` on the flattened `[c, h, w]` features.
+struct Cnn {
+    convs: Vec<Conv2d>,
+    fcs: Vec<Linear>,
+    image_shape: [usize; 3],
+    cfg: ModelConfig,
+}
+
+impl Cnn {
+    fn new(cfg: &ModelConfig, image_shape: [usize; 3], classes: usize) -> Self {
+        let [mut c, mut h, mut w] = image_shape;
+        let mut convs = Vec::new();
+        for (i, &co) in cfg.channels.iter().enumerate() {
+            convs.push(Conv2d::new(
+                format!("conv{}", i + 1),
+                c,
+                co,
+                cfg.kernel_size,
+            ));
+            (c, h, w) = (co, h / 2, w / 2);
+        }
+        Cnn {
+            convs,
+            fcs: linear_stack("fc", c * h * w, &cfg.hidden, classes),
+            image_shape,
+            cfg: cfg.clone(),
+        }
+    }
+}
+
+impl Network for Cnn {
+    fn params(&self) -> Vec<ParamSpec> {
+        let x = xavier(&self.cfg);
+        self.convs
+            .iter()
+            .flat_map(|c| c.params(x))
+            .chain(self.fcs.iter().flat_map(|l| l.params(x)))
+            .collect()
+    }
+    fn forward(&self, p: &Params, x: Tensor<2>, ctx: &Ctx) -> Tensor<2> {
+        let batch = x.dims()[0];
+        let [c, h, w] = self.image_shape;
+        let mut y = x.reshape([batch, c, h, w]);
+        for conv in &self.convs {
+            let a = activate(self.cfg.activation, conv.forward(p, y, ctx), ctx);
+            y = pool2(self.cfg.pool == PoolKind::Max, a, ctx);
+        }
+        let [b, c2, h2, w2] = y.dims();
+        run_stack(&self.fcs, &self.cfg, p, y.reshape([b, c2 * h2 * w2]), ctx)
+    }
 }
 
 /// Mean cross-entropy `[1, 1]` of `logits` against one-hot `targets` (both `[batch, classes]`).
@@ -273,17 +236,7 @@ pub fn cross_entropy(kernels: KernelSet, logits: Tensor<2>, targets: Tensor<2>) 
     }
 }
 
-/// Same-padding stride-1 conv2d as lockstep's `im2col` gather + its matmul: every multiply-add in
-/// the fixed k order (k = (c_in, ky, kx) row-major); the input gradient is `col2im`'s fixed-order
-/// gather (`kernels/src/im2col`).
-pub fn conv2d_im2col(x: Tensor<4>, w: Tensor<4>, b: Tensor<1>, pad: usize) -> Tensor<4> {
-    let [n, c, h, wd] = x.dims();
-    let [co, _, k, _] = w.dims();
-    let cols = det::ops::im2col(x, k, pad);
-    let w2 = w.reshape([co, c * k * k]).transpose();
-    let y = det::add_bias(det::ops::matmul(cols, w2), b.reshape([1, co]));
-    y.reshape([n, h, wd, co]).permute([0, 3, 1, 2])
-}
+pub use crate::nn::conv2d_im2col;
 
 /// One-hot rows for `labels` as a host vector `[labels.len(), classes]`.
 pub fn one_hot(labels: &[u32], classes: usize) -> Vec<f32> {

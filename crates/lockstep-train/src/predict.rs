@@ -69,7 +69,8 @@ impl Predictor {
             .or(default_backend)
             .unwrap_or(BackendKind::Ndarray);
         let be = backend::open(kind, 0, None)?;
-        let model = Model::new(&cfg.model, cfg.train.kernels, spec.shape, spec.classes);
+        let model =
+            crate::run::job_model(&cfg, None, spec.shape, spec.classes, &be.device, &ck_path)?;
         let mut params = Vec::new();
         for s in &model.specs {
             params.push(upload(

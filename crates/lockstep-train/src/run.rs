@@ -25,7 +25,7 @@ use crate::runfiles::{MetricLine, Scores, SplitScore};
 use crate::{TrainError, optim};
 use burn::tensor::{Device, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use lockstep_core::config::{BackendKind, Config, KernelSet, learning_rate};
+use lockstep_core::config::{BackendKind, Config, KernelSet, ModelKind, learning_rate};
 use lockstep_core::manifest::{Placement, RunIdentity, RunManifest};
 use lockstep_core::tensorfile::{TensorEntry, TensorFile};
 use lockstep_core::{SeedStream, canonical_json, sha256_hex, write_atomic};
@@ -59,6 +59,91 @@ pub struct RunOptions {
     /// When a finished run with the same config, code and data identity exists beside `out`,
     /// link `out` to it instead of training again.
     pub reuse: bool,
+    /// The network of a `model.kind = "custom"` job (a program's own `nn::Network`); `None` for
+    /// the shipped models, which the config describes.
+    pub model: Option<Model>,
+}
+
+/// The model a job runs: the shipped one its config describes, or the program's own network
+/// (`RunOptions::model`) for `model.kind = "custom"` — checked against the data's input shape and
+/// class count, and by one forward pass on a zero input that must give `[1, classes]` logits.
+pub fn job_model(
+    cfg: &Config,
+    custom: Option<&Model>,
+    image_shape: [usize; 3],
+    classes: usize,
+    device: &Device,
+    place: &Path,
+) -> Result<Model, TrainError> {
+    let bad = |what: String, fix: &str| TrainError::run_dir(place, what, fix);
+    let model = match (cfg.model.kind, custom) {
+        (ModelKind::Custom, None) => {
+            return Err(bad(
+                "model.kind = \"custom\": the network is defined in Rust by the program that trained it, not in the config".into(),
+                "run that program (e.g. `cargo run --release --example custom_model`), which passes its network to lockstep_train",
+            ));
+        }
+        (ModelKind::Custom, Some(m)) => m.clone(),
+        (kind, Some(_)) => {
+            return Err(bad(
+                format!("a network was passed but the config says model.kind = {kind:?}"),
+                "set model.kind = \"custom\" in the config",
+            ));
+        }
+        (_, None) => Model::new(&cfg.model, cfg.train.kernels, image_shape, classes),
+    };
+    if model.image_shape != image_shape || model.classes != classes {
+        return Err(bad(
+            format!(
+                "the network takes inputs {:?} and gives {} classes, the data has {image_shape:?} and {classes}",
+                model.image_shape, model.classes
+            ),
+            "build the network for the data's image_shape and classes",
+        ));
+    }
+    if model.kernels != cfg.train.kernels {
+        return Err(bad(
+            format!(
+                "the network uses kernels {:?}, the config train.kernels = {:?}",
+                model.kernels, cfg.train.kernels
+            ),
+            "build the network with the config's kernel set",
+        ));
+    }
+    let params: Vec<Tensor<1>> = model
+        .specs
+        .iter()
+        .map(|s| upload(vec![0.0; s.numel()], device))
+        .collect();
+    let x = Tensor::<2>::zeros([1, model.input_dim()], device);
+    // A network's forward panics naming the parameter it misuses (`nn::Params::get`): caught
+    // here, quietly, and reported as an error before anything is written.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let dims = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        model.forward(&params, x, None).dims()
+    }));
+    std::panic::set_hook(hook);
+    let dims = dims.map_err(|e| {
+        let msg = e
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        bad(
+            format!("the network's forward pass failed: {msg}"),
+            "fix the network's forward (it must use only the parameters params() declares)",
+        )
+    })?;
+    if dims != [1, classes] {
+        return Err(bad(
+            format!(
+                "the network's forward returns logits of shape {dims:?} for one input, the classification task needs [1, {classes}]"
+            ),
+            "make the last layer output one logit per class",
+        ));
+    }
+    Ok(model)
 }
 
 /// Aggregate scores on one split.
@@ -148,6 +233,14 @@ pub fn train(
     }
     let backend = backend::open(opts.backend, opts.threads, opts.device.as_deref())?;
     backend.warn_if_not_bitwise(cfg.train.kernels);
+    let model = job_model(
+        cfg,
+        opts.model.as_ref(),
+        data.image_shape,
+        data.classes,
+        &backend.device,
+        out,
+    )?;
     std::fs::create_dir_all(out.join("checkpoints")).map_err(|e| {
         TrainError::run_dir(
             out,
@@ -184,12 +277,6 @@ pub fn train(
         &out.join("manifest.json"),
         pretty_json(&manifest).as_bytes(),
     )?;
-    let model = Model::new(
-        &cfg.model,
-        cfg.train.kernels,
-        data.image_shape,
-        data.classes,
-    );
     let start = Start::fresh(&model, cfg, &data, &backend.device);
     let r = run_loop(
         cfg,
@@ -354,12 +441,14 @@ pub fn resume(dir: &Path, opts_in: &RunOptions) -> Result<RunSummary, TrainError
             "resume on a device with the recorded profile (see manifest.json placement.device)",
         ));
     }
-    let model = Model::new(
-        &cfg.model,
-        cfg.train.kernels,
+    let model = job_model(
+        &cfg,
+        opts.model.as_ref(),
         data.image_shape,
         data.classes,
-    );
+        &backend.device,
+        dir,
+    )?;
     let start = match latest_checkpoint(dir) {
         None => Start::fresh(&model, &cfg, &data, &backend.device),
         Some((_, path)) => {

@@ -31,6 +31,8 @@ pub struct VerifyOptions {
     pub allow_data_change: bool,
     /// Verify this checkpoint instead of RUN/final.safetensors (e.g. an exported f16 one).
     pub checkpoint: Option<PathBuf>,
+    /// The network of a `model.kind = "custom"` run (the program's own `nn::Network`).
+    pub model: Option<Model>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -169,7 +171,14 @@ pub fn verify(run: &Path, opts: &VerifyOptions) -> Result<VerifyReport, TrainErr
         ));
     }
     let batch = opts.batch_size.unwrap_or(cfg.train.eval_batch_size);
-    let model = Model::new(&cfg.model, kernels, cfg.data.image_shape, cfg.data.classes);
+    let model = crate::run::job_model(
+        &cfg,
+        opts.model.as_ref(),
+        cfg.data.image_shape,
+        cfg.data.classes,
+        &be.device,
+        run,
+    )?;
     let mut params = Vec::new();
     for s in &model.specs {
         params.push(upload(

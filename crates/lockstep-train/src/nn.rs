@@ -1,0 +1,347 @@
+//! lockstep's model API: a [`Network`] declares named parameters (with shapes and an init rule)
+//! and a forward pass written with the layers below; the trainer owns everything else (data,
+//! batches, loss, backward, optimizer, schedule, checkpoints, resume, eval, scores).
+//!
+//! Invariants a `Network` gets for free:
+//! - parameter paths (`blocks.3.fc.weight`) are the checkpoint tensor names; they must be unique
+//!   and every dimension positive (checked by [`check_params`] before anything is written);
+//! - initial values come from the named stream `init/<path>` (element `i` of the row-major tensor
+//!   takes the stream's `i`-th draw), so they do not depend on declaration order, threads or
+//!   device;
+//! - dropout masks come from the stream `dropout/<name>/step-<s>` ([`Ctx::dropout`]): a function
+//!   of seed, layer name and step only;
+//! - every layer runs lockstep's kernels under `kernels = "lockstep"` (bitwise across backends)
+//!   or burn's stock ops under `kernels = "burn"`; a layer is usable in any composition
+//!   (residuals through [`add`], several heads, shared weights by passing one path twice).
+
+use burn::tensor::activation::{gelu, relu, sigmoid};
+use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
+use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
+use burn::tensor::{Tensor, TensorData};
+use lockstep_core::SeedStream;
+use lockstep_core::config::{Activation, KernelSet};
+use lockstep_kernels as det;
+use std::collections::BTreeMap;
+
+/// How a parameter starts (drawn from stream `init/<path>`; the square roots in f64).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum InitRule {
+    Zeros,
+    /// `U(-sqrt(6 / fan_in), +sqrt(6 / fan_in))`: Kaiming uniform, gain sqrt(2).
+    KaimingUniform {
+        fan_in: usize,
+    },
+    /// `U(-sqrt(6 / (fan_in + fan_out)), +...)`: Xavier/Glorot uniform.
+    XavierUniform {
+        fan_in: usize,
+        fan_out: usize,
+    },
+    /// `U(-bound, +bound)`.
+    Uniform {
+        bound: f32,
+    },
+}
+
+/// One named parameter.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamSpec {
+    /// The path, also the checkpoint tensor name (`model.<path>`).
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub init: InitRule,
+}
+
+impl ParamSpec {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The initial values (module doc), flushed like every value entering lockstep's kernels.
+    pub fn init_values(&self, seed: u64) -> Vec<f32> {
+        let bound = match self.init {
+            InitRule::Zeros => return vec![0.0; self.numel()],
+            InitRule::KaimingUniform { fan_in } => (6.0 / fan_in as f64).sqrt() as f32,
+            InitRule::XavierUniform { fan_in, fan_out } => {
+                (6.0 / (fan_in + fan_out) as f64).sqrt() as f32
+            }
+            InitRule::Uniform { bound } => bound,
+        };
+        let mut stream = SeedStream::new(seed, format!("init/{}", self.name));
+        (0..self.numel())
+            .map(|_| det::arith::flush(stream.uniform_range(-bound, bound)))
+            .collect()
+    }
+}
+
+/// Refuse duplicate paths and empty dimensions, naming the parameter.
+pub fn check_params(specs: &[ParamSpec]) -> Result<(), String> {
+    let mut seen = BTreeMap::new();
+    for s in specs {
+        if s.shape.is_empty() || s.shape.contains(&0) {
+            return Err(format!(
+                "parameter {:?} has shape {:?}: every dimension must be positive",
+                s.name, s.shape
+            ));
+        }
+        if s.name.is_empty() || s.name.contains(char::is_whitespace) {
+            return Err(format!(
+                "parameter path {:?} must be non-empty, without spaces",
+                s.name
+            ));
+        }
+        if seen.insert(s.name.as_str(), ()).is_some() {
+            return Err(format!(
+                "two parameters are declared with the path {:?}: paths name checkpoint tensors and must be unique",
+                s.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The parameter tensors of one forward pass, looked up by path.
+pub struct Params<'a> {
+    index: BTreeMap<&'a str, usize>,
+    specs: &'a [ParamSpec],
+    values: &'a [Tensor<1>],
+}
+
+impl<'a> Params<'a> {
+    pub fn new(specs: &'a [ParamSpec], values: &'a [Tensor<1>]) -> Self {
+        Params {
+            index: specs
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.name.as_str(), i))
+                .collect(),
+            specs,
+            values,
+        }
+    }
+
+    /// Parameter `path` reshaped to its declared `D`-dimensional shape. Panics naming the path
+    /// when it was not declared or has another rank (a bug in the network, not in its input).
+    pub fn get<const D: usize>(&self, path: &str) -> Tensor<D> {
+        let i = *self.index.get(path).unwrap_or_else(|| {
+            panic!("forward uses parameter {path:?}, which params() does not declare")
+        });
+        let shape: [usize; D] = self.specs[i].shape.clone().try_into().unwrap_or_else(|s| {
+            panic!("parameter {path:?} has shape {s:?}, the forward asks for {D} dimensions")
+        });
+        self.values[i].clone().reshape(shape)
+    }
+}
+
+/// What a forward pass may depend on besides parameters and inputs.
+#[derive(Clone, Copy, Debug)]
+pub struct Ctx {
+    pub kernels: KernelSet,
+    pub seed: u64,
+    /// `Some(step)` while training (dropout active), `None` in evaluation and inference.
+    pub step: Option<u64>,
+}
+
+impl Ctx {
+    pub fn training(&self) -> bool {
+        self.step.is_some()
+    }
+}
+
+/// A model: named parameters and a forward pass `x [batch, input_dim] -> logits [batch, classes]`.
+pub trait Network: Send + Sync {
+    fn params(&self) -> Vec<ParamSpec>;
+    fn forward(&self, p: &Params, x: Tensor<2>, ctx: &Ctx) -> Tensor<2>;
+}
+
+// ---- layers -----------------------------------------------------------------------------------
+
+/// `y = x @ W + b`, `W: [d_in, d_out]` at `<path>.weight`, `b: [d_out]` at `<path>.bias`.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub path: String,
+    pub d_in: usize,
+    pub d_out: usize,
+}
+
+impl Linear {
+    pub fn new(path: impl Into<String>, d_in: usize, d_out: usize) -> Self {
+        Linear {
+            path: path.into(),
+            d_in,
+            d_out,
+        }
+    }
+
+    /// Weight with `init` (e.g. Kaiming over `d_in`), bias zero.
+    pub fn params(&self, xavier: bool) -> [ParamSpec; 2] {
+        let init = if xavier {
+            InitRule::XavierUniform {
+                fan_in: self.d_in,
+                fan_out: self.d_out,
+            }
+        } else {
+            InitRule::KaimingUniform { fan_in: self.d_in }
+        };
+        [
+            ParamSpec {
+                name: format!("{}.weight", self.path),
+                shape: vec![self.d_in, self.d_out],
+                init,
+            },
+            ParamSpec {
+                name: format!("{}.bias", self.path),
+                shape: vec![self.d_out],
+                init: InitRule::Zeros,
+            },
+        ]
+    }
+
+    pub fn forward(&self, p: &Params, x: Tensor<2>, ctx: &Ctx) -> Tensor<2> {
+        let w: Tensor<2> = p.get(&format!("{}.weight", self.path));
+        let b: Tensor<1> = p.get(&format!("{}.bias", self.path));
+        let b = b.reshape([1, self.d_out]);
+        match ctx.kernels {
+            KernelSet::Burn => x.matmul(w) + b,
+            KernelSet::Lockstep => det::add_bias(det::ops::matmul(x, w), b),
+        }
+    }
+}
+
+/// Same-padding, stride-1 conv `[c_out, c_in, k, k]` at `<path>.weight`, bias `[c_out]`.
+/// Lockstep set: `im2col` gather + matmul (every multiply-add in the fixed k order).
+#[derive(Clone, Debug)]
+pub struct Conv2d {
+    pub path: String,
+    pub c_in: usize,
+    pub c_out: usize,
+    pub k: usize,
+}
+
+impl Conv2d {
+    pub fn new(path: impl Into<String>, c_in: usize, c_out: usize, k: usize) -> Self {
+        Conv2d {
+            path: path.into(),
+            c_in,
+            c_out,
+            k,
+        }
+    }
+
+    pub fn params(&self, xavier: bool) -> [ParamSpec; 2] {
+        let (fan_in, fan_out) = (self.c_in * self.k * self.k, self.c_out * self.k * self.k);
+        let init = if xavier {
+            InitRule::XavierUniform { fan_in, fan_out }
+        } else {
+            InitRule::KaimingUniform { fan_in }
+        };
+        [
+            ParamSpec {
+                name: format!("{}.weight", self.path),
+                shape: vec![self.c_out, self.c_in, self.k, self.k],
+                init,
+            },
+            ParamSpec {
+                name: format!("{}.bias", self.path),
+                shape: vec![self.c_out],
+                init: InitRule::Zeros,
+            },
+        ]
+    }
+
+    pub fn forward(&self, p: &Params, x: Tensor<4>, ctx: &Ctx) -> Tensor<4> {
+        let w: Tensor<4> = p.get(&format!("{}.weight", self.path));
+        let b: Tensor<1> = p.get(&format!("{}.bias", self.path));
+        let pad = self.k / 2;
+        match ctx.kernels {
+            KernelSet::Burn => conv2d(
+                x,
+                w,
+                Some(b),
+                ConvOptions::new([1, 1], [pad, pad], [1, 1], 1),
+            ),
+            KernelSet::Lockstep => conv2d_im2col(x, w, b, pad),
+        }
+    }
+}
+
+/// Same-padding stride-1 conv2d as lockstep's `im2col` gather + its matmul; the input gradient is
+/// `col2im`'s fixed-order gather (`kernels/src/im2col`).
+pub fn conv2d_im2col(x: Tensor<4>, w: Tensor<4>, b: Tensor<1>, pad: usize) -> Tensor<4> {
+    let [n, c, h, wd] = x.dims();
+    let [co, _, k, _] = w.dims();
+    let cols = det::ops::im2col(x, k, pad);
+    let w2 = w.reshape([co, c * k * k]).transpose();
+    let y = det::add_bias(det::ops::matmul(cols, w2), b.reshape([1, co]));
+    y.reshape([n, h, wd, co]).permute([0, 3, 1, 2])
+}
+
+/// An element-wise activation.
+pub fn activate<const D: usize>(act: Activation, x: Tensor<D>, ctx: &Ctx) -> Tensor<D> {
+    match (ctx.kernels, act) {
+        (_, Activation::Relu) => relu(x),
+        (KernelSet::Lockstep, Activation::Tanh) => det::ops::tanh(x),
+        (KernelSet::Lockstep, Activation::Sigmoid) => det::ops::sigmoid(x),
+        (KernelSet::Lockstep, Activation::Gelu) => det::ops::gelu(x),
+        (_, Activation::Tanh) => x.tanh(),
+        (_, Activation::Sigmoid) => sigmoid(x),
+        (KernelSet::Burn, Activation::Gelu) => gelu(x),
+    }
+}
+
+/// Non-overlapping 2x2 pooling (max or average).
+pub fn pool2(max: bool, x: Tensor<4>, ctx: &Ctx) -> Tensor<4> {
+    match (ctx.kernels, max) {
+        (KernelSet::Burn, true) => max_pool2d(x, MaxPoolOptions::new([2, 2])),
+        (KernelSet::Burn, false) => avg_pool2d(x, AvgPoolOptions::new([2, 2])),
+        (KernelSet::Lockstep, true) => det::ops::max_pool2d(x, 2),
+        (KernelSet::Lockstep, false) => det::ops::avg_pool2d(x, 2),
+    }
+}
+
+/// Element-wise `a + b` (same shape): under the lockstep set one flushed IEEE add per element
+/// (`add_bias` on `[1, n]` views), so residual connections keep the cross-device bits.
+pub fn add(a: Tensor<2>, b: Tensor<2>, ctx: &Ctx) -> Tensor<2> {
+    match ctx.kernels {
+        KernelSet::Burn => a + b,
+        KernelSet::Lockstep => {
+            let [m, n] = a.dims();
+            det::add_bias(a.reshape([1, m * n]), b.reshape([1, m * n])).reshape([m, n])
+        }
+    }
+}
+
+/// Inverted dropout with probability `p`, its mask from stream `dropout/<name>/step-<s>`
+/// (element `i` of the row-major activation kept iff the stream's `i`-th `uniform_f32 >= p`,
+/// kept values scaled by `f32(1 / (1 - p))`). The identity outside training or at `p = 0`.
+pub fn dropout(name: &str, p: f64, x: Tensor<2>, ctx: &Ctx) -> Tensor<2> {
+    let Some(step) = ctx.step.filter(|_| p > 0.0) else {
+        return x;
+    };
+    let stream = dropout_stream(name, step);
+    match ctx.kernels {
+        KernelSet::Burn => {
+            let [batch, width] = x.dims();
+            let m = dropout_mask(ctx.seed, &stream, batch * width, p);
+            x.clone() * Tensor::<2>::from_data(TensorData::new(m, [batch, width]), &x.device())
+        }
+        KernelSet::Lockstep => {
+            let mask = det::dropout_mask(&x, ctx.seed, &stream, p as f32);
+            det::ops::mul(x, mask)
+        }
+    }
+}
+
+/// The name of the dropout stream of layer `name` at `step`.
+pub fn dropout_stream(name: &str, step: u64) -> String {
+    format!("dropout/{name}/step-{step}")
+}
+
+/// The inverted-dropout mask of `n` elements from stream `stream` (host side; see [`dropout`]).
+pub fn dropout_mask(seed: u64, stream: &str, n: usize, p: f64) -> Vec<f32> {
+    let mut s = SeedStream::new(seed, stream);
+    let keep = (1.0 / (1.0 - p)) as f32;
+    let p = p as f32;
+    (0..n)
+        .map(|_| if s.uniform_f32() >= p { keep } else { 0.0 })
+        .collect()
+}
