@@ -223,7 +223,9 @@ fn predict_rejects_inputs_of_the_wrong_shape_dtype_or_value() {
     let (run, _, x) = csv_run(dir.path());
     let mut nan = x.clone();
     nan[17] = f32::NAN;
-    let cases: Vec<(&str, &str, Vec<usize>, Vec<u8>, Vec<&str>)> = vec![
+    // (file name, npy descr, shape, data, what the error must mention)
+    type Case<'a> = (&'a str, &'a str, Vec<usize>, Vec<u8>, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             "short.npy",
             "<f4",

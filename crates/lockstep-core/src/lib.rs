@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod manifest;
 pub mod seed;
+pub mod streams;
 pub mod tensorfile;
 pub mod tolerance;
 

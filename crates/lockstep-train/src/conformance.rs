@@ -45,7 +45,7 @@ pub struct Row {
 }
 
 fn seeded(n: usize, name: &str, lo: f32, hi: f32) -> Vec<f32> {
-    let mut s = SeedStream::new(2024, format!("conformance/{name}"));
+    let mut s = SeedStream::new(2024, lockstep_core::streams::conformance(name));
     (0..n).map(|_| s.uniform_range(lo, hi)).collect()
 }
 
@@ -407,7 +407,10 @@ pub fn cases() -> Vec<Case> {
 /// half `±[1, 2) * 2^(exp - 0..8)` (so products and sums of two such values underflow when `exp`
 /// is near -63), the rest ordinary values in [-2, 2].
 pub fn underflow_values(n: usize, name: &str, exp: i32) -> Vec<f32> {
-    let mut s = SeedStream::new(2024, format!("conformance/underflow/{name}"));
+    let mut s = SeedStream::new(
+        2024,
+        lockstep_core::streams::conformance(&format!("underflow/{name}")),
+    );
     (0..n)
         .map(|_| {
             let u = s.next_u32();

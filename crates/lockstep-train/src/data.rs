@@ -331,7 +331,7 @@ fn carve_validation(
     let (t, v) = take_indices(
         train,
         cfg.validation_size,
-        &mut SeedStream::new(seed, "split/validation"),
+        &mut SeedStream::new(seed, lockstep_core::streams::SPLIT_VALIDATION),
     );
     Ok((t, Some(v)))
 }
@@ -439,7 +439,11 @@ impl Normalizer {
 /// Move `round(n * fraction)` samples (chosen by stream `split/test`) into a test split.
 fn split_off(all: Raw, fraction: f64, seed: u64) -> (Raw, Raw) {
     let k = ((all.labels.len() as f64) * fraction).round().max(1.0) as usize;
-    let (rest, taken) = take_indices(all, k, &mut SeedStream::new(seed, "split/test"));
+    let (rest, taken) = take_indices(
+        all,
+        k,
+        &mut SeedStream::new(seed, lockstep_core::streams::SPLIT_TEST),
+    );
     (rest, taken)
 }
 

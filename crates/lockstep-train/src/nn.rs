@@ -66,7 +66,7 @@ impl ParamSpec {
             }
             InitRule::Uniform { bound } => bound,
         };
-        let mut stream = SeedStream::new(seed, format!("init/{}", self.name));
+        let mut stream = SeedStream::new(seed, lockstep_core::streams::init(&self.name));
         (0..self.numel())
             .map(|_| det::arith::flush(stream.uniform_range(-bound, bound)))
             .collect()
@@ -333,7 +333,7 @@ pub fn dropout(name: &str, p: f64, x: Tensor<2>, ctx: &Ctx) -> Tensor<2> {
 
 /// The name of the dropout stream of layer `name` at `step`.
 pub fn dropout_stream(name: &str, step: u64) -> String {
-    format!("dropout/{name}/step-{step}")
+    lockstep_core::streams::dropout(name, step)
 }
 
 /// The inverted-dropout mask of `n` elements from stream `stream` (host side; see [`dropout`]).

@@ -1,0 +1,121 @@
+//! Evaluation: logits of a split in fixed-size chunks in index order, and the aggregate scores
+//! (loss and accuracy on the host in f64, fixed order, first-max argmax).
+
+use super::*;
+
+/// Aggregate scores on one split.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EvalResult {
+    pub split: String,
+    pub samples: usize,
+    pub loss: f64,
+    pub accuracy: f64,
+    #[serde(skip)]
+    pub logits: Vec<f32>,
+    #[serde(skip)]
+    pub labels: Vec<u32>,
+}
+
+/// Logits and aggregate scores of `params` on `split`, computed in `batch`-sized chunks in
+/// index order. Loss and accuracy are computed on the host in f64 (fixed order, first-max argmax).
+pub fn evaluate(
+    model: &Model,
+    params: &[Tensor<1>],
+    split: &Split,
+    name: &str,
+    batch: usize,
+    device: &Device,
+) -> EvalResult {
+    let mut logits = Vec::with_capacity(split.len() * model.classes);
+    let n = split.len();
+    let mut start = 0;
+    while start < n {
+        let end = (start + batch).min(n);
+        let x = Tensor::<2>::from_data(
+            TensorData::new(
+                split.features[start * split.dim..end * split.dim].to_vec(),
+                [end - start, split.dim],
+            ),
+            device,
+        );
+        let out = model.forward(params, x, None);
+        logits.extend(
+            out.try_into_vec_as::<f32>()
+                .expect("logits read back as f32"),
+        );
+        start = end;
+    }
+    let (loss, accuracy) = score(&logits, &split.labels, model.classes);
+    EvalResult {
+        split: name.into(),
+        samples: n,
+        loss,
+        accuracy,
+        logits,
+        labels: split.labels.clone(),
+    }
+}
+
+/// Mean cross-entropy and accuracy from logits, on the host in f64, samples in index order.
+pub fn score(logits: &[f32], labels: &[u32], classes: usize) -> (f64, f64) {
+    let mut loss = 0.0f64;
+    let mut correct = 0usize;
+    for (row, &label) in logits.chunks_exact(classes).zip(labels) {
+        let mut best = 0;
+        for (j, &v) in row.iter().enumerate() {
+            if v > row[best] {
+                best = j;
+            }
+        }
+        correct += usize::from(best == label as usize);
+        let max = row[best] as f64;
+        let lse = row
+            .iter()
+            .map(|&v| (v as f64 - max).exp())
+            .sum::<f64>()
+            .ln()
+            + max;
+        loss += lse - row[label as usize] as f64;
+    }
+    let n = labels.len().max(1) as f64;
+    (loss / n, correct as f64 / n)
+}
+
+pub(crate) fn eval_splits(
+    model: &Model,
+    params: &[Tensor<1>],
+    data: &Dataset,
+    cfg: &Config,
+    device: &Device,
+) -> Vec<EvalResult> {
+    let mut out = Vec::new();
+    if let Some(v) = &data.validation {
+        out.push(evaluate(
+            model,
+            params,
+            v,
+            "validation",
+            cfg.train.eval_batch_size,
+            device,
+        ));
+    }
+    out.push(evaluate(
+        model,
+        params,
+        &data.test,
+        "test",
+        cfg.train.eval_batch_size,
+        device,
+    ));
+    out
+}
+
+pub(crate) fn eval_line(step: u64, e: &EvalResult) -> MetricLine {
+    MetricLine::Eval {
+        step,
+        split: e.split.clone(),
+        samples: e.samples,
+        loss: e.loss,
+        accuracy: e.accuracy,
+    }
+}
