@@ -1,19 +1,30 @@
 //! lockstep's kernels give the same bits on every backend: ndarray and flex (CPU loops) vs wgpu
 //! (CubeCL kernels on lavapipe), forward and backward, on seeded inputs over many shapes
-//! including odd and degenerate ones. Each backend is also checked against a reference written
-//! in this file — never against `lockstep_kernels`' own CPU code, which the CPU backends run:
+//! including odd and degenerate ones. Each backend is also checked against references written
+//! in the suite — never against `lockstep_kernels`' own CPU code, which the CPU backends run:
 //!
-//! - kernels whose bits the contract defines by a documented order of `+ - *` (matmul, the
-//!   reductions, pooling, im2col/col2im, the softmax backward, the optimizer updates, the
-//!   element-wise backward products) against plain f32 loops in that order, with the contract's
-//!   flush rule written out here (`fl`), bit for bit;
-//! - the approximations (exp, log, sigmoid, tanh, GELU and its derivative, softmax, log-softmax,
-//!   cross-entropy, Adam's Newton square root and reciprocal) against f64 definitions, within
-//!   the bounds named below (each the current kernels' measured worst case with some margin).
+//! - every kernel whose bits the contract defines by a documented order of `+ - *` against the
+//!   plain f32 loop in that order (`reference`, with the contract's flush rule written out),
+//!   bit for bit: matmul, the reductions, pooling, im2col/col2im, the optimizer updates, the
+//!   element-wise backward products, and the approximations built from a bit-trick seed or a
+//!   range reduction and then `+ - *` only (exp; the Newton reciprocal and square root, also on
+//!   their clamp and range edges; sigmoid, tanh, GELU and its derivative; softmax; the
+//!   cross-entropy and log-softmax backward; Adam's weights), so a one-ULP change in any of
+//!   them fails on a machine without a GPU too;
+//! - the approximations also against f64 definitions, within the bounds named below (each the
+//!   current kernels' measured worst case with some margin): what they compute is close to what
+//!   they approximate. `log`, log-softmax's forward and cross-entropy's forward have only this
+//!   check (`reference`'s module doc says why).
 
 use burn::tensor::{Device, Tensor, TensorData};
 use lockstep_core::SeedStream;
 use lockstep_kernels::ops as det;
+
+use crate::reference::{
+    adam_loop, col2im_loop, exp_loop, fl, fmul, fsub, gelu_grad_loop, gelu_loop, im2col_loop,
+    matmul_loop, pool_reference, recip_loop, sgd_loop, sigmoid_loop, softmax_backward_loop,
+    softmax_loop, sqrt_loop, sum_all_loop, sum_rows_loop, tanh_loop, transpose, xent_backward_loop,
+};
 
 pub fn devices() -> Vec<(&'static str, Device)> {
     #[allow(deprecated)]
@@ -59,81 +70,6 @@ pub fn assert_bitwise(what: &str, want: &[f32], got: &[f32]) {
             first.join(", ")
         );
     }
-}
-
-// ---- Independent references ---------------------------------------------------------------------
-
-/// The contract's flush rule (`lockstep_kernels::arith`'s module doc), written out here rather
-/// than imported: `|x| <= f32::MIN_POSITIVE` becomes a zero of `x`'s sign; anything else (NaN
-/// and ±Inf included) is kept.
-fn fl(x: f32) -> f32 {
-    if x.abs() <= f32::MIN_POSITIVE {
-        f32::from_bits(x.to_bits() & 0x8000_0000)
-    } else {
-        x
-    }
-}
-
-/// `fl(a + b)`: one IEEE rounding, flushed.
-fn fadd(a: f32, b: f32) -> f32 {
-    fl(a + b)
-}
-
-/// `fl(a - b)`.
-fn fsub(a: f32, b: f32) -> f32 {
-    fl(a - b)
-}
-
-/// `fl(a * b)`.
-fn fmul(a: f32, b: f32) -> f32 {
-    fl(a * b)
-}
-
-/// `fl(fl(a * b) + c)`: two roundings, both flushed (never a fused multiply-add).
-fn fmad(a: f32, b: f32, c: f32) -> f32 {
-    fadd(fmul(a, b), c)
-}
-
-/// `[m, k] x [k, n]` in `matmul`'s documented order: per output `acc = 0.0; for p in 0..k
-/// { acc = fl(fl(fl(a[i, p]) * fl(b[p, j])) + acc) }`.
-fn matmul_loop(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-    let mut out = vec![0f32; m * n];
-    for i in 0..m {
-        for j in 0..n {
-            let mut acc = 0f32;
-            for p in 0..k {
-                acc = fmad(fl(a[i * k + p]), fl(b[p * n + j]), acc);
-            }
-            out[i * n + j] = acc;
-        }
-    }
-    out
-}
-
-/// `x` `[rows, cols]` transposed to `[cols, rows]` (data movement only).
-fn transpose(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    (0..rows * cols)
-        .map(|i| x[(i % rows) * cols + i / rows])
-        .collect()
-}
-
-/// `reduce`'s documented `sum_rows` of `[m, n]`: column `j` is `acc = 0.0; for i in 0..m
-/// { acc = fl(acc + fl(x[i, j])) }`.
-fn sum_rows_loop(x: &[f32], m: usize, n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|j| (0..m).fold(0f32, |acc, i| fadd(acc, fl(x[i * n + j]))))
-        .collect()
-}
-
-/// The chunk length `reduce`'s module doc fixes for `sum_all`.
-const SUM_ALL_CHUNK: usize = 256;
-
-/// `reduce`'s documented `sum_all`: chunks of 256 consecutive elements, each summed in order
-/// from 0.0, then the chunk partials summed in order from 0.0, every read and sum flushed.
-fn sum_all_loop(x: &[f32]) -> f32 {
-    x.chunks(SUM_ALL_CHUNK)
-        .map(|c| c.iter().fold(0f32, |acc, &v| fadd(acc, fl(v))))
-        .fold(0f32, fadd)
 }
 
 /// Units in the last place between two f32 (distance of their ordered bit patterns; `+0` and
@@ -280,19 +216,48 @@ const EXP_ULPS: u32 = 2;
 /// (measured worst: 1 ULP).
 const LOG_ULPS: u32 = 2;
 
+/// Panics unless `got` (`log` of `x`, normal x > 0) is within `LOG_ULPS` of the f64 definition.
+pub fn assert_log_within_bound(what: &str, x: &[f32], got: &[f32]) {
+    let want: Vec<f64> = x.iter().map(|&v| (fl(v) as f64).ln()).collect();
+    assert_ulps(
+        &format!("{what} vs the f64 definition"),
+        x,
+        &want,
+        got,
+        LOG_ULPS,
+    );
+}
+
 #[test]
 fn transcendentals_should_match_reference_backend() {
     let mut x = seeded(200_000, "exp", -90.0, 90.0);
+    // the clamp's edges and beyond, tiny, flushed and non-finite inputs, the range reduction's
+    // rounding boundary between n = 0 and n = +-1 (ln2 / 2) and n = +-1 itself, and the powers of
+    // two 2^-24 ..= 2^7 with their negatives
     x.extend([
         0.0,
         -0.0,
         1e-30,
         -1e-30,
+        87.0,
+        -87.0,
         87.5,
         -87.5,
+        88.0,
+        -88.0,
         88.7,
         f32::MIN_POSITIVE,
+        -f32::MIN_POSITIVE,
+        f32::from_bits(1),
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::MAX,
+        0.346_573_6,
+        -0.346_573_6,
+        std::f32::consts::LN_2,
+        -std::f32::consts::LN_2,
     ]);
+    x.extend((-24..=7).flat_map(|e| [2f32.powi(e), -2f32.powi(e)]));
     // log's inputs: e^u for u uniform in [-15, 15) (std's f32 exp: the values only need to
     // spread over many binades) and a few edge values.
     let mut logx: Vec<f32> = seeded(4096, "log", 0.0, 30.0)
@@ -309,7 +274,7 @@ fn transcendentals_should_match_reference_backend() {
         f32::from_bits(0x0080_0001),
     ]);
     let want_exp: Vec<f64> = x.iter().map(|&v| exp_def(v)).collect();
-    let want_log: Vec<f64> = logx.iter().map(|&v| (fl(v) as f64).ln()).collect();
+    let loop_exp: Vec<f32> = x.iter().map(|&v| exp_loop(v)).collect();
     let mut first: Option<(&str, Vec<f32>, Vec<f32>)> = None;
     for (name, d) in devices() {
         let exp = host(det::exp(Tensor::<1>::from_data(
@@ -320,6 +285,7 @@ fn transcendentals_should_match_reference_backend() {
             TensorData::new(logx.clone(), [logx.len()]),
             &d,
         )));
+        assert_bitwise(&format!("exp on {name} vs the loop"), &loop_exp, &exp);
         assert_ulps(
             &format!("exp on {name} vs the f64 definition"),
             &x,
@@ -327,13 +293,7 @@ fn transcendentals_should_match_reference_backend() {
             &exp,
             EXP_ULPS,
         );
-        assert_ulps(
-            &format!("log on {name} vs the f64 definition"),
-            &logx,
-            &want_log,
-            &log,
-            LOG_ULPS,
-        );
+        assert_log_within_bound(&format!("log on {name}"), &logx, &log);
         match &first {
             None => first = Some((name, exp, log)),
             Some((f, e, l)) => {
@@ -355,6 +315,25 @@ const XENT_NLL_EPS: f64 = 1.0;
 /// grows about as `sqrt(c)` (measured worst: 0.53).
 const XENT_GRAD_EPS: f64 = 1.0;
 
+/// Panics unless `got` (`cross_entropy_nll` of `[m, c]` logits `x` and targets `t`) is within
+/// `XENT_NLL_EPS` of the f64 definition (`xent`'s module doc on the flushed inputs: nll = lse -
+/// x·t with lse = ln(sum_j e^(x_j - mx)) + mx).
+pub fn assert_xent_nll_within_bound(what: &str, x: &[f32], t: &[f32], c: usize, got: &[f32]) {
+    let (eps, rt) = (f32::EPSILON as f64, (c as f64).sqrt());
+    let (mut nll, mut scale) = (vec![], vec![]);
+    for (xr, tr) in x.chunks(c).zip(t.chunks(c)) {
+        let xr: Vec<f64> = xr.iter().map(|&v| fl(v) as f64).collect();
+        let mx = xr.iter().cloned().fold(f64::MIN, f64::max);
+        let lse = xr.iter().map(|v| (v - mx).exp()).sum::<f64>().ln() + mx;
+        let dot: f64 = xr.iter().zip(tr).map(|(a, &b)| a * fl(b) as f64).sum();
+        nll.push(lse - dot);
+        scale.push(rt + lse.abs() + dot.abs());
+    }
+    assert_within(&format!("{what} vs the f64 definition"), &nll, got, |i| {
+        XENT_NLL_EPS * eps * scale[i]
+    });
+}
+
 #[test]
 fn cross_entropy_forward_and_backward_should_match_reference_backend() {
     for &(m, c) in &[(1, 2), (3, 10), (128, 10), (7, 1), (33, 257)] {
@@ -365,9 +344,8 @@ fn cross_entropy_forward_and_backward_should_match_reference_backend() {
             t[i * c + l as usize] = 1.0;
         }
         let g = seeded(m, &format!("g{m}{c}"), 0.1, 2.0);
-        // The f64 definition (`xent`'s module doc) on the flushed inputs: nll = lse - x·t with
-        // lse = ln(sum_j e^(x_j - mx)) + mx; d_j = (e^(x_j - mx) / s - t_j) * g.
-        let (mut nll, mut lse, mut dot) = (vec![0f64; m], vec![0f64; m], vec![0f64; m]);
+        // The gradient's f64 definition (`xent`'s module doc) on the flushed inputs: d_j =
+        // (e^(x_j - mx) / s - t_j) * g.
         let (mut dx, mut p, mut shift) = (vec![0f64; m * c], vec![0f64; m * c], vec![0f64; m * c]);
         for i in 0..m {
             let r = i * c..(i + 1) * c;
@@ -375,9 +353,6 @@ fn cross_entropy_forward_and_backward_should_match_reference_backend() {
             let tr: Vec<f64> = t[r].iter().map(|&v| fl(v) as f64).collect();
             let mx = xr.iter().cloned().fold(f64::MIN, f64::max);
             let s: f64 = xr.iter().map(|v| (v - mx).exp()).sum();
-            lse[i] = s.ln() + mx;
-            dot[i] = xr.iter().zip(&tr).map(|(a, b)| a * b).sum();
-            nll[i] = lse[i] - dot[i];
             for j in 0..c {
                 shift[i * c + j] = xr[j] - mx;
                 p[i * c + j] = (xr[j] - mx).exp() / s;
@@ -385,6 +360,7 @@ fn cross_entropy_forward_and_backward_should_match_reference_backend() {
             }
         }
         let (eps, rt) = (f32::EPSILON as f64, (c as f64).sqrt());
+        let want_bwd = xent_backward_loop(&x, &t, &g, c);
         let mut first: Option<(&str, Vec<f32>, Vec<f32>)> = None;
         for (name, d) in devices() {
             let ad = d.clone().autodiff();
@@ -392,11 +368,11 @@ fn cross_entropy_forward_and_backward_should_match_reference_backend() {
             let out = det::cross_entropy_nll(tx.clone(), t2(&t, [m, c], &ad));
             let grads = (out.clone() * t2(&g, [m, 1], &ad)).sum().backward();
             let (fwd, bwd) = (host(out), host(tx.grad(&grads).expect("grad")));
-            assert_within(
-                &format!("xent {m}x{c} on {name} vs the f64 definition"),
-                &nll,
-                &fwd,
-                |i| XENT_NLL_EPS * eps * (rt + lse[i].abs() + dot[i].abs()),
+            assert_xent_nll_within_bound(&format!("xent {m}x{c} on {name}"), &x, &t, c, &fwd);
+            assert_bitwise(
+                &format!("xent grad {m}x{c} on {name} vs the loop"),
+                &want_bwd,
+                &bwd,
             );
             assert_within(
                 &format!("xent grad {m}x{c} on {name} vs the f64 definition"),
@@ -566,6 +542,13 @@ fn sigmoid_and_tanh_forward_and_backward_should_match_reference_backend() {
                 })
                 .collect();
             let bound = if sigmoid { SIGMOID_ABS } else { TANH_ABS };
+            let f_loop = if sigmoid { sigmoid_loop } else { tanh_loop };
+            let want_loop: Vec<f32> = x.iter().map(|&v| f_loop(v)).collect();
+            assert_bitwise(
+                &format!("{op} forward on {name} vs the loop"),
+                &want_loop,
+                &fwd,
+            );
             assert_within(
                 &format!("{op} forward on {name} vs the f64 definition"),
                 &want,
@@ -601,46 +584,6 @@ fn sigmoid_and_tanh_forward_and_backward_should_match_reference_backend() {
             }
         }
     }
-}
-
-/// Plain reference pooling (`pool`'s module doc): each window listed in row-major order, max =
-/// the first of its largest (flushed) values, avg = the in-order flushed sum times `1/k^2`
-/// (rounded once from f64); backward routes `dy` to that first maximum (or spreads `dy/k^2`).
-fn pool_reference(
-    x: &[f32],
-    dy: &[f32],
-    [n, c, h, w]: [usize; 4],
-    k: usize,
-    max: bool,
-) -> (Vec<f32>, Vec<f32>) {
-    let (ho, wo) = (h / k, w / k);
-    let inv = (1.0 / (k * k) as f64) as f32;
-    let (mut y, mut dx) = (vec![], vec![0f32; x.len()]);
-    for p in 0..n * c {
-        for oy in 0..ho {
-            for ox in 0..wo {
-                let idx: Vec<usize> = (0..k * k)
-                    .map(|t| p * h * w + (oy * k + t / k) * w + ox * k + t % k)
-                    .collect();
-                let g = fl(dy[p * ho * wo + oy * wo + ox]);
-                if max {
-                    let best = idx
-                        .iter()
-                        .copied()
-                        .reduce(|b, i| if fl(x[i]) > fl(x[b]) { i } else { b })
-                        .expect("k > 0");
-                    y.push(fl(x[best]));
-                    dx[best] = g;
-                } else {
-                    y.push(fmul(idx.iter().fold(0f32, |s, &i| fadd(s, fl(x[i]))), inv));
-                    for &i in &idx {
-                        dx[i] = fmul(g, inv);
-                    }
-                }
-            }
-        }
-    }
-    (y, dx)
 }
 
 #[test]
@@ -733,6 +676,24 @@ const LOG_SOFTMAX_EPS: f64 = 1.5;
 /// f32::EPSILON * (|dy_j| + p_j (sqrt(c) + |ln p_j|) sum_k |dy_k|)` (measured worst: 0.48).
 const LOG_SOFTMAX_GRAD_EPS: f64 = 1.0;
 
+/// Panics unless `got` (`log_softmax` of `[m, c]` logits `x`) is within `LOG_SOFTMAX_EPS` of the
+/// f64 definition on the flushed inputs: ln p = (x - mx) - ln(sum_j e^(x_j - mx)).
+pub fn assert_log_softmax_within_bound(what: &str, x: &[f32], c: usize, got: &[f32]) {
+    let (eps, rt) = (f32::EPSILON as f64, (c as f64).sqrt());
+    let lnp: Vec<f64> = x
+        .chunks(c)
+        .flat_map(|row| {
+            let row: Vec<f64> = row.iter().map(|&v| fl(v) as f64).collect();
+            let mx = row.iter().cloned().fold(f64::MIN, f64::max);
+            let ls = row.iter().map(|v| (v - mx).exp()).sum::<f64>().ln();
+            row.into_iter().map(move |v| (v - mx) - ls)
+        })
+        .collect();
+    assert_within(&format!("{what} vs the f64 definition"), &lnp, got, |k| {
+        LOG_SOFTMAX_EPS * eps * (rt + lnp[k].abs())
+    });
+}
+
 #[test]
 fn softmax_and_log_softmax_forward_and_backward_should_match_reference_backend() {
     let eps = f32::EPSILON as f64;
@@ -749,6 +710,7 @@ fn softmax_and_log_softmax_forward_and_backward_should_match_reference_backend()
         }
         let dy = seeded(m * c, &format!("sm-g-{ci}"), -1.0, 1.0);
         let rt = (c as f64).sqrt();
+        let want_softmax = softmax_loop(&x, c);
         // The f64 definitions on the flushed inputs: p = e^(x - mx) / s, ln p = (x - mx) - ln s;
         // log-softmax's gradient dy - p * sum(dy) (and the scale of its bound).
         let (mut p, mut lnp, mut shift) = (vec![0f64; m * c], vec![0f64; m * c], vec![0f64; m * c]);
@@ -785,13 +747,15 @@ fn softmax_and_log_softmax_forward_and_backward_should_match_reference_backend()
                 let grads = (y.clone() * g).sum().backward();
                 let (fwd, bwd) = (host(y), host(xt.grad(&grads).expect("grad")));
                 let what = format!("{op} {m}x{c} on {name}");
+                // The backward is plain arithmetic on the forward's output and `exp` (`softmax`'s
+                // module doc).
+                assert_bitwise(
+                    &format!("{what}: backward vs the loop on its forward output"),
+                    &softmax_backward_loop(&fwd, &dy, c, log),
+                    &bwd,
+                );
                 if log {
-                    assert_within(
-                        &format!("{what}: forward vs the f64 definition"),
-                        &lnp,
-                        &fwd,
-                        |k| LOG_SOFTMAX_EPS * eps * (rt + lnp[k].abs()),
-                    );
+                    assert_log_softmax_within_bound(&format!("{what}: forward"), &x, c, &fwd);
                     assert_within(
                         &format!("{what}: backward vs the f64 definition"),
                         &dls,
@@ -799,28 +763,12 @@ fn softmax_and_log_softmax_forward_and_backward_should_match_reference_backend()
                         |k| LOG_SOFTMAX_GRAD_EPS * eps * dls_scale[k],
                     );
                 } else {
+                    assert_bitwise(&format!("{what}: forward vs the loop"), &want_softmax, &fwd);
                     assert_within(
                         &format!("{what}: forward vs the f64 definition"),
                         &p,
                         &fwd,
                         |k| SOFTMAX_EPS * eps * p[k] * (rt + shift[k].abs()) + EXP_FLOOR,
-                    );
-                    // The backward is plain arithmetic on the forward's output (`softmax`'s
-                    // module doc): dot = sum_j fl(fl(dy_j * y_j) + dot) in order, then
-                    // dx_j = fl(y_j * fl(dy_j - dot)).
-                    let mut want = vec![0f32; m * c];
-                    for i in 0..m {
-                        let r = i * c..(i + 1) * c;
-                        let (yr, gr) = (&fwd[r.clone()], &dy[r]);
-                        let dot = (0..c).fold(0f32, |acc, j| fmad(fl(gr[j]), fl(yr[j]), acc));
-                        for j in 0..c {
-                            want[i * c + j] = fmul(fl(yr[j]), fsub(fl(gr[j]), dot));
-                        }
-                    }
-                    assert_bitwise(
-                        &format!("{what}: backward vs the loop on its forward output"),
-                        &want,
-                        &bwd,
                     );
                 }
                 match &first {
@@ -841,11 +789,10 @@ fn softmax_and_log_softmax_forward_and_backward_should_match_reference_backend()
 /// from the correctly rounded ones; measured worst: 1.84).
 const ADAM_W_EPS: f64 = 3.0;
 
-/// One fused optimizer step against `optim`'s documented update written out here in plain f32
-/// with the contract's flush, from the state before the step (`w`, `slots`): SGD's weights and
-/// buffer and Adam's moments bit for bit, Adam's weights within `ADAM_W_EPS` of the f64
-/// definition. The scalars are formed as the host does (`optim`'s module doc: f64 then one
-/// rounding to f32, or one f32 product).
+/// One fused optimizer step against `optim`'s documented update (`reference::sgd_loop` /
+/// `adam_loop`), from the state before the step (`w`, `slots`): every output bit for bit, and
+/// Adam's weights also within `ADAM_W_EPS` of the f64 definition. The scalars are formed as the
+/// host does (`optim`'s module doc: f64 then one rounding to f32, or one f32 product).
 #[allow(clippy::too_many_arguments)]
 fn check_optimizer_step(
     what: &str,
@@ -859,18 +806,16 @@ fn check_optimizer_step(
     got_slots: &[Vec<f32>],
 ) {
     use lockstep_core::config::OptimizerKind;
-    let n = w.len();
+    use lockstep_kernels::optim::Decay;
     let wd = cfg.weight_decay as f32;
+    let decay = match cfg.kind {
+        _ if wd <= 0.0 => Decay::None,
+        OptimizerKind::Adamw => Decay::Decoupled,
+        _ => Decay::Coupled,
+    };
     if cfg.kind == OptimizerKind::Sgd {
-        let mu = cfg.momentum as f32;
-        let (mut want_w, mut want_b) = (vec![0f32; n], vec![0f32; n]);
-        for i in 0..n {
-            let (wi, gi, bi) = (fl(w[i]), fl(g[i]), fl(slots[0][i]));
-            let g1 = if wd > 0.0 { fmad(wi, wd, gi) } else { gi };
-            let b = fmad(bi, mu, g1);
-            want_b[i] = b;
-            want_w[i] = fsub(wi, fmul(b, lr));
-        }
+        let hp = [lr, wd, cfg.momentum as f32];
+        let (want_w, want_b) = sgd_loop(w, g, &slots[0], hp, decay);
         assert_bitwise(&format!("{what}: weights vs the loop"), &want_w, got_w);
         assert_bitwise(
             &format!("{what}: buffer vs the loop"),
@@ -880,42 +825,39 @@ fn check_optimizer_step(
         return;
     }
     let (b1, b2) = (cfg.betas[0], cfg.betas[1]);
-    let coupled = cfg.kind == OptimizerKind::Adam && wd > 0.0;
-    let decoupled = cfg.kind == OptimizerKind::Adamw && wd > 0.0;
     let (omb1, omb2) = ((1.0 - b1) as f32, (1.0 - b2) as f32);
     let c1 = (1.0 / (1.0 - b1.powi(step as i32))) as f32;
     let c2 = (1.0 / (1.0 - b2.powi(step as i32))) as f32;
-    let (b1, b2, eps, lrwd) = (b1 as f32, b2 as f32, cfg.eps as f32, lr * wd);
-    let (mut want_m, mut want_v) = (vec![0f32; n], vec![0f32; n]);
-    let (mut want_w, mut scale) = (vec![0f64; n], vec![0f64; n]);
-    for i in 0..n {
-        let (wi, gi) = (fl(w[i]), fl(g[i]));
-        let g1 = if coupled { fmad(wi, wd, gi) } else { gi };
-        let mi = fadd(fmul(fl(slots[0][i]), b1), fmul(g1, omb1));
-        let vi = fadd(fmul(fl(slots[1][i]), b2), fmul(fmul(g1, g1), omb2));
-        let wi = if decoupled {
-            fsub(wi, fmul(wi, lrwd))
+    let (b1, b2, eps) = (b1 as f32, b2 as f32, cfg.eps as f32);
+    let hp = [lr, wd, b1, b2, omb1, omb2, c1, c2, eps, lr * wd];
+    let (want_w, want_m, want_v) = adam_loop(w, g, &slots[0], &slots[1], hp, decay);
+    assert_bitwise(&format!("{what}: weights vs the loop"), &want_w, got_w);
+    assert_bitwise(&format!("{what}: m vs the loop"), &want_m, &got_slots[0]);
+    assert_bitwise(&format!("{what}: v vs the loop"), &want_v, &got_slots[1]);
+    // The f64 definition from the step's f32 moments and the weights after AdamW's decay.
+    let (mut def_w, mut scale) = (vec![0f64; w.len()], vec![0f64; w.len()]);
+    for i in 0..w.len() {
+        let wi = fl(w[i]);
+        let wi = if decay == Decay::Decoupled {
+            fsub(wi, fmul(wi, lr * wd))
         } else {
             wi
         };
-        let u = (mi as f64 * c1 as f64) / ((vi as f64 * c2 as f64).sqrt() + eps as f64);
-        want_m[i] = mi;
-        want_v[i] = vi;
-        want_w[i] = wi as f64 - u * lr as f64;
-        scale[i] = want_w[i].abs() + (u * lr as f64).abs();
+        let u =
+            (want_m[i] as f64 * c1 as f64) / ((want_v[i] as f64 * c2 as f64).sqrt() + eps as f64);
+        def_w[i] = wi as f64 - u * lr as f64;
+        scale[i] = def_w[i].abs() + (u * lr as f64).abs();
     }
-    assert_bitwise(&format!("{what}: m vs the loop"), &want_m, &got_slots[0]);
-    assert_bitwise(&format!("{what}: v vs the loop"), &want_v, &got_slots[1]);
     assert_within(
         &format!("{what}: weights vs the f64 definition"),
-        &want_w,
+        &def_w,
         got_w,
         |i| ADAM_W_EPS * f32::EPSILON as f64 * scale[i],
     );
 }
 
 /// The fused optimizer kernels over several steps, for SGD, Adam and AdamW with and without
-/// weight decay: each step against `optim`'s documented update written out in this file
+/// weight decay: each step against `optim`'s documented update written out in the suite
 /// (`check_optimizer_step`), and the whole run against the stock tensor-op updates (an
 /// independent implementation of the same formulas, with hardware `sqrt` and `/`): SGD bit for
 /// bit; Adam's weights within the declared `adam_update_vs_stock` bound and its moments bit for
@@ -1029,6 +971,98 @@ fn fused_optimizer_steps_match_the_stock_ops_on_every_backend() {
     }
 }
 
+/// Arguments for the Newton approximations: `n` seeded normal values with a uniform exponent in
+/// `[2^-126, 2^128)` and random mantissa bits, every power of two from `2^-126` to `2^127` with
+/// its neighbours one ULP either side, and `edges`.
+fn newton_sweep(n: usize, name: &str, edges: &[f32]) -> Vec<f32> {
+    let mut s = SeedStream::new(11, name);
+    let mut v: Vec<f32> = (0..n)
+        .map(|_| f32::from_bits(((1 + s.next_u32() % 254) << 23) | (s.next_u32() >> 9)))
+        .collect();
+    for e in 1..=254u32 {
+        let b = e << 23;
+        v.extend([b - 1, b, b + 1].map(f32::from_bits));
+    }
+    v.extend(edges);
+    v
+}
+
+/// The clamp and flush edges both Newton sweeps add: zeros, subnormals, `±MIN_POSITIVE` (flushed),
+/// the smallest value above it, `recip`'s clamp ends `2^-125` and `2^125` one ULP either side,
+/// 1.0, `f32::MAX` and infinity.
+const NEWTON_EDGES: &[f32] = &[
+    0.0,
+    -0.0,
+    f32::from_bits(1),
+    f32::from_bits(0x007f_ffff),
+    f32::MIN_POSITIVE,
+    -f32::MIN_POSITIVE,
+    f32::from_bits(0x0080_0001),
+    f32::from_bits(0x00ff_ffff),
+    f32::from_bits(0x0100_0000),
+    f32::from_bits(0x0100_0001),
+    f32::from_bits(0x7dff_ffff),
+    f32::from_bits(0x7e00_0000),
+    f32::from_bits(0x7e00_0001),
+    1.0,
+    f32::MAX,
+    f32::INFINITY,
+];
+
+/// `arith`'s Newton reciprocal and square root bit for bit against their documented steps
+/// (`reference::recip_loop`, `sqrt_loop`: seed constant, clamp, the `+ - *` of each step), over
+/// every binade, the powers of two and the clamp and flush edges. They are exposed through the
+/// public ops: the reciprocal as `log`'s backward with an incoming gradient of 1 (`g *
+/// recip(x)`, `ops`), the square root through an Adam step whose hyper-parameters reduce it to
+/// `w = -recip(sqrt(v))` (`b1 = b2 = c1 = c2 = 1`, `eps = 0`, `g = 0`, `m = 1`, `w = 0`,
+/// `lr = 1`). A dropped Newton step or a changed seed fails here on the CPU backends alone.
+#[test]
+fn newton_reciprocal_and_square_root_match_their_documented_steps_bit_for_bit() {
+    let mut d = newton_sweep(20_000, "newton-recip", NEWTON_EDGES);
+    // below the clamp: negatives and -inf
+    d.extend([
+        -1.0,
+        -f32::from_bits(0x0100_0000),
+        -f32::MAX,
+        f32::NEG_INFINITY,
+    ]);
+    let v = newton_sweep(20_000, "newton-sqrt", NEWTON_EDGES);
+    let want_recip: Vec<f32> = d.iter().map(|&x| fmul(1.0, recip_loop(x))).collect();
+    let (nd, nv) = (d.len(), v.len());
+    let (zeros, ones) = (vec![0f32; nv], vec![1f32; nv]);
+    let hp = [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0];
+    let decay = lockstep_kernels::optim::Decay::None;
+    let (want_w, want_m, want_v) = adam_loop(&zeros, &zeros, &ones, &v, hp, decay);
+    // the sweep's design: the weights are -recip(sqrt(v)), the moments pass through
+    let direct: Vec<f32> = v.iter().map(|&a| -recip_loop(sqrt_loop(a))).collect();
+    assert_bitwise(
+        "the Adam sweep's weights are -recip(sqrt(v))",
+        &direct,
+        &want_w,
+    );
+    assert_bitwise("the Adam sweep keeps m", &ones, &want_m);
+    for (name, dev) in devices() {
+        let ad = dev.clone().autodiff();
+        let xt = Tensor::<1>::from_data(TensorData::new(d.clone(), [nd]), &ad).require_grad();
+        let g = Tensor::<1>::from_data(TensorData::new(vec![1f32; nd], [nd]), &ad);
+        let grads = (det::log(xt.clone()) * g).sum().backward();
+        assert_bitwise(
+            &format!("recip (log backward, g = 1) on {name} vs the loop"),
+            &want_recip,
+            &host(xt.grad(&grads).expect("grad")),
+        );
+        let up = |x: &[f32]| Tensor::<1>::from_data(TensorData::new(x.to_vec(), [nv]), &dev);
+        let (w, m, vo) = det::adam_step(up(&zeros), up(&zeros), up(&ones), up(&v), hp, decay);
+        assert_bitwise(
+            &format!("recip(sqrt(v)) (Adam weights) on {name} vs the loop"),
+            &want_w,
+            &host(w),
+        );
+        assert_bitwise(&format!("Adam m on {name} vs the loop"), &want_m, &host(m));
+        assert_bitwise(&format!("Adam v on {name} vs the loop"), &want_v, &host(vo));
+    }
+}
+
 /// `erfc(z)` for `z >= 0` in f64 (relative error about 1e-15): below 2 from the all-positive
 /// series `erf(z) = 2/sqrt(pi) e^(-z^2) sum_n 2^n z^(2n+1) / (1*3*...*(2n+1))`, from 2 on from
 /// Laplace's continued fraction `e^(-z^2)/sqrt(pi) / (z + (1/2)/(z + 1/(z + (3/2)/(z + ...))))`.
@@ -1064,8 +1098,8 @@ const GELU_TOL: f64 = 5e-7;
 /// 3.06e-7).
 const GELU_GRAD_TOL: f64 = 5e-7;
 
-/// lockstep's GELU (erf form): the same bits on every backend, forward and backward, close to the
-/// f64 definition and to burn's stock `gelu`.
+/// lockstep's GELU (erf form): the same bits on every backend and as the loop, forward and
+/// backward, close to the f64 definition and to burn's stock `gelu`.
 #[test]
 fn gelu_forward_and_backward_should_match_reference_backend() {
     // The f64 reference itself, at tabulated values of erfc.
@@ -1095,6 +1129,13 @@ fn gelu_forward_and_backward_should_match_reference_backend() {
             (v * phi_f64(v), fl(gi) as f64 * (phi_f64(v) + v * pdf))
         })
         .unzip();
+    // The loops: forward `gelu(x)`, backward `g * gelu'(x)` (one flushed product, `ops`).
+    let loop_fwd: Vec<f32> = x.iter().map(|&v| gelu_loop(v)).collect();
+    let loop_bwd: Vec<f32> = x
+        .iter()
+        .zip(&g)
+        .map(|(&v, &gi)| fmul(fl(gi), gelu_grad_loop(v)))
+        .collect();
     let mut first: Option<(&str, Vec<f32>, Vec<f32>)> = None;
     for (name, d) in devices() {
         let ad = d.clone().autodiff();
@@ -1104,6 +1145,16 @@ fn gelu_forward_and_backward_should_match_reference_backend() {
             .sum()
             .backward();
         let (fwd, bwd) = (host(y), host(xt.grad(&grads).expect("grad")));
+        assert_bitwise(
+            &format!("gelu forward on {name} vs the loop"),
+            &loop_fwd,
+            &fwd,
+        );
+        assert_bitwise(
+            &format!("gelu backward on {name} vs the loop"),
+            &loop_bwd,
+            &bwd,
+        );
         assert_within(
             &format!("gelu forward on {name} vs the f64 definition"),
             &want_fwd,
@@ -1308,61 +1359,6 @@ fn im2col_by_slicing(x: Tensor<4>, k: usize, pad: usize) -> Tensor<2> {
     Tensor::cat(taps, 2)
         .permute([0, 3, 1, 2])
         .reshape([n * h * w, c * k * k])
-}
-
-/// `im2col`'s documented gather: `cols[(b, oy, ox), (ci, ky, kx)] = fl(x[b, ci, oy + ky - pad,
-/// ox + kx - pad])`, 0.0 outside.
-fn im2col_loop(x: &[f32], [n, c, h, w]: [usize; 4], k: usize, pad: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(n * h * w * c * k * k);
-    for b in 0..n {
-        for oy in 0..h {
-            for ox in 0..w {
-                for ci in 0..c {
-                    for ky in 0..k {
-                        for kx in 0..k {
-                            let (iy, ix) =
-                                ((oy + ky).wrapping_sub(pad), (ox + kx).wrapping_sub(pad));
-                            out.push(if iy < h && ix < w {
-                                fl(x[((b * c + ci) * h + iy) * w + ix])
-                            } else {
-                                0.0
-                            });
-                        }
-                    }
-                }
-            }
-        }
-    }
-    out
-}
-
-/// `im2col`'s documented backward (`col2im`): `dx[b, ci, iy, ix] = 0; for ky, for kx: if
-/// (oy, ox) = (iy + pad - ky, ix + pad - kx) is inside, dx = fl(dx + fl(dcols[(b, oy, ox), (ci,
-/// ky, kx)]))`.
-fn col2im_loop(dcols: &[f32], [n, c, h, w]: [usize; 4], k: usize, pad: usize) -> Vec<f32> {
-    let cols = c * k * k;
-    let mut dx = Vec::with_capacity(n * c * h * w);
-    for b in 0..n {
-        for ci in 0..c {
-            for iy in 0..h {
-                for ix in 0..w {
-                    let mut acc = 0f32;
-                    for ky in 0..k {
-                        for kx in 0..k {
-                            let (oy, ox) =
-                                ((iy + pad).wrapping_sub(ky), (ix + pad).wrapping_sub(kx));
-                            if oy < h && ox < w {
-                                let r = (b * h + oy) * w + ox;
-                                acc = fadd(acc, fl(dcols[r * cols + (ci * k + ky) * k + kx]));
-                            }
-                        }
-                    }
-                    dx.push(acc);
-                }
-            }
-        }
-    }
-    dx
 }
 
 #[test]

@@ -15,6 +15,7 @@ mod harness;
 mod init_weights;
 mod kernels_bitwise;
 mod model_api;
+mod reference;
 mod reliability;
 mod reproducibility;
 mod seed_streams;
