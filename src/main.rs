@@ -498,7 +498,10 @@ fn inspect(file: &Path, json: bool) -> Result<()> {
                 )
             })
             .collect();
-        let v = serde_json::json!({"file": file, "checksum": "ok", "state": ck.state, "identity": ck.identity, "tensors": tensors});
+        let inference = ck.inference.as_ref().map(|i| {
+            serde_json::json!({"spec": i.spec, "pixel_scale": i.pixel_scale, "mean": i.mean, "std": i.std})
+        });
+        let v = serde_json::json!({"file": file, "checksum": "ok", "state": ck.state, "identity": ck.identity, "inference": inference, "tensors": tensors});
         outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
@@ -524,6 +527,26 @@ fn inspect(file: &Path, json: bool) -> Result<()> {
     );
     for (name, h) in &ck.identity.datasets {
         outln!("data: {name} sha256 {}", &h[..16]);
+    }
+    match &ck.inference {
+        Some(i) => outln!(
+            "inference: input {:?} ({} pixels), {} (pixel_scale {}, mean {}, std {}), {} classes{}",
+            i.spec.shape,
+            i.spec.dtype,
+            i.spec.normalize,
+            i.pixel_scale,
+            i.mean,
+            i.std,
+            i.spec.classes,
+            if i.spec.class_names.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", i.spec.class_names.join(", "))
+            }
+        ),
+        None => outln!(
+            "inference: none recorded (format v1: predict refits the normalisation on the training data)"
+        ),
     }
     for (name, t) in &ck.tensors {
         outln!("  {name:<28} {:<5} {:?}", t.dtype.name(), t.shape);
