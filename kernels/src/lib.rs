@@ -36,6 +36,8 @@ pub mod ftz;
 pub mod im2col;
 pub mod matmul;
 pub mod mul;
+#[cfg(test)]
+pub mod negate;
 pub mod ops;
 pub mod optim;
 pub mod pool;

@@ -19,8 +19,8 @@
 //!
 //! # Adding an op
 //!
-//! 1. A folder `kernels/src/<op>/` as above, declared with `pub mod <op>;` in `lib.rs` like every
-//!    module.
+//! 1. A folder `kernels/src/<op>/` as above (`negate/`, compiled for the unit tests only, is the
+//!    smallest complete one), declared with `pub mod <op>;` in `lib.rs` like every module.
 //! 2. One line in `ops!` below: `<op>: <Op>Ops { <tensor functions> },`.
 //! 3. One row in `lockstep_core::tolerance::TOLERANCES` per kernel set (`Bitwise` for lockstep).
 //! 4. Its tests: the CPU loop against an independent reference in `cpu.rs`, CPU against GPU bits
@@ -60,4 +60,5 @@ ops! {
     optim: OptimOps { sgd_step, adam_step },
     im2col: Im2colOps { im2col },
     probe: ProbeOps { probe_mad },
+    #[cfg(test)] negate: NegateOps { negate },
 }
