@@ -315,7 +315,7 @@ pub fn sqrt_fixed(a: f32) -> f32 {
     mul(flush(a), rsqrt_fixed(a))
 }
 
-/// The element-wise ops with a CPU function and one GPU kernel (`gpu::unary_kernel`).
+/// The element-wise ops: a CPU function each (below) and one GPU kernel (`unary::gpu`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unary {
     Exp = 0,
@@ -361,7 +361,7 @@ pub mod gpu {
     /// total* (a hang guard in its code generator; measured: a 65536-row column sum returned the
     /// sum of the first 65535 rows, with no error; nesting the loop does not help, the counter is
     /// shared). So matmul and the row sums run one launch per block of `LOOP_BLOCK` steps, in
-    /// order, the accumulator carried between launches as the same f32 (see their hosts in `ops`).
+    /// order, the accumulator carried between launches as the same f32 (their `launch.rs`).
     /// The per-row kernels (`xent`, `softmax`) loop about 3c times per row: rows of up to 21845
     /// classes on lavapipe (no such limit on other drivers).
     pub const LOOP_BLOCK: usize = 32768;
@@ -493,46 +493,6 @@ pub mod gpu {
         let x = pin(x, one);
         let (q, e) = gauss_tail(x, one);
         mad(x, pin(e * INV_SQRT_2PI, one), phi_cdf(x, q, one), one)
-    }
-
-    /// Element-wise `Unary` op `kind` (0 exp, 1 log, 2 sigmoid, 3 tanh, 4 gelu, 5 gelu', 6
-    /// reciprocal; see `super::Unary`).
-    #[cube(launch)]
-    pub fn unary_kernel(x: &Tensor<f32>, out: &mut Tensor<f32>, one: f32, #[comptime] kind: u32) {
-        let pos = ABSOLUTE_POS;
-        if pos >= out.len() {
-            terminate!();
-        }
-        if kind == 0 {
-            out[pos] = exp_fixed(x[pos], one);
-        } else if kind == 1 {
-            out[pos] = log_fixed(x[pos], one);
-        } else if kind == 2 {
-            out[pos] = sigmoid_fixed(x[pos], one);
-        } else if kind == 3 {
-            out[pos] = tanh_fixed(x[pos], one);
-        } else if kind == 4 {
-            out[pos] = gelu_fixed(x[pos], one);
-        } else if kind == 5 {
-            out[pos] = gelu_grad_fixed(x[pos], one);
-        } else {
-            out[pos] = recip_fixed(x[pos], one);
-        }
-    }
-
-    /// `a * b + c` written plainly: the arithmetic-profile probe (CubeCL emits `fma` here).
-    #[cube(launch)]
-    pub fn mad_plain_kernel(
-        a: &Tensor<f32>,
-        b: &Tensor<f32>,
-        c: &Tensor<f32>,
-        out: &mut Tensor<f32>,
-    ) {
-        let pos = ABSOLUTE_POS;
-        if pos >= out.len() {
-            terminate!();
-        }
-        out[pos] = a[pos] * b[pos] + c[pos];
     }
 
     /// The CPU `recip_fixed`: its Newton steps need no flush, but still the `pin` barriers (no

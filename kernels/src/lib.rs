@@ -1,5 +1,7 @@
-//! lockstep-kernels: deterministic kernels, one folder per op, the CPU version (`cpu.rs`) and
-//! the GPU kernel (`gpu.rs`, CubeCL) side by side.
+//! lockstep-kernels: deterministic kernels, one folder per op: the CPU version (`cpu.rs`), the
+//! GPU kernel (`gpu.rs`, CubeCL), their launches (`launch.rs`) and the autodiff (`backward.rs`)
+//! side by side. `ops` lists the ops (and is the API models call); `seam` is what every op
+//! plugs into burn with.
 //!
 //! The contract: for every op here, the CPU version and the GPU kernel produce the same bits, on
 //! every thread count, workgroup count and device whose arithmetic the start-up probe accepts
@@ -23,6 +25,10 @@
 //! - Every kernel is f32 and allocates contiguous outputs; inputs are read through strides or
 //!   made contiguous by a copy kernel (no arithmetic).
 
+// burn's NdArray backend is deprecated upstream in favour of Flex; every op's
+// `#[backend_extension]` and its CPU `launch.rs` name it.
+#![allow(deprecated)]
+
 pub mod arith;
 pub mod bias;
 pub mod dropout;
@@ -30,12 +36,17 @@ pub mod ftz;
 pub mod im2col;
 pub mod matmul;
 pub mod mul;
+#[cfg(test)]
+pub mod negate;
 pub mod ops;
 pub mod optim;
 pub mod pool;
+pub mod probe;
 pub mod profile;
 pub mod reduce;
+mod seam;
 pub mod softmax;
+pub mod unary;
 pub mod xent;
 
 pub use ops::{

@@ -10,6 +10,23 @@ pub fn mask(seed: u64, name: &str, len: usize, p: f32, scale: f32) -> Vec<f32> {
         .collect()
 }
 
+/// The same mask from the stream's key words (`key_words`), block by block: what the CPU
+/// backends run (the GPU kernel computes the same blocks, one thread each).
+pub fn mask_from_key(key: &[u32; 8], len: usize, p: f32, scale: f32) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    let mut blk = 0u64;
+    while out.len() < len {
+        for w in chacha8_block(key, blk, 0) {
+            if out.len() < len {
+                let u = (w >> 8) as f32 * super::gpu::INV_2_24;
+                out.push(if u >= p { scale } else { 0.0 });
+            }
+        }
+        blk += 1;
+    }
+    out
+}
+
 /// The 8 little-endian key words of a 32-byte ChaCha key.
 pub fn key_words(key: &[u8; 32]) -> [u32; 8] {
     core::array::from_fn(|i| {

@@ -6,6 +6,35 @@
 //! `SeedStream::uniform_f32() >= p`. The CPU version draws from `rand_chacha` itself; the GPU
 //! kernel runs the ChaCha8 block function (one thread per block, 16 words each, integer
 //! arithmetic only), so masks are made on the device with the host's bits and never copied.
+//! A mask has no gradient (`backward.rs` makes it on the inner backend, untracked).
 
+mod backward;
 pub mod cpu;
 pub mod gpu;
+mod launch;
+
+use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::tensor::Tensor;
+
+/// `dropout` on every backend: `launch.rs` for ndarray, flex and CubeCL, `backward.rs` for
+/// autodiff.
+#[backend_extension(NdArray, Flex, Cube, Autodiff)]
+pub trait DropoutOps: Backend {
+    /// Dropout mask shaped like `like` from ChaCha8 key `key`, stream word 0 on.
+    fn det_dropout_mask(
+        like: &FloatTensor<Self>,
+        key: [u32; 8],
+        p: f32,
+        scale: f32,
+    ) -> FloatTensor<Self>;
+}
+
+/// Dropout mask shaped like `like` from a named stream, made on `like`'s device.
+pub fn dropout_mask<const D: usize>(like: &Tensor<D>, seed: u64, name: &str, p: f32) -> Tensor<D> {
+    let key = cpu::key_words(&lockstep_core::seed::stream_key(seed, name));
+    let scale = (1.0 / (1.0 - p as f64)) as f32;
+    let like = like.clone().into_dispatch();
+    Tensor::from_dispatch(<Dispatch as DropoutOps>::det_dropout_mask(
+        &like, key, p, scale,
+    ))
+}

@@ -17,8 +17,28 @@
 //!   (transposed views in backward cost no copy); reads, products and sums pass `arith::gpu::pin`. k runs in
 //!   launches of 32768 steps, `acc` carried between them as f32 (`arith::gpu::LOOP_BLOCK`).
 //!
-//! Backward (registered with burn's autodiff in `ops`): `dA = G · Bᵀ`, `dB = Aᵀ · G`, both with
-//! this same kernel, so gradients keep the same fixed order.
+//! Backward (`backward.rs`): `dA = G · Bᵀ`, `dB = Aᵀ · G`, both with this same kernel, so
+//! gradients keep the same fixed order.
 
+mod backward;
 pub mod cpu;
 pub mod gpu;
+mod launch;
+
+use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::tensor::Tensor;
+
+/// `matmul` on every backend: `launch.rs` for ndarray, flex and CubeCL, `backward.rs` for autodiff.
+#[backend_extension(NdArray, Flex, Cube, Autodiff)]
+pub trait MatmulOps: Backend {
+    /// `[m, k] x [k, n] -> [m, n]`, k in order.
+    fn det_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// `a · b` in the fixed k order.
+pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as MatmulOps>::det_matmul(
+        a.into_dispatch(),
+        b.into_dispatch(),
+    ))
+}

@@ -23,10 +23,81 @@
 //! `adam_update` tolerance; SGD uses neither and equals the stock update bit for bit. The scalars
 //! (`1-b1`, `c1`, `lr*wd`, ...) are computed once on the host exactly as the stock path does (f64
 //! then one rounding to f32, or one f32 product) and flushed like any input.
-//! CPU: threads over fixed chunks of elements; GPU: one thread per element.
+//! CPU: threads over fixed chunks of elements; GPU: one thread per element. A step is not
+//! differentiable (`backward.rs` runs it on the inner backend, untracked).
 
+mod backward;
 pub mod cpu;
 pub mod gpu;
+mod launch;
+
+use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::tensor::Tensor;
+
+/// `optim` on every backend: `launch.rs` for ndarray, flex and CubeCL, `backward.rs` for
+/// autodiff.
+#[backend_extension(NdArray, Flex, Cube, Autodiff)]
+pub trait OptimOps: Backend {
+    /// One SGD-momentum step: `(w, g, buf) -> (w, buf)`.
+    fn det_sgd_step(
+        w: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        buf: FloatTensor<Self>,
+        hp: SgdHyper,
+        decay: Decay,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+    /// One Adam / AdamW step: `(w, g, m, v) -> (w, m, v)`.
+    fn det_adam_step(
+        w: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        hp: AdamHyper,
+        decay: Decay,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// One fused SGD-momentum step: returns the new `(w, buf)`.
+pub fn sgd_step(
+    w: Tensor<1>,
+    g: Tensor<1>,
+    buf: Tensor<1>,
+    hp: SgdHyper,
+    decay: Decay,
+) -> (Tensor<1>, Tensor<1>) {
+    let (w, b) = <Dispatch as OptimOps>::det_sgd_step(
+        w.into_dispatch(),
+        g.into_dispatch(),
+        buf.into_dispatch(),
+        hp.map(crate::arith::flush),
+        decay,
+    );
+    (Tensor::from_dispatch(w), Tensor::from_dispatch(b))
+}
+
+/// One fused Adam / AdamW step: returns the new `(w, m, v)`.
+pub fn adam_step(
+    w: Tensor<1>,
+    g: Tensor<1>,
+    m: Tensor<1>,
+    v: Tensor<1>,
+    hp: AdamHyper,
+    decay: Decay,
+) -> (Tensor<1>, Tensor<1>, Tensor<1>) {
+    let (w, m, v) = <Dispatch as OptimOps>::det_adam_step(
+        w.into_dispatch(),
+        g.into_dispatch(),
+        m.into_dispatch(),
+        v.into_dispatch(),
+        hp.map(crate::arith::flush),
+        decay,
+    );
+    (
+        Tensor::from_dispatch(w),
+        Tensor::from_dispatch(m),
+        Tensor::from_dispatch(v),
+    )
+}
 
 /// Weight-decay mode (the GPU kernels take it as a comptime code).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -21,9 +21,47 @@
 //! Every value is flushed as it is read and every sum/product after it is rounded (`arith`'s
 //! subnormal rule), so comparisons and sums see the same values on every device.
 //! CPU: threads over `(n, c)` planes; GPU: one thread per output (forward) or input (backward).
+//! The autodiff (`backward.rs`) keeps `x` and runs the backward above.
 
+mod backward;
 pub mod cpu;
 pub mod gpu;
+mod launch;
+
+use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::tensor::Tensor;
+
+/// `pool` on every backend: `launch.rs` for ndarray, flex and CubeCL, `backward.rs` for autodiff.
+#[backend_extension(NdArray, Flex, Cube, Autodiff)]
+pub trait PoolOps: Backend {
+    /// `[n, c, h, w] -> [n, c, h / k, w / k]`, non-overlapping `k x k` windows.
+    fn det_pool2d(x: FloatTensor<Self>, k: usize, kind: Pool) -> FloatTensor<Self>;
+    /// The gradient of `det_pool2d` with respect to `x` for incoming `dy`.
+    fn det_pool2d_backward(
+        x: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        k: usize,
+        kind: Pool,
+    ) -> FloatTensor<Self>;
+}
+
+/// Max pooling over non-overlapping `k x k` windows, ties to the earliest element.
+pub fn max_pool2d(x: Tensor<4>, k: usize) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as PoolOps>::det_pool2d(
+        x.into_dispatch(),
+        k,
+        Pool::Max,
+    ))
+}
+
+/// Average pooling over non-overlapping `k x k` windows.
+pub fn avg_pool2d(x: Tensor<4>, k: usize) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as PoolOps>::det_pool2d(
+        x.into_dispatch(),
+        k,
+        Pool::Avg,
+    ))
+}
 
 /// Which pooling (the GPU kernels take it as a comptime code: 0 max, 1 avg).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

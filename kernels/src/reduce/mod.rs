@@ -10,9 +10,34 @@
 //!   thread or workgroup count. GPU: one thread per chunk, then the partials as a `[chunks, 1]`
 //!   column through `sum_rows`.
 //!
-//! Backward of both: broadcast the incoming gradient (a copy, no arithmetic).
+//! Backward of both (`backward.rs`): broadcast the incoming gradient (a copy, no arithmetic).
 
+mod backward;
 pub mod cpu;
 pub mod gpu;
+mod launch;
+
+use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::tensor::Tensor;
 
 pub const CHUNK: usize = 256;
+
+/// The reductions on every backend: `launch.rs` for ndarray, flex and CubeCL, `backward.rs` for
+/// autodiff.
+#[backend_extension(NdArray, Flex, Cube, Autodiff)]
+pub trait ReduceOps: Backend {
+    /// `[m, n] -> [1, n]`, rows in order.
+    fn det_sum_rows(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Any shape `-> [1]`, 256-chunks then partials.
+    fn det_sum_all(x: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// Column sums `[m, n] -> [1, n]`, rows in order.
+pub fn sum_rows(x: Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as ReduceOps>::det_sum_rows(x.into_dispatch()))
+}
+
+/// Sum of all elements `-> [1]`, in the chunked order.
+pub fn sum_all<const D: usize>(x: Tensor<D>) -> Tensor<1> {
+    Tensor::from_dispatch(<Dispatch as ReduceOps>::det_sum_all(x.into_dispatch()))
+}

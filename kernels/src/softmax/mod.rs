@@ -19,6 +19,42 @@
 //!
 //! `mad(a, b, c)` = fl(fl(a*b) + c); every read, product, sum and difference is flushed (`fl`,
 //! `arith`'s subnormal rule) on both sides. CPU: threads over rows; GPU: one thread per row.
+//! The autodiff (`backward.rs`) keeps `y` and runs the backward above.
 
+mod backward;
 pub mod cpu;
 pub mod gpu;
+mod launch;
+
+use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::tensor::Tensor;
+
+/// `softmax` on every backend: `launch.rs` for ndarray, flex and CubeCL, `backward.rs` for
+/// autodiff.
+#[backend_extension(NdArray, Flex, Cube, Autodiff)]
+pub trait SoftmaxOps: Backend {
+    /// Softmax (`log = false`) or log-softmax (`log = true`) of each row of `[m, c]`.
+    fn det_softmax(x: FloatTensor<Self>, log: bool) -> FloatTensor<Self>;
+    /// The gradient of `det_softmax` from its output `y` and the incoming `dy`.
+    fn det_softmax_backward(
+        y: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        log: bool,
+    ) -> FloatTensor<Self>;
+}
+
+/// Softmax of each row of `[m, c]`.
+pub fn softmax(x: Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as SoftmaxOps>::det_softmax(
+        x.into_dispatch(),
+        false,
+    ))
+}
+
+/// Log-softmax of each row of `[m, c]`.
+pub fn log_softmax(x: Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as SoftmaxOps>::det_softmax(
+        x.into_dispatch(),
+        true,
+    ))
+}

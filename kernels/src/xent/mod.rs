@@ -15,7 +15,35 @@
 //!
 //! `mad(a, b, c)` = fl(fl(a*b) + c); every read, product, sum and difference is flushed (`fl`,
 //! `arith`'s subnormal rule) on both sides. CPU: threads over rows; GPU: one thread per row.
-//! Dividing by the batch size and summing rows happen outside (`reduce::sum_rows`).
+//! Dividing by the batch size and summing rows happen outside (`reduce::sum_rows`). The
+//! autodiff (`backward.rs`) keeps `logits` and `targets` and runs the backward above; `targets`
+//! get no gradient.
 
+mod backward;
 pub mod cpu;
 pub mod gpu;
+mod launch;
+
+use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};
+use burn::tensor::Tensor;
+
+/// `xent` on every backend: `launch.rs` for ndarray, flex and CubeCL, `backward.rs` for autodiff.
+#[backend_extension(NdArray, Flex, Cube, Autodiff)]
+pub trait XentOps: Backend {
+    /// Softmax cross-entropy per row, `[m, c], [m, c] -> [m, 1]`.
+    fn det_xent(logits: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// The gradient of `det_xent` for incoming `g` `[m, 1]`.
+    fn det_xent_backward(
+        logits: FloatTensor<Self>,
+        targets: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
+
+/// Per-row softmax cross-entropy `[m, 1]`.
+pub fn cross_entropy_nll(logits: Tensor<2>, targets: Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as XentOps>::det_xent(
+        logits.into_dispatch(),
+        targets.into_dispatch(),
+    ))
+}

@@ -1,0 +1,51 @@
+//! `det_matmul` on the CPU backends (`cpu.rs`) and on CubeCL (`gpu.rs`: one thread per output,
+//! k in launches of `LOOP_BLOCK` steps, the accumulator carried between them).
+
+use super::{MatmulOps, cpu, gpu};
+use crate::seam::cube::{ONE, accumulate_in_blocks, empty, f32_only, grid};
+use crate::seam::host::{cpu_backends, dims2, read, upload};
+use burn::backend::{Cube, Shape, TensorMetadata, tensor::FloatTensor};
+use burn_cubecl::kernel::untile;
+
+cpu_backends! {
+    impl MatmulOps {
+        fn det_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+            let device = a.device();
+            let ((av, sa), (bv, sb)) = (read::<Self>(a), read::<Self>(b));
+            let ((m, k), (k2, n)) = (dims2(&sa, "det_matmul"), dims2(&sb, "det_matmul"));
+            assert_eq!(k, k2, "det_matmul: inner dims differ: {sa:?} x {sb:?}");
+            let out = cpu::matmul(&av, &bv, m, k, n, false);
+            upload::<Self>(out, Shape::new([m, n]), &device)
+        }
+    }
+}
+
+impl MatmulOps for Cube {
+    fn det_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        f32_only(&a, "det_matmul");
+        f32_only(&b, "det_matmul");
+        let (a, b) = (untile(a), untile(b));
+        let ([m, k], [k2, n]) = (a.shape().dims::<2>(), b.shape().dims::<2>());
+        assert_eq!(k, k2, "det_matmul: inner dims differ");
+        let shape = Shape::new([m, n]);
+        if m * n == 0 {
+            return empty(&a, shape);
+        }
+        let (count, dim) = grid(&a, m * n);
+        accumulate_in_blocks(&a, shape, k, |acc, out, p0, p1, first| {
+            gpu::matmul_kernel::launch(
+                &out.client,
+                count.clone(),
+                dim,
+                a.clone().into_tensor_arg(),
+                b.clone().into_tensor_arg(),
+                acc.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                p0,
+                p1,
+                ONE,
+                first,
+            )
+        })
+    }
+}

@@ -1,0 +1,37 @@
+//! `det_negate` on the CPU backends (`cpu.rs`) and on CubeCL (`gpu.rs`).
+
+use super::{NegateOps, cpu, gpu};
+use crate::seam::cube::{ONE, contiguous, output};
+use crate::seam::host::{cpu_backends, read, upload};
+use burn::backend::{Cube, TensorMetadata, tensor::FloatTensor};
+
+cpu_backends! {
+    impl NegateOps {
+        fn det_negate(x: FloatTensor<Self>) -> FloatTensor<Self> {
+            let device = x.device();
+            let (xv, s) = read::<Self>(x);
+            upload::<Self>(cpu::negate(&xv), s, &device)
+        }
+    }
+}
+
+impl NegateOps for Cube {
+    fn det_negate(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let [x] = contiguous([x], "det_negate");
+        let shape = x.shape();
+        let len = shape.num_elements();
+        let (out, grid) = output(&x, shape, len);
+        let Some((count, dim)) = grid else {
+            return out;
+        };
+        gpu::negate_kernel::launch(
+            &out.client,
+            count,
+            dim,
+            x.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            ONE,
+        );
+        out
+    }
+}

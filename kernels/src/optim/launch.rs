@@ -1,0 +1,130 @@
+//! The optimizer steps on the CPU backends (`cpu.rs`) and on CubeCL (`gpu.rs`).
+
+use super::{AdamHyper, Decay, OptimOps, SgdHyper, cpu, gpu};
+use crate::seam::cube::{ONE, contiguous, empty, grid};
+use crate::seam::host::{cpu_backends, read, upload};
+use burn::backend::{Cube, TensorMetadata, tensor::FloatTensor};
+
+cpu_backends! {
+    impl OptimOps {
+        fn det_sgd_step(
+            w: FloatTensor<Self>,
+            g: FloatTensor<Self>,
+            buf: FloatTensor<Self>,
+            hp: SgdHyper,
+            decay: Decay,
+        ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+            let device = w.device();
+            let (wv, s) = read::<Self>(w);
+            let ((gv, _), (bv, _)) = (read::<Self>(g), read::<Self>(buf));
+            let (wo, bo) = cpu::sgd(&wv, &gv, &bv, hp, decay);
+            (
+                upload::<Self>(wo, s.clone(), &device),
+                upload::<Self>(bo, s, &device),
+            )
+        }
+        fn det_adam_step(
+            w: FloatTensor<Self>,
+            g: FloatTensor<Self>,
+            m: FloatTensor<Self>,
+            v: FloatTensor<Self>,
+            hp: AdamHyper,
+            decay: Decay,
+        ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+            let device = w.device();
+            let (wv, s) = read::<Self>(w);
+            let (gv, _) = read::<Self>(g);
+            let ((mv, _), (vv, _)) = (read::<Self>(m), read::<Self>(v));
+            let (wo, mo, vo) = cpu::adam(&wv, &gv, &mv, &vv, hp, decay);
+            (
+                upload::<Self>(wo, s.clone(), &device),
+                upload::<Self>(mo, s.clone(), &device),
+                upload::<Self>(vo, s, &device),
+            )
+        }
+    }
+}
+
+impl OptimOps for Cube {
+    fn det_sgd_step(
+        w: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        buf: FloatTensor<Self>,
+        hp: SgdHyper,
+        decay: Decay,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let [w, g, buf] = contiguous([w, g, buf], "det_sgd_step");
+        let shape = w.shape();
+        let len = shape.num_elements();
+        let (wo, bo) = (empty(&w, shape.clone()), empty(&w, shape));
+        if len == 0 {
+            return (wo, bo);
+        }
+        let (count, dim) = grid(&wo, len);
+        let [lr, wd, mu] = hp;
+        gpu::sgd_kernel::launch(
+            &wo.client,
+            count,
+            dim,
+            w.into_tensor_arg(),
+            g.into_tensor_arg(),
+            buf.into_tensor_arg(),
+            wo.clone().into_tensor_arg(),
+            bo.clone().into_tensor_arg(),
+            lr,
+            wd,
+            mu,
+            ONE,
+            decay as u32,
+        );
+        (wo, bo)
+    }
+
+    fn det_adam_step(
+        w: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        hp: AdamHyper,
+        decay: Decay,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let [w, g, m, v] = contiguous([w, g, m, v], "det_adam_step");
+        let shape = w.shape();
+        let len = shape.num_elements();
+        let (wo, mo, vo) = (
+            empty(&w, shape.clone()),
+            empty(&w, shape.clone()),
+            empty(&w, shape),
+        );
+        if len == 0 {
+            return (wo, mo, vo);
+        }
+        let (count, dim) = grid(&wo, len);
+        let [lr, wd, b1, b2, omb1, omb2, c1, c2, eps, lrwd] = hp;
+        gpu::adam_kernel::launch(
+            &wo.client,
+            count,
+            dim,
+            w.into_tensor_arg(),
+            g.into_tensor_arg(),
+            m.into_tensor_arg(),
+            v.into_tensor_arg(),
+            wo.clone().into_tensor_arg(),
+            mo.clone().into_tensor_arg(),
+            vo.clone().into_tensor_arg(),
+            lr,
+            wd,
+            b1,
+            b2,
+            omb1,
+            omb2,
+            c1,
+            c2,
+            eps,
+            lrwd,
+            ONE,
+            decay as u32,
+        );
+        (wo, mo, vo)
+    }
+}
