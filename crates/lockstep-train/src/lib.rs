@@ -17,6 +17,7 @@ pub mod plot;
 pub mod predict;
 pub mod run;
 pub mod runfiles;
+pub mod task;
 pub mod tracking;
 pub mod verify;
 

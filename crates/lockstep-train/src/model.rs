@@ -8,6 +8,7 @@
 //! linear layer `l` uses stream `dropout/l<l>/step-<s>` (`crate::nn::dropout`).
 
 use crate::nn::{Conv2d, Ctx, Linear, Network, ParamSpec, Params, activate, dropout, pool2};
+use crate::task::{Classification, Task};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 use lockstep_core::config::{Init, KernelSet, ModelConfig, ModelKind, PoolKind};
@@ -19,6 +20,8 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct Model {
     pub net: Arc<dyn Network>,
+    /// What it is trained to do (targets, loss, recorded scores); `Classification` unless set.
+    pub task: Arc<dyn Task>,
     pub kernels: KernelSet,
     pub image_shape: [usize; 3],
     pub classes: usize,
@@ -67,6 +70,7 @@ impl Model {
         }
         Ok(Model {
             net,
+            task: Arc::new(Classification),
             kernels,
             image_shape,
             classes,

@@ -45,7 +45,7 @@ pub fn evaluate(
         );
         start = end;
     }
-    let (loss, accuracy) = score(&logits, &split.labels, model.classes);
+    let (loss, accuracy) = model.task.score(&logits, &split.labels, model.classes);
     EvalResult {
         split: name.into(),
         samples: n,
@@ -56,29 +56,9 @@ pub fn evaluate(
     }
 }
 
-/// Mean cross-entropy and accuracy from logits, on the host in f64, samples in index order.
+/// Mean cross-entropy and accuracy from logits (`task::Classification::score`).
 pub fn score(logits: &[f32], labels: &[u32], classes: usize) -> (f64, f64) {
-    let mut loss = 0.0f64;
-    let mut correct = 0usize;
-    for (row, &label) in logits.chunks_exact(classes).zip(labels) {
-        let mut best = 0;
-        for (j, &v) in row.iter().enumerate() {
-            if v > row[best] {
-                best = j;
-            }
-        }
-        correct += usize::from(best == label as usize);
-        let max = row[best] as f64;
-        let lse = row
-            .iter()
-            .map(|&v| (v as f64 - max).exp())
-            .sum::<f64>()
-            .ln()
-            + max;
-        loss += lse - row[label as usize] as f64;
-    }
-    let n = labels.len().max(1) as f64;
-    (loss / n, correct as f64 / n)
+    crate::task::Task::score(&crate::task::Classification, logits, labels, classes)
 }
 
 pub(crate) fn eval_splits(

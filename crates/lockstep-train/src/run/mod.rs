@@ -20,7 +20,7 @@
 use crate::backend::{self, Backend};
 use crate::checkpoint::{Checkpoint, TrainState, checkpoint_path, latest_checkpoint};
 use crate::data::{Dataset, Split, load_dataset};
-use crate::model::{Model, cross_entropy, one_hot, upload};
+use crate::model::{Model, upload};
 pub use crate::runfiles::read_manifest;
 use crate::runfiles::{
     MetricLine, Metrics, Scores, SplitScore, is_unstarted, lock_run, pretty_json,

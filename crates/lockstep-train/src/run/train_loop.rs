@@ -55,16 +55,13 @@ pub(crate) fn run_loop(
         let (x, y) = data.train.gather(&order[lo..hi]);
         let bs = y.len();
         let xt = Tensor::<2>::from_data(TensorData::new(x, [bs, data.train.dim]), &ad);
-        let tt = Tensor::<2>::from_data(
-            TensorData::new(one_hot(&y, model.classes), [bs, model.classes]),
-            &ad,
-        );
+        let tt = model.task.targets(&y, model.classes, &ad);
         let leaves: Vec<Tensor<1>> = params
             .iter()
             .map(|p| Tensor::from_inner(p.clone()).require_grad())
             .collect();
         let logits = model.forward(&leaves, xt, Some((cfg.seed, state.step)));
-        let loss = cross_entropy(model.kernels, logits, tt);
+        let loss = model.task.loss(model.kernels, logits, tt);
         let loss_v = loss
             .clone()
             .try_into_vec_as::<f32>()

@@ -1,0 +1,59 @@
+//! What a model is trained to do, behind one small trait: how a batch's labels become targets,
+//! the training loss, and the scores an evaluation records. The trainer, `evaluate` and `verify`
+//! go through it; classification (one-hot targets, mean cross-entropy, accuracy) is the task of
+//! every shipped model, and language modelling is the next implementation.
+
+use crate::model::{cross_entropy, one_hot};
+use burn::tensor::{Device, Tensor, TensorData};
+use lockstep_core::config::KernelSet;
+
+pub trait Task: Send + Sync {
+    /// The targets of a batch with `labels`, for a model with `outputs` logits per sample.
+    fn targets(&self, labels: &[u32], outputs: usize, device: &Device) -> Tensor<2>;
+    /// The batch's mean training loss `[1, 1]`, through the kernel set's reductions.
+    fn loss(&self, kernels: KernelSet, logits: Tensor<2>, targets: Tensor<2>) -> Tensor<2>;
+    /// (mean loss, metric) of an evaluation: on the host in f64, samples in index order.
+    fn score(&self, logits: &[f32], labels: &[u32], outputs: usize) -> (f64, f64);
+}
+
+/// One label in `0..classes` per sample: one-hot targets, mean cross-entropy, accuracy with the
+/// first maximum as the prediction.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Classification;
+
+impl Task for Classification {
+    fn targets(&self, labels: &[u32], outputs: usize, device: &Device) -> Tensor<2> {
+        Tensor::<2>::from_data(
+            TensorData::new(one_hot(labels, outputs), [labels.len(), outputs]),
+            device,
+        )
+    }
+
+    fn loss(&self, kernels: KernelSet, logits: Tensor<2>, targets: Tensor<2>) -> Tensor<2> {
+        cross_entropy(kernels, logits, targets)
+    }
+
+    fn score(&self, logits: &[f32], labels: &[u32], classes: usize) -> (f64, f64) {
+        let mut loss = 0.0f64;
+        let mut correct = 0usize;
+        for (row, &label) in logits.chunks_exact(classes).zip(labels) {
+            let mut best = 0;
+            for (j, &v) in row.iter().enumerate() {
+                if v > row[best] {
+                    best = j;
+                }
+            }
+            correct += usize::from(best == label as usize);
+            let max = row[best] as f64;
+            let lse = row
+                .iter()
+                .map(|&v| (v as f64 - max).exp())
+                .sum::<f64>()
+                .ln()
+                + max;
+            loss += lse - row[label as usize] as f64;
+        }
+        let n = labels.len().max(1) as f64;
+        (loss / n, correct as f64 / n)
+    }
+}
