@@ -12,6 +12,7 @@ pub mod error;
 pub mod export;
 pub mod model;
 pub mod nn;
+pub mod opset;
 pub mod optim;
 pub mod plot;
 pub mod predict;

@@ -9,10 +9,8 @@
 
 use crate::nn::{Conv2d, Ctx, Linear, Network, ParamSpec, Params, activate, dropout, pool2};
 use crate::task::{Classification, Task};
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 use lockstep_core::config::{Init, KernelSet, ModelConfig, ModelKind, PoolKind};
-use lockstep_kernels as det;
 use std::sync::Arc;
 
 /// A network ready to train or score: its parameters (in declaration order, the order of the
@@ -220,24 +218,10 @@ impl Network for Cnn {
     }
 }
 
-/// Mean cross-entropy `[1, 1]` of `logits` against one-hot `targets` (both `[batch, classes]`).
-///
-/// Stock set: reduces with `sum_dim` only (per row, then over the batch column): burn's full
-/// `sum()` uses float atomics on wgpu, whose order changes run to run. Lockstep set: the fused
-/// `xent` kernel per row, then `sum_rows` over the batch in order, then one flushed product
-/// with `f32(1 / batch)` (`det::ops::mul`).
+/// Mean cross-entropy `[1, 1]` of `logits` against one-hot `targets` (both `[batch, classes]`),
+/// in the kernel set's order (`opset::OpSet::cross_entropy`).
 pub fn cross_entropy(kernels: KernelSet, logits: Tensor<2>, targets: Tensor<2>) -> Tensor<2> {
-    let batch = logits.dims()[0];
-    match kernels {
-        KernelSet::Burn => {
-            (log_softmax(logits, 1) * targets).sum_dim(1).sum_dim(0) * (-1.0 / batch as f32)
-        }
-        KernelSet::Lockstep => {
-            let sum = det::sum_rows(det::cross_entropy_nll(logits, targets));
-            let scale = Tensor::<2>::full([1, 1], 1.0 / batch as f32, &sum.device());
-            det::ops::mul(sum, scale)
-        }
-    }
+    crate::opset::ops(kernels).cross_entropy(logits, targets)
 }
 
 pub use crate::nn::conv2d_im2col;

@@ -11,13 +11,11 @@
 //! - dropout masks come from the stream `dropout/<name>/step-<s>` ([`Ctx::dropout`]): a function
 //!   of seed, layer name and step only;
 //! - every layer runs lockstep's kernels under `kernels = "lockstep"` (bitwise across backends)
-//!   or burn's stock ops under `kernels = "burn"`; a layer is usable in any composition
+//!   or burn's stock ops under `kernels = "burn"` (through `crate::opset`); a layer is usable in any composition
 //!   (residuals through [`add`], several heads, shared weights by passing one path twice).
 
-use burn::tensor::activation::{gelu, relu, sigmoid};
-use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
-use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
-use burn::tensor::{Tensor, TensorData};
+use crate::opset::{Lockstep, OpSet, ops};
+use burn::tensor::Tensor;
 use lockstep_core::SeedStream;
 use lockstep_core::config::{Activation, KernelSet};
 use lockstep_kernels as det;
@@ -199,11 +197,7 @@ impl Linear {
     pub fn forward(&self, p: &Params, x: Tensor<2>, ctx: &Ctx) -> Tensor<2> {
         let w: Tensor<2> = p.get(&format!("{}.weight", self.path));
         let b: Tensor<1> = p.get(&format!("{}.bias", self.path));
-        let b = b.reshape([1, self.d_out]);
-        match ctx.kernels {
-            KernelSet::Burn => x.matmul(w) + b,
-            KernelSet::Lockstep => det::add_bias(det::ops::matmul(x, w), b),
-        }
+        ops(ctx.kernels).linear(x, w, b.reshape([1, self.d_out]))
     }
 }
 
@@ -251,97 +245,48 @@ impl Conv2d {
     pub fn forward(&self, p: &Params, x: Tensor<4>, ctx: &Ctx) -> Tensor<4> {
         let w: Tensor<4> = p.get(&format!("{}.weight", self.path));
         let b: Tensor<1> = p.get(&format!("{}.bias", self.path));
-        let pad = self.k / 2;
-        match ctx.kernels {
-            KernelSet::Burn => conv2d(
-                x,
-                w,
-                Some(b),
-                ConvOptions::new([1, 1], [pad, pad], [1, 1], 1),
-            ),
-            KernelSet::Lockstep => conv2d_im2col(x, w, b, pad),
-        }
+        ops(ctx.kernels).conv2d(x, w, b, self.k / 2)
     }
 }
 
-/// Same-padding stride-1 conv2d as lockstep's `im2col` gather + its matmul; the input gradient is
-/// `col2im`'s fixed-order gather (`kernels/src/im2col`).
+/// Same-padding stride-1 conv2d as lockstep's `im2col` gather + its matmul
+/// (`opset::Lockstep::conv2d`).
 pub fn conv2d_im2col(x: Tensor<4>, w: Tensor<4>, b: Tensor<1>, pad: usize) -> Tensor<4> {
-    let [n, c, h, wd] = x.dims();
-    let [co, _, k, _] = w.dims();
-    let cols = det::ops::im2col(x, k, pad);
-    let w2 = w.reshape([co, c * k * k]).transpose();
-    let y = det::add_bias(det::ops::matmul(cols, w2), b.reshape([1, co]));
-    y.reshape([n, h, wd, co]).permute([0, 3, 1, 2])
+    Lockstep.conv2d(x, w, b, pad)
 }
 
-/// An element-wise activation.
+/// An element-wise activation (on a `[d0, rest]` view: element-wise, so the bits are those of
+/// the tensor itself).
 pub fn activate<const D: usize>(act: Activation, x: Tensor<D>, ctx: &Ctx) -> Tensor<D> {
-    match (ctx.kernels, act) {
-        (_, Activation::Relu) => relu(x),
-        (KernelSet::Lockstep, Activation::Tanh) => det::ops::tanh(x),
-        (KernelSet::Lockstep, Activation::Sigmoid) => det::ops::sigmoid(x),
-        (KernelSet::Lockstep, Activation::Gelu) => det::ops::gelu(x),
-        (_, Activation::Tanh) => x.tanh(),
-        (_, Activation::Sigmoid) => sigmoid(x),
-        (KernelSet::Burn, Activation::Gelu) => gelu(x),
-    }
+    let dims = x.dims();
+    let rest = dims[1..].iter().product::<usize>();
+    ops(ctx.kernels)
+        .activate(act, x.reshape([dims[0], rest]))
+        .reshape(dims)
 }
 
 /// Non-overlapping 2x2 pooling (max or average).
 pub fn pool2(max: bool, x: Tensor<4>, ctx: &Ctx) -> Tensor<4> {
-    match (ctx.kernels, max) {
-        (KernelSet::Burn, true) => max_pool2d(x, MaxPoolOptions::new([2, 2])),
-        (KernelSet::Burn, false) => avg_pool2d(x, AvgPoolOptions::new([2, 2])),
-        (KernelSet::Lockstep, true) => det::ops::max_pool2d(x, 2),
-        (KernelSet::Lockstep, false) => det::ops::avg_pool2d(x, 2),
-    }
+    ops(ctx.kernels).pool2(max, x)
 }
 
-/// Element-wise `a + b` (same shape): under the lockstep set one flushed IEEE add per element
-/// (`add_bias` on `[1, n]` views), so residual connections keep the cross-device bits.
+/// Element-wise `a + b` (same shape): under the lockstep set one flushed IEEE add per element,
+/// so residual connections keep the cross-device bits.
 pub fn add(a: Tensor<2>, b: Tensor<2>, ctx: &Ctx) -> Tensor<2> {
-    match ctx.kernels {
-        KernelSet::Burn => a + b,
-        KernelSet::Lockstep => {
-            let [m, n] = a.dims();
-            det::add_bias(a.reshape([1, m * n]), b.reshape([1, m * n])).reshape([m, n])
-        }
-    }
+    ops(ctx.kernels).add(a, b)
 }
 
 /// Inverted dropout with probability `p`, its mask from stream `dropout/<name>/step-<s>`
 /// (element `i` of the row-major activation kept iff the stream's `i`-th `uniform_f32 >= p`,
 /// kept values scaled by `f32(1 / (1 - p))`). The identity outside training or at `p = 0`.
 pub fn dropout(name: &str, p: f64, x: Tensor<2>, ctx: &Ctx) -> Tensor<2> {
-    let Some(step) = ctx.step.filter(|_| p > 0.0) else {
-        return x;
-    };
-    let stream = dropout_stream(name, step);
-    match ctx.kernels {
-        KernelSet::Burn => {
-            let [batch, width] = x.dims();
-            let m = dropout_mask(ctx.seed, &stream, batch * width, p);
-            x.clone() * Tensor::<2>::from_data(TensorData::new(m, [batch, width]), &x.device())
-        }
-        KernelSet::Lockstep => {
-            let mask = det::dropout_mask(&x, ctx.seed, &stream, p as f32);
-            det::ops::mul(x, mask)
-        }
+    match ctx.step.filter(|_| p > 0.0) {
+        Some(step) => ops(ctx.kernels).dropout(x, ctx.seed, &dropout_stream(name, step), p),
+        None => x,
     }
 }
 
 /// The name of the dropout stream of layer `name` at `step`.
 pub fn dropout_stream(name: &str, step: u64) -> String {
     lockstep_core::streams::dropout(name, step)
-}
-
-/// The inverted-dropout mask of `n` elements from stream `stream` (host side; see [`dropout`]).
-pub fn dropout_mask(seed: u64, stream: &str, n: usize, p: f64) -> Vec<f32> {
-    let mut s = SeedStream::new(seed, stream);
-    let keep = (1.0 / (1.0 - p)) as f32;
-    let p = p as f32;
-    (0..n)
-        .map(|_| if s.uniform_f32() >= p { keep } else { 0.0 })
-        .collect()
 }
