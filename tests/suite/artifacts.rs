@@ -128,21 +128,11 @@ fn a_trained_fashion_model_needs_no_training_data() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("PASS"));
 }
 
-/// A small CSV job: (run dir, test CSV, its inputs as f32 rows).
+/// The harness's CSV job with its training file removed: (run dir, test CSV, its inputs as f32
+/// rows).
 fn csv_run(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<f32>) {
-    let rows = |n: usize, salt: usize| csv_rows(n, salt, 5, 11).join("\n");
-    let (train, test) = (dir.join("train.csv"), dir.join("test.csv"));
-    std::fs::write(&train, rows(150, 0)).unwrap();
-    std::fs::write(&test, rows(23, 4)).unwrap();
-    let text = format!(
-        "seed = 5\n[data]\ndataset = \"csv\"\ntrain_path = \"{}\"\ntest_path = \"{}\"\nimage_shape = [1, 4, 4]\nclasses = 3\nnormalize = \"standardize\"\n[model]\nkind = \"mlp\"\nhidden = [8]\n[optimizer]\nkind = \"adam\"\nlr = 0.01\n[train]\nbatch_size = 16\nepochs = 3\n",
-        train.display(),
-        test.display()
-    );
-    let cfg = write_config(dir, "p.toml", &text);
-    let run = dir.join("run");
-    crate::harness::train(&cfg, &run, &[]);
-    std::fs::remove_file(&train).unwrap();
+    let job = crate::harness::csv_job(dir);
+    std::fs::remove_file(&job.train).unwrap();
     let x: Vec<f32> = csv_rows(23, 4, 5, 11)
         .iter()
         .flat_map(|r| {
@@ -152,7 +142,7 @@ fn csv_run(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<f32>) {
                 .collect::<Vec<_>>()
         })
         .collect();
-    (run, test, x)
+    (job.run, job.test, x)
 }
 
 /// A `.npy` file (format 1.0, C order) written here, independently of lockstep's reader.
@@ -295,18 +285,7 @@ fn predict_rejects_inputs_of_the_wrong_shape_dtype_or_value() {
 #[test]
 fn format_v1_checkpoints_still_load_and_say_what_they_lack() {
     let dir = tempfile::tempdir().expect("tmp");
-    let rows = |n: usize, salt: usize| csv_rows(n, salt, 5, 11).join("\n");
-    let (train, test) = (dir.path().join("train.csv"), dir.path().join("test.csv"));
-    std::fs::write(&train, rows(150, 0)).unwrap();
-    std::fs::write(&test, rows(23, 4)).unwrap();
-    let text = format!(
-        "seed = 5\n[data]\ndataset = \"csv\"\ntrain_path = \"{}\"\ntest_path = \"{}\"\nimage_shape = [1, 4, 4]\nclasses = 3\nnormalize = \"standardize\"\n[model]\nkind = \"mlp\"\nhidden = [8]\n[optimizer]\nkind = \"adam\"\nlr = 0.01\n[train]\nbatch_size = 16\nepochs = 3\n",
-        train.display(),
-        test.display()
-    );
-    let cfg = write_config(dir.path(), "v1.toml", &text);
-    let run = dir.path().join("run");
-    crate::harness::train(&cfg, &run, &[]);
+    let crate::harness::CsvJob { train, test, run } = crate::harness::csv_job(dir.path());
     // Rewrite final.safetensors as the v1 format wrote it: no input.* tensors, no inference
     // metadata.
     let ck = run.join("final.safetensors");

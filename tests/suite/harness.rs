@@ -214,3 +214,27 @@ pub fn require_python(modules: &str, what: &str) -> bool {
         ),
     )
 }
+
+/// A small trained CSV job (4x4 inputs, 3 classes, `standardize`, MLP [8], 3 epochs) in `dir`:
+/// `dir/train.csv` (150 rows), `dir/test.csv` (23 rows), the run in `dir/run`.
+pub struct CsvJob {
+    pub train: PathBuf,
+    pub test: PathBuf,
+    pub run: PathBuf,
+}
+
+pub fn csv_job(dir: &Path) -> CsvJob {
+    let rows = |n: usize, salt: usize| csv_rows(n, salt, 5, 11).join("\n");
+    let (train, test) = (dir.join("train.csv"), dir.join("test.csv"));
+    std::fs::write(&train, rows(150, 0)).expect("write train.csv");
+    std::fs::write(&test, rows(23, 4)).expect("write test.csv");
+    let text = format!(
+        "seed = 5\n[data]\ndataset = \"csv\"\ntrain_path = \"{}\"\ntest_path = \"{}\"\nimage_shape = [1, 4, 4]\nclasses = 3\nnormalize = \"standardize\"\n[model]\nkind = \"mlp\"\nhidden = [8]\n[optimizer]\nkind = \"adam\"\nlr = 0.01\n[train]\nbatch_size = 16\nepochs = 3\n",
+        train.display(),
+        test.display()
+    );
+    let cfg = write_config(dir, "csv.toml", &text);
+    let run = dir.join("run");
+    crate::harness::train(&cfg, &run, &[]);
+    CsvJob { train, test, run }
+}

@@ -199,18 +199,7 @@ fn lockstep_inference_ops_are_batch_invariant() {
 #[test]
 fn predict_reproduces_the_recorded_test_logits() {
     let dir = tempfile::tempdir().expect("tmp");
-    let rows = |n: usize, salt: usize| csv_rows(n, salt, 5, 11).join("\n");
-    let (train, test) = (dir.path().join("train.csv"), dir.path().join("test.csv"));
-    std::fs::write(&train, rows(150, 0)).unwrap();
-    std::fs::write(&test, rows(23, 4)).unwrap();
-    let text = format!(
-        "seed = 5\n[data]\ndataset = \"csv\"\ntrain_path = \"{}\"\ntest_path = \"{}\"\nimage_shape = [1, 4, 4]\nclasses = 3\nnormalize = \"standardize\"\n[model]\nkind = \"mlp\"\nhidden = [8]\n[optimizer]\nkind = \"adam\"\nlr = 0.01\n[train]\nbatch_size = 16\nepochs = 3\n",
-        train.display(),
-        test.display()
-    );
-    let cfg = write_config(dir.path(), "p.toml", &text);
-    let run = dir.path().join("run");
-    crate::harness::train(&cfg, &run, &[]);
+    let crate::harness::CsvJob { run, test, .. } = crate::harness::csv_job(dir.path());
     let rec = lockstep_core::TensorFile::read(&run.join("eval/test.safetensors")).unwrap();
     let want = rec.tensors["logits"].to_f32().unwrap();
     let mut backends = vec!["ndarray", "flex"];
