@@ -1,7 +1,7 @@
 //! `det_add_bias` on the CPU backends (`cpu.rs`) and on CubeCL (`gpu.rs`).
 
 use super::{BiasOps, cpu, gpu};
-use crate::seam::cube::{ONE, contiguous, output};
+use crate::seam::cube::{ONE, contiguous, launch_into};
 use crate::seam::host::{cpu_backends, dims2, read, upload};
 use burn::backend::{Cube, TensorMetadata, tensor::FloatTensor};
 
@@ -21,19 +21,11 @@ impl BiasOps for Cube {
         let [x, b] = contiguous([x, b], "det_add_bias");
         let shape = x.shape();
         let len = shape.num_elements();
-        let (out, grid) = output(&x, shape, len);
-        let Some((count, dim)) = grid else {
-            return out;
-        };
-        gpu::add_bias_kernel::launch(
-            &out.client,
-            count,
-            dim,
+        launch_into!(gpu::add_bias_kernel, x, shape, len, |out| (
             x.into_tensor_arg(),
             b.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            ONE,
-        );
-        out
+            out,
+            ONE
+        ))
     }
 }

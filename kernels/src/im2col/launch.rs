@@ -1,7 +1,7 @@
 //! `det_im2col` and `det_col2im` on the CPU backends (`cpu.rs`) and on CubeCL (`gpu.rs`).
 
 use super::{Im2colOps, cpu, gpu};
-use crate::seam::cube::{ONE, contiguous, output};
+use crate::seam::cube::{ONE, contiguous, launch_into};
 use crate::seam::host::{cpu_backends, dims4, read, upload};
 use burn::backend::{Cube, Shape, TensorMetadata, tensor::FloatTensor};
 
@@ -34,21 +34,13 @@ impl Im2colOps for Cube {
         let [n, c, h, w] = x.shape().dims::<4>();
         let shape = Shape::new([n * h * w, c * k * k]);
         let len = shape.num_elements();
-        let (out, grid) = output(&x, shape, len);
-        let Some((count, dim)) = grid else {
-            return out;
-        };
-        gpu::im2col_kernel::launch(
-            &out.client,
-            count,
-            dim,
+        launch_into!(gpu::im2col_kernel, x, shape, len, |out| (
             x.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
+            out,
             ONE,
             k,
-            pad,
-        );
-        out
+            pad
+        ))
     }
 
     fn det_col2im(
@@ -60,20 +52,12 @@ impl Im2colOps for Cube {
         let [g] = contiguous([dcols], "det_col2im");
         let shape = Shape::new(dims);
         let len = shape.num_elements();
-        let (out, grid) = output(&g, shape, len);
-        let Some((count, dim)) = grid else {
-            return out;
-        };
-        gpu::col2im_kernel::launch(
-            &out.client,
-            count,
-            dim,
+        launch_into!(gpu::col2im_kernel, g, shape, len, |out| (
             g.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
+            out,
             ONE,
             k,
-            pad,
-        );
-        out
+            pad
+        ))
     }
 }

@@ -1,7 +1,7 @@
 //! `det_mul` on the CPU backends (`cpu.rs`) and on CubeCL (`gpu.rs`).
 
 use super::{MulOps, cpu, gpu};
-use crate::seam::cube::{ONE, contiguous, output};
+use crate::seam::cube::{ONE, contiguous, launch_into};
 use crate::seam::host::{cpu_backends, read, upload};
 use burn::backend::{Cube, TensorMetadata, tensor::FloatTensor};
 
@@ -22,19 +22,11 @@ impl MulOps for Cube {
         let shape = a.shape();
         assert_eq!(shape, b.shape(), "det_mul: shapes differ");
         let len = shape.num_elements();
-        let (out, grid) = output(&a, shape, len);
-        let Some((count, dim)) = grid else {
-            return out;
-        };
-        gpu::mul_kernel::launch(
-            &out.client,
-            count,
-            dim,
+        launch_into!(gpu::mul_kernel, a, shape, len, |out| (
             a.into_tensor_arg(),
             b.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            ONE,
-        );
-        out
+            out,
+            ONE
+        ))
     }
 }

@@ -1,7 +1,7 @@
 //! `det_negate` on the CPU backends (`cpu.rs`) and on CubeCL (`gpu.rs`).
 
 use super::{NegateOps, cpu, gpu};
-use crate::seam::cube::{ONE, contiguous, output};
+use crate::seam::cube::{ONE, contiguous, launch_into};
 use crate::seam::host::{cpu_backends, read, upload};
 use burn::backend::{Cube, TensorMetadata, tensor::FloatTensor};
 
@@ -20,18 +20,10 @@ impl NegateOps for Cube {
         let [x] = contiguous([x], "det_negate");
         let shape = x.shape();
         let len = shape.num_elements();
-        let (out, grid) = output(&x, shape, len);
-        let Some((count, dim)) = grid else {
-            return out;
-        };
-        gpu::negate_kernel::launch(
-            &out.client,
-            count,
-            dim,
+        launch_into!(gpu::negate_kernel, x, shape, len, |out| (
             x.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            ONE,
-        );
-        out
+            out,
+            ONE
+        ))
     }
 }

@@ -1,7 +1,7 @@
 //! `det_pool2d` and its backward on the CPU backends (`cpu.rs`) and on CubeCL (`gpu.rs`).
 
 use super::{Pool, PoolOps, cpu, gpu};
-use crate::seam::cube::{ONE, contiguous, output};
+use crate::seam::cube::{ONE, contiguous, launch_into};
 use crate::seam::host::{cpu_backends, dims4, read, upload};
 use burn::backend::{Cube, Shape, TensorMetadata, tensor::FloatTensor};
 
@@ -35,22 +35,14 @@ impl PoolOps for Cube {
         assert!(k > 0, "det_pool2d: window 0");
         let shape = Shape::new([n, c, h / k, w / k]);
         let len = shape.num_elements();
-        let (out, grid) = output(&x, shape, len);
-        let Some((count, dim)) = grid else {
-            return out;
-        };
-        gpu::pool_forward_kernel::launch(
-            &out.client,
-            count,
-            dim,
+        launch_into!(gpu::pool_forward_kernel, x, shape, len, |out| (
             x.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
+            out,
             Pool::inv(k),
             ONE,
             k,
-            kind.code(),
-        );
-        out
+            kind.code()
+        ))
     }
 
     fn det_pool2d_backward(
@@ -62,22 +54,14 @@ impl PoolOps for Cube {
         let [x, g] = contiguous([x, dy], "det_pool2d_backward");
         let shape = x.shape();
         let len = shape.num_elements();
-        let (out, grid) = output(&x, shape, len);
-        let Some((count, dim)) = grid else {
-            return out;
-        };
-        gpu::pool_backward_kernel::launch(
-            &out.client,
-            count,
-            dim,
+        launch_into!(gpu::pool_backward_kernel, x, shape, len, |out| (
             x.into_tensor_arg(),
             g.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
+            out,
             Pool::inv(k),
             ONE,
             k,
-            kind.code(),
-        );
-        out
+            kind.code()
+        ))
     }
 }

@@ -37,6 +37,21 @@ pub(crate) fn grid(t: &CubeTensor, units: usize) -> (CubeCount, CubeDim) {
     )
 }
 
+/// Allocate the output of `shape` beside `like` and, unless it is empty, launch `kernel` on a
+/// grid of `units` threads with `args` — the kernel's arguments after the launch geometry, in
+/// which `out` names the output's tensor argument. Evaluates to the output.
+macro_rules! launch_into {
+    ($($kernel:ident)::+, $like:expr, $shape:expr, $units:expr, |$out:ident| ($($arg:expr),* $(,)?)) => {{
+        let (out, grid) = $crate::seam::cube::output(&$like, $shape, $units);
+        if let Some((count, dim)) = grid {
+            let $out = out.clone().into_tensor_arg();
+            $($kernel)::+::launch(&out.client, count, dim, $($arg),*);
+        }
+        out
+    }};
+}
+pub(crate) use launch_into;
+
 /// A contiguous f32 output of `shape` beside `like`, and the grid for `units` threads —
 /// `None` when the output is empty (nothing to launch).
 pub(crate) fn output(

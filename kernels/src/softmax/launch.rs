@@ -1,7 +1,7 @@
 //! `det_softmax` and its backward on the CPU backends (`cpu.rs`) and on CubeCL (`gpu.rs`).
 
 use super::{SoftmaxOps, cpu, gpu};
-use crate::seam::cube::{ONE, contiguous, output};
+use crate::seam::cube::{ONE, contiguous, launch_into};
 use crate::seam::host::{cpu_backends, dims2, read, upload};
 use burn::backend::{Cube, TensorMetadata, tensor::FloatTensor};
 
@@ -31,20 +31,12 @@ impl SoftmaxOps for Cube {
         let [x] = contiguous([x], "det_softmax");
         let shape = x.shape();
         let [m, _] = shape.dims::<2>();
-        let (out, grid) = output(&x, shape, m);
-        let Some((count, dim)) = grid else {
-            return out;
-        };
-        gpu::softmax_forward_kernel::launch(
-            &out.client,
-            count,
-            dim,
+        launch_into!(gpu::softmax_forward_kernel, x, shape, m, |out| (
             x.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
+            out,
             ONE,
-            u32::from(log),
-        );
-        out
+            u32::from(log)
+        ))
     }
 
     fn det_softmax_backward(
@@ -55,20 +47,12 @@ impl SoftmaxOps for Cube {
         let [y, g] = contiguous([y, dy], "det_softmax_backward");
         let shape = y.shape();
         let [m, _] = shape.dims::<2>();
-        let (out, grid) = output(&y, shape, m);
-        let Some((count, dim)) = grid else {
-            return out;
-        };
-        gpu::softmax_backward_kernel::launch(
-            &out.client,
-            count,
-            dim,
+        launch_into!(gpu::softmax_backward_kernel, y, shape, m, |out| (
             y.into_tensor_arg(),
             g.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
+            out,
             ONE,
-            u32::from(log),
-        );
-        out
+            u32::from(log)
+        ))
     }
 }

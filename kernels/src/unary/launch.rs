@@ -2,7 +2,7 @@
 
 use super::{UnaryOps, cpu, gpu};
 use crate::arith::Unary;
-use crate::seam::cube::{ONE, contiguous, output};
+use crate::seam::cube::{ONE, contiguous, launch_into};
 use crate::seam::host::{HostRead, cpu_backends, read, upload};
 use burn::backend::{Cube, TensorMetadata, tensor::FloatTensor};
 
@@ -52,20 +52,12 @@ fn on_cube(x: FloatTensor<Cube>, op: Unary) -> FloatTensor<Cube> {
     );
     let shape = x.shape();
     let len = shape.num_elements();
-    let (out, grid) = output(&x, shape, len);
-    let Some((count, dim)) = grid else {
-        return out;
-    };
-    gpu::unary_kernel::launch(
-        &out.client,
-        count,
-        dim,
+    launch_into!(gpu::unary_kernel, x, shape, len, |out| (
         x.into_tensor_arg(),
-        out.clone().into_tensor_arg(),
+        out,
         ONE,
-        op as u32,
-    );
-    out
+        op as u32
+    ))
 }
 
 impl UnaryOps for Cube {

@@ -1,7 +1,7 @@
 //! `det_xent` and its backward on the CPU backends (`cpu.rs`) and on CubeCL (`gpu.rs`).
 
 use super::{XentOps, cpu, gpu};
-use crate::seam::cube::{ONE, contiguous, output};
+use crate::seam::cube::{ONE, contiguous, launch_into};
 use crate::seam::host::{cpu_backends, dims2, read, upload};
 use burn::backend::{Cube, Shape, TensorMetadata, tensor::FloatTensor};
 
@@ -31,20 +31,12 @@ impl XentOps for Cube {
     fn det_xent(logits: FloatTensor<Self>, targets: FloatTensor<Self>) -> FloatTensor<Self> {
         let [x, t] = contiguous([logits, targets], "det_xent");
         let [m, _] = x.shape().dims::<2>();
-        let (out, grid) = output(&x, Shape::new([m, 1]), m);
-        let Some((count, dim)) = grid else {
-            return out;
-        };
-        gpu::xent_forward_kernel::launch(
-            &out.client,
-            count,
-            dim,
+        launch_into!(gpu::xent_forward_kernel, x, Shape::new([m, 1]), m, |out| (
             x.into_tensor_arg(),
             t.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            ONE,
-        );
-        out
+            out,
+            ONE
+        ))
     }
 
     fn det_xent_backward(
@@ -55,20 +47,12 @@ impl XentOps for Cube {
         let [x, t, g] = contiguous([logits, targets, g], "det_xent_backward");
         let shape = x.shape();
         let m = shape[0];
-        let (out, grid) = output(&x, shape, m);
-        let Some((count, dim)) = grid else {
-            return out;
-        };
-        gpu::xent_backward_kernel::launch(
-            &out.client,
-            count,
-            dim,
+        launch_into!(gpu::xent_backward_kernel, x, shape, m, |out| (
             x.into_tensor_arg(),
             t.into_tensor_arg(),
             g.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            ONE,
-        );
-        out
+            out,
+            ONE
+        ))
     }
 }
