@@ -2,16 +2,17 @@
 //! `train.kernels` goes through an [`OpSet`] — [`Lockstep`] (lockstep's kernels: fixed orders,
 //! the arithmetic contract, bitwise across backends) or [`Stock`] (burn's own ops, as burn runs
 //! them; only the reductions are pinned to `sum_dim`, since burn's full `sum()` uses float atomics
-//! on wgpu). Layers (`crate::nn`), the loss (`crate::task`), the optimizer (`crate::optim`) and the
-//! conformance suite pick the set once with [`ops`] instead of matching on `KernelSet` each time.
+//! on wgpu). Layers (`crate::nn`), the loss (`crate::task`) and the optimizer (`crate::optim`)
+//! pick the set once with [`ops`] instead of matching on `KernelSet` each time.
 
 use burn::tensor::activation::{gelu, log_softmax, relu, sigmoid};
 use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use burn::tensor::{Tensor, TensorData};
 use lockstep_core::SeedStream;
-use lockstep_core::config::{Activation, KernelSet};
+use lockstep_core::config::{Activation, KernelSet, OptimizerConfig, OptimizerKind};
 use lockstep_kernels as det;
+use lockstep_kernels::optim::Decay;
 
 pub trait OpSet: Send + Sync {
     fn name(&self) -> &'static str;
@@ -29,6 +30,29 @@ pub trait OpSet: Send + Sync {
     fn dropout(&self, x: Tensor<2>, seed: u64, stream: &str, p: f64) -> Tensor<2>;
     /// Mean cross-entropy `[1, 1]` of `logits` against one-hot `targets`.
     fn cross_entropy(&self, logits: Tensor<2>, targets: Tensor<2>) -> Tensor<2>;
+    /// One optimizer update of `w` with gradient `g` (`crate::optim` states the arithmetic);
+    /// `slots` follow `optim::slot_names`, `step` is 1-based.
+    fn optimizer_step(
+        &self,
+        cfg: &OptimizerConfig,
+        lr: f32,
+        step: u64,
+        w: Tensor<1>,
+        g: Tensor<1>,
+        slots: &mut [Tensor<1>],
+    ) -> Tensor<1>;
+}
+
+/// Adam's host scalars for step `step` (1-based): `(1 - b1, 1 - b2, 1/(1 - b1^t), 1/(1 - b2^t))`,
+/// computed in f64 and rounded once to f32.
+fn adam_scalars(cfg: &OptimizerConfig, step: u64) -> [f32; 4] {
+    let (b1, b2) = (cfg.betas[0], cfg.betas[1]);
+    [
+        (1.0 - b1) as f32,
+        (1.0 - b2) as f32,
+        (1.0 / (1.0 - b1.powi(step as i32))) as f32,
+        (1.0 / (1.0 - b2.powi(step as i32))) as f32,
+    ]
 }
 
 /// The set `kernels` names.
@@ -94,6 +118,40 @@ impl OpSet for Lockstep {
         let scale = Tensor::<2>::full([1, 1], 1.0 / batch as f32, &sum.device());
         det::ops::mul(sum, scale)
     }
+    fn optimizer_step(
+        &self,
+        cfg: &OptimizerConfig,
+        lr: f32,
+        step: u64,
+        w: Tensor<1>,
+        g: Tensor<1>,
+        slots: &mut [Tensor<1>],
+    ) -> Tensor<1> {
+        let wd = cfg.weight_decay as f32;
+        if cfg.kind == OptimizerKind::Sgd {
+            let decay = if wd > 0.0 {
+                Decay::Coupled
+            } else {
+                Decay::None
+            };
+            let hp = [lr, wd, cfg.momentum as f32];
+            let (w, buf) = det::ops::sgd_step(w, g, slots[0].clone(), hp, decay);
+            slots[0] = buf;
+            return w;
+        }
+        let decay = match (cfg.kind, wd > 0.0) {
+            (OptimizerKind::Adam, true) => Decay::Coupled,
+            (OptimizerKind::Adamw, true) => Decay::Decoupled,
+            _ => Decay::None,
+        };
+        let [omb1, omb2, c1, c2] = adam_scalars(cfg, step);
+        let (b1, b2) = (cfg.betas[0] as f32, cfg.betas[1] as f32);
+        let hp = [lr, wd, b1, b2, omb1, omb2, c1, c2, cfg.eps as f32, lr * wd];
+        let (w, m, v) = det::ops::adam_step(w, g, slots[0].clone(), slots[1].clone(), hp, decay);
+        slots[0] = m;
+        slots[1] = v;
+        w
+    }
 }
 
 impl OpSet for Stock {
@@ -145,5 +203,38 @@ impl OpSet for Stock {
     fn cross_entropy(&self, logits: Tensor<2>, targets: Tensor<2>) -> Tensor<2> {
         let batch = logits.dims()[0];
         (log_softmax(logits, 1) * targets).sum_dim(1).sum_dim(0) * (-1.0 / batch as f32)
+    }
+    fn optimizer_step(
+        &self,
+        cfg: &OptimizerConfig,
+        lr: f32,
+        step: u64,
+        w: Tensor<1>,
+        g: Tensor<1>,
+        slots: &mut [Tensor<1>],
+    ) -> Tensor<1> {
+        let wd = cfg.weight_decay as f32;
+        if cfg.kind == OptimizerKind::Sgd {
+            let g = if wd > 0.0 { g + w.clone() * wd } else { g };
+            let buf = slots[0].clone() * cfg.momentum as f32 + g;
+            slots[0] = buf.clone();
+            return w - buf * lr;
+        }
+        let coupled = cfg.kind == OptimizerKind::Adam && wd > 0.0;
+        let decoupled = cfg.kind == OptimizerKind::Adamw && wd > 0.0;
+        let [omb1, omb2, c1, c2] = adam_scalars(cfg, step);
+        let (b1, b2) = (cfg.betas[0] as f32, cfg.betas[1] as f32);
+        let g = if coupled { g + w.clone() * wd } else { g };
+        let m = slots[0].clone() * b1 + g.clone() * omb1;
+        let v = slots[1].clone() * b2 + g.clone() * g * omb2;
+        let upd = (m.clone() * c1) / ((v.clone() * c2).sqrt() + cfg.eps as f32);
+        slots[0] = m;
+        slots[1] = v;
+        let w = if decoupled {
+            w.clone() - w * (lr * wd)
+        } else {
+            w
+        };
+        w - upd * lr
     }
 }
