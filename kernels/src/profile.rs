@@ -107,7 +107,7 @@ pub fn probe(device: &Device) -> ArithmeticProfile {
     } else {
         "fused"
     };
-    let mut s = SeedStream::new(0, "profile/probe");
+    let mut s = SeedStream::new(0, lockstep_core::streams::PROFILE_PROBE);
     let num: Vec<f32> = (0..4096)
         .map(|_| f32::from_bits(0x3f80_0000 | (s.next_u32() >> 9)) * 3.0 - 1.5)
         .collect();
