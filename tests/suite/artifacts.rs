@@ -19,27 +19,7 @@ fn recorded_logits(run: &Path) -> Vec<f32> {
 
 /// `lockstep predict SOURCE INPUTS` (must succeed): the logits of every line, in order.
 fn predict(source: &Path, inputs: &Path) -> Vec<f32> {
-    let o = lockstep(
-        &[
-            "predict",
-            source.to_str().unwrap(),
-            inputs.to_str().unwrap(),
-        ],
-        true,
-    );
-    String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .flat_map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v["logits"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    crate::harness::predict_logits(&[source.to_str().unwrap(), inputs.to_str().unwrap()])
 }
 
 /// The scenario: train fashion_mlp (50 steps) with the data in a temporary folder,

@@ -215,6 +215,26 @@ pub fn require_python(modules: &str, what: &str) -> bool {
     )
 }
 
+/// `lockstep predict ARGS...` (must succeed): the logits of every output line, in order.
+pub fn predict_logits(args: &[&str]) -> Vec<f32> {
+    let mut all = vec!["predict"];
+    all.extend_from_slice(args);
+    let o = lockstep(&all, true);
+    String::from_utf8(o.stdout)
+        .expect("utf-8 output")
+        .lines()
+        .flat_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("one JSON object per line");
+            v["logits"]
+                .as_array()
+                .expect("a logits array")
+                .iter()
+                .map(|x| x.as_f64().expect("a number") as f32)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// A small trained CSV job (4x4 inputs, 3 classes, `standardize`, MLP [8], 3 epochs) in `dir`:
 /// `dir/train.csv` (150 rows), `dir/test.csv` (23 rows), the run in `dir/run`.
 pub struct CsvJob {

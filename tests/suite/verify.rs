@@ -207,29 +207,12 @@ fn predict_reproduces_the_recorded_test_logits() {
         backends.push("wgpu");
     }
     for b in backends {
-        let o = lockstep(
-            &[
-                "predict",
-                run.to_str().unwrap(),
-                test.to_str().unwrap(),
-                "--backend",
-                b,
-            ],
-            true,
-        );
-        let got: Vec<f32> = String::from_utf8(o.stdout)
-            .unwrap()
-            .lines()
-            .flat_map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                v["logits"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_f64().unwrap() as f32)
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let got = crate::harness::predict_logits(&[
+            run.to_str().unwrap(),
+            test.to_str().unwrap(),
+            "--backend",
+            b,
+        ]);
         assert_bitwise(&format!("predict on {b}"), &want, &got);
     }
 }

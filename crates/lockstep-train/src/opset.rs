@@ -9,7 +9,6 @@ use burn::tensor::activation::{gelu, log_softmax, relu, sigmoid};
 use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use burn::tensor::{Tensor, TensorData};
-use lockstep_core::SeedStream;
 use lockstep_core::config::{Activation, KernelSet, OptimizerConfig, OptimizerKind};
 use lockstep_kernels as det;
 use lockstep_kernels::optim::Decay;
@@ -187,15 +186,11 @@ impl OpSet for Stock {
     fn add(&self, a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
         a + b
     }
-    /// The mask drawn on the host from the same stream (`crate::nn::dropout_mask`), uploaded.
+    /// The same mask drawn on the host (`lockstep_kernels::dropout::cpu::mask`), uploaded.
     fn dropout(&self, x: Tensor<2>, seed: u64, stream: &str, p: f64) -> Tensor<2> {
         let [batch, width] = x.dims();
-        let mut s = SeedStream::new(seed, stream);
         let keep = (1.0 / (1.0 - p)) as f32;
-        let pf = p as f32;
-        let m: Vec<f32> = (0..batch * width)
-            .map(|_| if s.uniform_f32() >= pf { keep } else { 0.0 })
-            .collect();
+        let m = det::dropout::cpu::mask(seed, stream, batch * width, p as f32, keep);
         let device = x.device();
         x * Tensor::<2>::from_data(TensorData::new(m, [batch, width]), &device)
     }

@@ -94,10 +94,7 @@ pub struct Scores {
 impl Scores {
     /// Pretty, key-sorted JSON with a trailing newline (the bytes written).
     pub fn to_bytes(&self) -> Vec<u8> {
-        let v = serde_json::to_value(self).expect("scores serialise");
-        let mut s = serde_json::to_string_pretty(&v).expect("a Value serialises");
-        s.push('\n');
-        s.into_bytes()
+        pretty_json(self).into_bytes()
     }
 
     /// `RUN/scores.json`, or an error naming it (the run did not finish?).
