@@ -281,12 +281,9 @@ pub fn add(a: Tensor<2>, b: Tensor<2>, ctx: &Ctx) -> Tensor<2> {
 /// kept values scaled by `f32(1 / (1 - p))`). The identity outside training or at `p = 0`.
 pub fn dropout(name: &str, p: f64, x: Tensor<2>, ctx: &Ctx) -> Tensor<2> {
     match ctx.step.filter(|_| p > 0.0) {
-        Some(step) => ops(ctx.kernels).dropout(x, ctx.seed, &dropout_stream(name, step), p),
+        Some(step) => {
+            ops(ctx.kernels).dropout(x, ctx.seed, &lockstep_core::streams::dropout(name, step), p)
+        }
         None => x,
     }
-}
-
-/// The name of the dropout stream of layer `name` at `step`.
-pub fn dropout_stream(name: &str, step: u64) -> String {
-    lockstep_core::streams::dropout(name, step)
 }

@@ -56,11 +56,6 @@ pub fn evaluate(
     }
 }
 
-/// Mean cross-entropy and accuracy from logits (`task::Classification::score`).
-pub fn score(logits: &[f32], labels: &[u32], classes: usize) -> (f64, f64) {
-    crate::task::Task::score(&crate::task::Classification, logits, labels, classes)
-}
-
 pub(crate) fn eval_splits(
     model: &Model,
     params: &[Tensor<1>],

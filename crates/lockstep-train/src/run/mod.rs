@@ -32,7 +32,7 @@ mod state;
 mod train_loop;
 use crate::{TrainError, optim};
 use burn::tensor::{Device, Tensor, TensorData};
-pub use eval::{EvalResult, evaluate, score};
+pub use eval::{EvalResult, evaluate};
 use eval::{eval_line, eval_splits};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use lockstep_core::config::{BackendKind, Config, KernelSet, ModelKind, learning_rate};
