@@ -1,7 +1,13 @@
-//! A model that is neither the MLP nor the CNN, defined entirely here through lockstep's public
-//! API (`lockstep_train::nn`) and trained with lockstep's guarantees on the embedded digits:
-//! a residual MLP — a stem, two residual blocks (`h = relu(h + fc2(dropout(relu(fc1(h)))))`) —
-//! with two heads whose logits are summed.
+//! A model that is neither the MLP nor the CNN, built here through lockstep's public API
+//! (`lockstep_train::nn::GraphBuilder`) and trained with lockstep's guarantees on the embedded
+//! digits: a residual MLP — a stem, two residual blocks (`h = relu(h + fc2(dropout(relu(fc1(h)))))`)
+//! — with two heads whose logits are summed.
+//!
+//! The builder writes the network into the config as `[[model.layers]]` (`model.kind = "graph"`),
+//! so the run directory is a normal one: `lockstep verify`, `resume`, `predict`, `inspect`,
+//! `runs`, `plot` and `diff` all rebuild the network from it. (A network that cannot be written
+//! as layers implements `lockstep_train::nn::Network` in Rust and trains with
+//! `model.kind = "custom"`; only its own program can then resume or verify it.)
 //!
 //! ```sh
 //! cargo run --release --example custom_model -- --backend ndarray --out runs/custom-a
@@ -9,32 +15,28 @@
 //! cmp runs/custom-a/final.safetensors runs/custom-b/final.safetensors   # identical
 //! cargo run --release --example custom_model -- --max-steps 50 --out runs/custom-c
 //! cargo run --release --example custom_model -- --resume runs/custom-c  # = an uninterrupted run
-//! cargo run --release --example custom_model -- --verify runs/custom-a --backend wgpu
+//! lockstep verify runs/custom-a --backend wgpu                          # or --verify runs/custom-a
+//! cargo run --release --example custom_model -- --print-config          # the config it trains
 //! ```
+//! `configs/digits_residual.toml` writes the same network by hand: `lockstep train` on it gives
+//! the same bytes as this program.
 //! Flags: `--backend ndarray|flex|wgpu`, `--threads N`, `--max-steps N`, `--out DIR`,
-//! `--resume DIR`, `--verify DIR [--batch-size N]`. The run directory is a normal one:
-//! `lockstep inspect`, `runs`, `plot`, `diff` read it; `lockstep verify`/`resume`/`predict` need
-//! the network, which lives in this program, so they refuse it with a message pointing here
-//! (`--verify`/`--resume` below are those commands with the network passed in).
+//! `--resume DIR`, `--verify DIR [--batch-size N]`, `--print-config`.
 
-use lockstep_core::config::{Activation, BackendKind, KernelSet, parse_config};
-use lockstep_train::model::Model;
-use lockstep_train::nn::{Ctx, Linear, Network, ParamSpec, Params, activate, add, dropout};
+use lockstep_core::config::{BackendKind, parse_config};
+use lockstep_train::nn::GraphBuilder;
 use lockstep_train::verify::{VerifyOptions, format_report, verify};
 use lockstep_train::{BuildInfo, RunOptions, resume, train};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 const CONFIG: &str = r#"
-name = "custom_residual_mlp"
+name = "digits_residual"
 seed = 7
 [data]
 dataset = "digits"
 normalize = "standardize"
 [model]
-kind = "custom"       # the network below; hidden[0] is its width
-hidden = [64]
-dropout = 0.1
+kind = "graph"        # the layers are appended by `network()` below
 [optimizer]
 kind = "adamw"
 lr = 2e-3
@@ -49,69 +51,31 @@ eval_every = 50
 checkpoint_every = 50
 "#;
 
-/// Stem `d_in -> w`, blocks `blocks.<i>.fc1/fc2` (`w -> w`), heads `heads.a`/`heads.b`.
-struct ResidualTwoHeads {
-    stem: Linear,
-    blocks: Vec<(Linear, Linear)>,
-    heads: [Linear; 2],
-    dropout: f64,
-}
-
-impl ResidualTwoHeads {
-    fn new(d_in: usize, width: usize, classes: usize, dropout: f64) -> Self {
-        ResidualTwoHeads {
-            stem: Linear::new("stem", d_in, width),
-            blocks: (0..2)
-                .map(|i| {
-                    (
-                        Linear::new(format!("blocks.{i}.fc1"), width, width),
-                        Linear::new(format!("blocks.{i}.fc2"), width, width),
-                    )
-                })
-                .collect(),
-            heads: [
-                Linear::new("heads.a", width, classes),
-                Linear::new("heads.b", width, classes),
-            ],
-            dropout,
-        }
+/// Stem `64 -> width`, residual blocks `blocks.<i>.fc1/fc2` (`width -> width`) with dropout
+/// `blocks.<i>`, heads `heads.a`/`heads.b` (Xavier init) summed into the logits.
+fn network(width: usize, blocks: usize, dropout: f64, classes: usize) -> GraphBuilder {
+    let mut g = GraphBuilder::default();
+    let stem = g.linear("stem", GraphBuilder::INPUT, width);
+    let mut h = g.act_as("relu", &stem, "h0");
+    for i in 0..blocks {
+        let r = g.linear(&format!("blocks.{i}.fc1"), &h, width);
+        let r = g.act("relu", &r);
+        let r = g.dropout(&format!("blocks.{i}"), &r, dropout);
+        let r = g.linear(&format!("blocks.{i}.fc2"), &r, width);
+        let sum = g.add(&h, &r);
+        h = g.act_as("relu", &sum, &format!("h{}", i + 1));
     }
-}
-
-impl Network for ResidualTwoHeads {
-    fn params(&self) -> Vec<ParamSpec> {
-        let mut p = self.stem.params(false).to_vec();
-        for (a, b) in &self.blocks {
-            p.extend(a.params(false));
-            p.extend(b.params(false));
-        }
-        p.extend(self.heads[0].params(true));
-        p.extend(self.heads[1].params(true));
-        p
-    }
-
-    fn forward(
-        &self,
-        p: &Params,
-        x: burn::tensor::Tensor<2>,
-        ctx: &Ctx,
-    ) -> burn::tensor::Tensor<2> {
-        let relu = |t| activate(Activation::Relu, t, ctx);
-        let mut h = relu(self.stem.forward(p, x, ctx));
-        for (i, (fc1, fc2)) in self.blocks.iter().enumerate() {
-            let r = relu(fc1.forward(p, h.clone(), ctx));
-            let r = dropout(&format!("blocks.{i}"), self.dropout, r, ctx);
-            h = relu(add(h, fc2.forward(p, r, ctx), ctx));
-        }
-        let a = self.heads[0].forward(p, h.clone(), ctx);
-        add(a, self.heads[1].forward(p, h, ctx), ctx)
-    }
+    let a = g.linear_init("heads.a", &h, classes, Some("xavier_uniform"));
+    let b = g.linear_init("heads.b", &h, classes, Some("xavier_uniform"));
+    g.add(&a, &b);
+    g
 }
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let (mut backend, mut threads, mut max_steps) = (BackendKind::Ndarray, 0usize, None);
     let (mut out, mut resume_dir, mut verify_dir, mut batch) = (None, None, None, None);
+    let mut print_config = false;
     while let Some(a) = args.next() {
         let mut value = || {
             args.next()
@@ -129,14 +93,17 @@ fn main() -> anyhow::Result<()> {
             "--resume" => resume_dir = Some(PathBuf::from(value()?)),
             "--verify" => verify_dir = Some(PathBuf::from(value()?)),
             "--batch-size" => batch = Some(value()?.parse()?),
+            "--print-config" => print_config = true,
             other => anyhow::bail!("unknown flag {other:?} (see the example's doc comment)"),
         }
     }
     lockstep_train::backend::configure_threads(threads)?;
-    let cfg = parse_config(CONFIG, std::path::Path::new("<custom_model.rs CONFIG>"))?;
-    let net = ResidualTwoHeads::new(64, cfg.model.hidden[0], 10, cfg.model.dropout);
-    let model = Model::from_network(Arc::new(net), KernelSet::Lockstep, [1, 8, 8], 10)
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let text = format!("{CONFIG}{}", network(64, 2, 0.1, 10).toml());
+    if print_config {
+        print!("{text}");
+        return Ok(());
+    }
+    let cfg = parse_config(&text, std::path::Path::new("<custom_model.rs CONFIG>"))?;
     if let Some(run) = verify_dir {
         let opts = VerifyOptions {
             backend: Some(backend),
@@ -144,7 +111,7 @@ fn main() -> anyhow::Result<()> {
             data: None,
             allow_data_change: false,
             checkpoint: None,
-            model: Some(model),
+            model: None,
         };
         let report = verify(&run, &opts)?;
         print!("{}", format_report(&report));
@@ -167,13 +134,13 @@ fn main() -> anyhow::Result<()> {
             rustc: env!("LOCKSTEP_RUSTC_VERSION").to_string(),
         },
         reuse: false,
-        model: Some(model),
+        model: None,
     };
     let summary = match resume_dir {
         Some(run) => resume(&run, &opts)?,
         None => {
             let out = out.unwrap_or_else(|| PathBuf::from("runs/custom_residual_mlp"));
-            train(&cfg, CONFIG, &out, &opts)?
+            train(&cfg, &text, &out, &opts)?
         }
     };
     println!(

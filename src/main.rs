@@ -184,6 +184,10 @@ const SHIPPED_CONFIGS: &[(&str, &str)] = &[
     ("digits_mlp", include_str!("../configs/digits_mlp.toml")),
     ("fashion_mlp", include_str!("../configs/fashion_mlp.toml")),
     ("fashion_cnn", include_str!("../configs/fashion_cnn.toml")),
+    (
+        "digits_residual",
+        include_str!("../configs/digits_residual.toml"),
+    ),
 ];
 
 fn parse_backend(s: &str) -> Result<BackendKind> {

@@ -126,7 +126,7 @@ fn csv_run(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<f32>) {
 }
 
 /// A `.npy` file (format 1.0, C order) written here, independently of lockstep's reader.
-fn npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
+pub fn npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let tuple = if dims.len() == 1 {
         format!("({},)", dims[0])

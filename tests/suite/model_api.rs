@@ -74,16 +74,37 @@ fn the_custom_model_example_is_bitwise_across_backends_threads_and_resume() {
         let out = run_example(&["--verify", &p("a"), "--backend", b, "--batch-size", bs]);
         assert!(out.contains("PASS"), "{out}");
     }
-    // The binary reads the run directory but cannot rebuild a Rust-defined network: inspect and
-    // runs work, verify refuses with a message pointing at the program.
-    lockstep(&["inspect", &format!("{}/final.safetensors", p("a"))], true);
-    let o = lockstep(&["verify", &p("a")], false);
+    // The network is in the config, so the binary rebuilds it from the run directory: verify
+    // (two backends, batch 1), resume of a stopped run, predict, inspect — and the hand-written
+    // configs/digits_residual.toml is the same job, byte for byte.
+    for (b, bs) in [("ndarray", "1"), (other, "64")] {
+        let o = lockstep(
+            &["verify", &p("a"), "--backend", b, "--batch-size", bs],
+            true,
+        );
+        assert!(String::from_utf8_lossy(&o.stdout).contains("PASS"));
+    }
+    run_example(&["--max-steps", "70", "--out", &p("d")]);
+    lockstep(&["resume", &p("d")], true);
     assert!(
-        stderr(&o).contains("model.kind = \"custom\""),
-        "{}",
-        stderr(&o)
+        bytes(&dir.path().join("d")) == bytes(&dir.path().join("a")),
+        "binary resume"
     );
-    assert!(!stderr(&o).contains("panicked"));
+    crate::harness::train(
+        &crate::harness::config("digits_residual.toml"),
+        &dir.path().join("f"),
+        &[],
+    );
+    assert!(
+        bytes(&dir.path().join("f")) == bytes(&dir.path().join("a")),
+        "config file vs builder"
+    );
+    lockstep(&["inspect", &format!("{}/final.safetensors", p("a"))], true);
+    let x = dir.path().join("x.npy");
+    let pixels: Vec<u8> = (0..3 * 64).map(|i| (i % 17) as u8).collect();
+    crate::artifacts::npy(&x, "|u1", &[3, 64], &pixels);
+    let o = lockstep(&["predict", &p("a"), x.to_str().unwrap()], true);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 3);
 }
 
 /// A network whose declaration or forward is wrong in one way.
@@ -146,26 +167,133 @@ fn malformed_networks_are_refused_naming_the_parameter_or_shape() {
         )
         .unwrap();
         let out = dir.path().join(kind);
-        let opts = lockstep_train::RunOptions {
-            backend: lockstep_core::config::BackendKind::Ndarray,
-            device: None,
-            threads: 0,
-            stop_at: None,
-            progress: false,
-            build: lockstep_train::BuildInfo {
-                git_sha: None,
-                git_dirty: None,
-                cargo_lock_sha256: String::new(),
-                rustc: String::new(),
-            },
-            reuse: false,
-            model: Some(model),
-        };
+        let opts = options(Some(model));
         let e = lockstep_train::train(&cfg, &text, &out, &opts)
             .unwrap_err()
             .to_string();
         assert!(e.contains(needle), "{kind}: {e}");
         assert!(!out.exists(), "{kind}: nothing may be written");
+    }
+    // A network that exists only as Rust code trains through the library; the binary cannot
+    // rebuild it and says which program can.
+    let model = Model::from_network(
+        Arc::new(Faulty { kind: "fine" }),
+        KernelSet::Lockstep,
+        [1, 8, 8],
+        10,
+    )
+    .unwrap();
+    let cfg_short = parse_config(
+        &text.replace("epochs = 2", "epochs = 2\nmax_steps = 5"),
+        Path::new("custom.toml"),
+    )
+    .unwrap();
+    for (cmd, stop_at) in [("verify", None), ("resume", Some(3))] {
+        let out = dir.path().join(cmd);
+        let mut opts = options(Some(model.clone()));
+        opts.stop_at = stop_at;
+        lockstep_train::train(&cfg_short, &text, &out, &opts).unwrap();
+        let o = lockstep(&[cmd, out.to_str().unwrap()], false);
+        assert!(
+            stderr(&o).contains("model.kind = \"custom\""),
+            "{cmd}: {}",
+            stderr(&o)
+        );
+        assert!(!stderr(&o).contains("panicked"));
+    }
+}
+
+fn options(model: Option<Model>) -> lockstep_train::RunOptions {
+    lockstep_train::RunOptions {
+        backend: lockstep_core::config::BackendKind::Ndarray,
+        device: None,
+        threads: 0,
+        stop_at: None,
+        progress: false,
+        build: lockstep_train::BuildInfo {
+            git_sha: None,
+            git_dirty: None,
+            cargo_lock_sha256: String::new(),
+            rustc: String::new(),
+        },
+        reuse: false,
+        model,
+    }
+}
+
+/// `[[model.layers]]` mistakes are config errors naming the layer and the fix; nothing is written.
+#[test]
+fn malformed_graph_layers_are_refused_naming_the_layer() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let base = std::fs::read_to_string(crate::harness::config("digits_residual.toml")).unwrap();
+    let cases: [(&str, String, &str); 9] = [
+        (
+            "unknown op",
+            base.replacen(
+                "op = \"relu\"\nid = \"h0\"",
+                "op = \"softplus\"\nid = \"h0\"",
+                1,
+            ),
+            "model.layers[1]",
+        ),
+        (
+            "forward reference",
+            base.replace(
+                "from = [\"h0\", \"blocks.0.fc2\"]",
+                "from = [\"h0\", \"h2\"]",
+            ),
+            "\"h2\", which is not an earlier layer",
+        ),
+        (
+            "add of one input",
+            base.replace("from = [\"h0\", \"blocks.0.fc2\"]", "from = [\"h0\"]"),
+            "takes 2 input(s)",
+        ),
+        (
+            "width mismatch",
+            base.replacen(
+                "name = \"blocks.0.fc2\"\nout = 64",
+                "name = \"blocks.0.fc2\"\nout = 32",
+                1,
+            ),
+            "adds widths 64 and 32",
+        ),
+        (
+            "wrong logits width",
+            base.replace("out = 10", "out = 9"),
+            "data.classes = 10",
+        ),
+        (
+            "unused layer",
+            base.replace(
+                "from = [\"heads.a\", \"heads.b\"]",
+                "from = [\"heads.a\", \"heads.a\"]",
+            ),
+            "never used",
+        ),
+        (
+            "hidden on a graph",
+            base.replace("\nkind = \"graph\"", "\nkind = \"graph\"\nhidden = [8]"),
+            "model.hidden",
+        ),
+        (
+            "layers on an mlp",
+            base.replace("\nkind = \"graph\"", "\nkind = \"mlp\""),
+            "model.layers",
+        ),
+        (
+            "shared name, other shape",
+            base.replace("name = \"heads.b\"", "name = \"stem\"\nid = \"heads.b\""),
+            "shares its parameters",
+        ),
+    ];
+    for (what, text, needle) in cases {
+        let cfg = write_config(dir.path(), "bad.toml", &text);
+        let out = dir.path().join("out");
+        let o = crate::harness::train_fails(&cfg, &out, &[]);
+        assert!(stderr(&o).contains(needle), "{what}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{what}");
+        assert!(!out.exists(), "{what}: nothing may be written");
     }
 }
 
@@ -199,5 +327,60 @@ fn cnn_with_three_conv_blocks_is_bitwise_and_too_many_blocks_are_refused() {
         stderr(&o).contains("model.channels") && stderr(&o).contains("16x16"),
         "{}",
         stderr(&o)
+    );
+}
+
+/// Shared weights: two linear layers with one name use one parameter (declared once, its
+/// gradient the sum of both uses) and the run keeps its bits across backends.
+#[test]
+fn a_graph_with_shared_weights_is_bitwise_across_backends() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let layers = r#"
+[[model.layers]]
+op = "linear"
+name = "in"
+out = 32
+[[model.layers]]
+op = "gelu"
+[[model.layers]]
+op = "linear"
+name = "tied"
+out = 32
+[[model.layers]]
+op = "tanh"
+[[model.layers]]
+op = "linear"
+name = "tied"
+id = "tied.again"
+out = 32
+[[model.layers]]
+op = "relu"
+[[model.layers]]
+op = "linear"
+name = "out"
+out = 10
+"#;
+    let text = short_digits("max_steps = 30")
+        .replace(
+            "kind = \"mlp\"                 #",
+            "kind = \"graph\"               #",
+        )
+        .replace("hidden = [128, 64]", "")
+        .replace("activation = \"relu\"", "")
+        .replace("dropout = 0.1 ", "");
+    let cfg = write_config(dir.path(), "tied.toml", &format!("{text}{layers}"));
+    let (a, b) = (dir.path().join("nd"), dir.path().join("fx"));
+    crate::harness::train(&cfg, &a, &["--backend", "ndarray"]);
+    crate::harness::train(&cfg, &b, &["--backend", "flex"]);
+    assert!(bytes(&a) == bytes(&b));
+    let f = lockstep_core::TensorFile::read(&a.join("final.safetensors")).unwrap();
+    let weights: Vec<&String> = f
+        .tensors
+        .keys()
+        .filter(|k| k.starts_with("model.") && k.ends_with(".weight"))
+        .collect();
+    assert_eq!(
+        weights,
+        ["model.in.weight", "model.out.weight", "model.tied.weight"]
     );
 }

@@ -45,6 +45,19 @@ struct RawModel {
     dropout: Option<f64>,
     init: Option<String>,
     pool: Option<String>,
+    layers: Option<Vec<RawLayer>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLayer {
+    op: String,
+    id: Option<String>,
+    from: Option<Vec<String>>,
+    name: Option<String>,
+    out: Option<i64>,
+    init: Option<String>,
+    p: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,6 +154,61 @@ pub enum ModelKind {
     /// A network defined in Rust by the program that trains it (`lockstep_train::nn::Network`);
     /// the `[model]` widths, activation, dropout and init are that program's to interpret.
     Custom,
+    /// A network written down in the config as `[[model.layers]]` ([`GraphLayer`]): any
+    /// composition of linear layers, activations, dropout and residual adds, so the binary can
+    /// train, resume, verify and predict it without the program that built it.
+    Graph,
+}
+
+/// One layer of a `model.kind = "graph"` network, validated: `from` names earlier layers' `id`s
+/// (`"x"` is the flattened input batch); the last layer's output is the logits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GraphLayer {
+    pub id: String,
+    pub from: Vec<String>,
+    pub op: LayerOp,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerOp {
+    /// `y = x @ W + b` with parameters `<name>.weight` `[d_in, out]`, `<name>.bias` `[out]`.
+    /// Two linear layers with one `name` share their parameters.
+    Linear {
+        name: String,
+        out: usize,
+        init: Init,
+    },
+    Activation(Activation),
+    /// Inverted dropout, masks from stream `dropout/<name>/step-<s>`.
+    Dropout {
+        name: String,
+        p: f64,
+    },
+    /// Element-wise `from[0] + from[1]` (a residual connection, or summed heads).
+    Add,
+}
+
+/// The name of the graph input in `GraphLayer::from`.
+pub const GRAPH_INPUT: &str = "x";
+
+/// Width of every layer's output (`input_dim` for `"x"`), in layer order.
+pub fn graph_widths(layers: &[GraphLayer], input_dim: usize) -> Vec<usize> {
+    let mut widths: Vec<usize> = Vec::with_capacity(layers.len());
+    let width_of = |widths: &[usize], id: &str| -> usize {
+        layers
+            .iter()
+            .position(|l| l.id == id)
+            .map_or(input_dim, |i| widths[i])
+    };
+    for l in layers {
+        let w = match &l.op {
+            LayerOp::Linear { out, .. } => *out,
+            _ => width_of(&widths, &l.from[0]),
+        };
+        widths.push(w);
+    }
+    widths
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,6 +258,9 @@ pub struct ModelConfig {
     /// CNN only: `max` (default) or `avg` pooling.
     #[serde(default, skip_serializing_if = "PoolKind::is_max")]
     pub pool: PoolKind,
+    /// Graph only: the layers (empty, and absent from the identity, for the other kinds).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<GraphLayer>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -554,12 +625,13 @@ impl Validator {
             "mlp" => ModelKind::Mlp,
             "cnn" => ModelKind::Cnn,
             "custom" => ModelKind::Custom,
+            "graph" => ModelKind::Graph,
             other => {
                 return Err(self.err(
                     "model.kind",
                     format!("{other:?}"),
                     "unknown model",
-                    "use \"mlp\" or \"cnn\" (or \"custom\" for a Rust-defined network)",
+                    "use \"mlp\", \"cnn\" or \"graph\" (layers in the config), or \"custom\" for a network defined in Rust",
                 ));
             }
         };
@@ -579,9 +651,25 @@ impl Validator {
                 })
                 .collect()
         };
+        if kind == ModelKind::Graph {
+            for (key, set) in [
+                ("model.hidden", m.hidden.is_some()),
+                ("model.activation", m.activation.is_some()),
+                ("model.dropout", m.dropout.is_some()),
+            ] {
+                if set {
+                    return Err(self.err(
+                        key,
+                        "(set)",
+                        "a graph model's layers carry their own widths, activations and dropout",
+                        "remove the key and write it as a [[model.layers]] entry",
+                    ));
+                }
+            }
+        }
         let hidden = widths("model.hidden", m.hidden.unwrap_or_default())?;
         let channels = match (kind, m.channels) {
-            (ModelKind::Mlp | ModelKind::Custom, Some(_)) => {
+            (ModelKind::Mlp | ModelKind::Custom | ModelKind::Graph, Some(_)) => {
                 return Err(self.err(
                     "model.channels",
                     "(set)",
@@ -589,7 +677,7 @@ impl Validator {
                     "remove model.channels or set kind = \"cnn\"",
                 ));
             }
-            (ModelKind::Mlp | ModelKind::Custom, None) => vec![],
+            (ModelKind::Mlp | ModelKind::Custom | ModelKind::Graph, None) => vec![],
             (ModelKind::Cnn, c) => {
                 let c = widths("model.channels", c.unwrap_or_else(|| vec![8, 16]))?;
                 if c.is_empty() || c.len() > 8 {
@@ -604,7 +692,7 @@ impl Validator {
             }
         };
         let kernel_size = match (kind, m.kernel_size) {
-            (ModelKind::Mlp | ModelKind::Custom, Some(_)) => {
+            (ModelKind::Mlp | ModelKind::Custom | ModelKind::Graph, Some(_)) => {
                 return Err(self.err(
                     "model.kernel_size",
                     "(set)",
@@ -612,7 +700,7 @@ impl Validator {
                     "remove model.kernel_size or set kind = \"cnn\"",
                 ));
             }
-            (ModelKind::Mlp | ModelKind::Custom, None) => 0,
+            (ModelKind::Mlp | ModelKind::Custom | ModelKind::Graph, None) => 0,
             (ModelKind::Cnn, k) => {
                 let k = k.unwrap_or(3);
                 if k <= 0 || k % 2 == 0 || k > 15 {
@@ -675,7 +763,7 @@ impl Validator {
             }
         };
         let pool = match (kind, m.pool.as_deref()) {
-            (ModelKind::Mlp | ModelKind::Custom, Some(_)) => {
+            (ModelKind::Mlp | ModelKind::Custom | ModelKind::Graph, Some(_)) => {
                 return Err(self.err(
                     "model.pool",
                     "(set)",
@@ -694,6 +782,26 @@ impl Validator {
                 ));
             }
         };
+        let layers = match (kind, m.layers) {
+            (ModelKind::Graph, Some(raw)) => self.layers(raw, init, data)?,
+            (ModelKind::Graph, None) => {
+                return Err(self.err(
+                    "model.layers",
+                    "(missing)",
+                    "a graph model is its list of layers",
+                    "add [[model.layers]] tables (see configs/digits_graph.toml)",
+                ));
+            }
+            (_, Some(_)) => {
+                return Err(self.err(
+                    "model.layers",
+                    "(set)",
+                    "only the graph model takes layers",
+                    "remove [[model.layers]] or set kind = \"graph\"",
+                ));
+            }
+            (_, None) => vec![],
+        };
         Ok(ModelConfig {
             kind,
             hidden,
@@ -703,7 +811,253 @@ impl Validator {
             dropout,
             init,
             pool,
+            layers,
         })
+    }
+
+    /// Validate `[[model.layers]]`: ops, ids, references, widths, and that every layer but the
+    /// last is used and the last gives `data.classes` logits.
+    fn layers(
+        &self,
+        raw: Vec<RawLayer>,
+        default_init: Init,
+        data: &DataConfig,
+    ) -> Result<Vec<GraphLayer>, CoreError> {
+        if raw.is_empty() || raw.len() > 4096 {
+            return Err(self.err(
+                "model.layers",
+                format!("{} layers", raw.len()),
+                "a graph needs 1 to 4096 layers",
+                "add [[model.layers]] tables ending in a linear layer with out = data.classes",
+            ));
+        }
+        let path_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 200
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        };
+        let mut layers: Vec<GraphLayer> = Vec::with_capacity(raw.len());
+        for (i, r) in raw.into_iter().enumerate() {
+            let key = format!("model.layers[{i}]");
+            let e =
+                |reason: &str, fix: &str| self.err(&key, format!("op = {:?}", r.op), reason, fix);
+            let unused = |field: &str, set: bool| -> Result<(), CoreError> {
+                if set {
+                    return Err(e(
+                        &format!("a {:?} layer takes no `{field}`", r.op),
+                        &format!("remove `{field}` from this layer"),
+                    ));
+                }
+                Ok(())
+            };
+            let name = |what: &str| -> Result<String, CoreError> {
+                match &r.name {
+                    Some(n) if path_ok(n) => Ok(n.clone()),
+                    Some(n) => Err(e(
+                        &format!("name {n:?} must be 1-200 ASCII letters, digits, '.', '_' or '-'"),
+                        "use a path such as name = \"blocks.0.fc1\"",
+                    )),
+                    None => Err(e(
+                        &format!(
+                            "a {what} layer needs a `name` ({})",
+                            if what == "linear" {
+                                "its parameters are <name>.weight and <name>.bias"
+                            } else {
+                                "its masks come from the stream dropout/<name>/step-<s>"
+                            }
+                        ),
+                        "add e.g. name = \"blocks.0.fc1\"",
+                    )),
+                }
+            };
+            let op = match r.op.as_str() {
+                "linear" => {
+                    unused("p", r.p.is_some())?;
+                    let out = match r.out {
+                        Some(o) if (1..=1 << 16).contains(&o) => o as usize,
+                        Some(o) => {
+                            return Err(e(
+                                &format!("out = {o}: must be in 1..=65536"),
+                                "use e.g. out = 64",
+                            ));
+                        }
+                        None => {
+                            return Err(e(
+                                "a linear layer needs `out` (its width)",
+                                "add e.g. out = 64",
+                            ));
+                        }
+                    };
+                    let init = match r.init.as_deref() {
+                        None => default_init,
+                        Some("kaiming_uniform") => Init::KaimingUniform,
+                        Some("xavier_uniform") => Init::XavierUniform,
+                        Some(other) => {
+                            return Err(e(
+                                &format!("unknown init {other:?}"),
+                                "use \"kaiming_uniform\" or \"xavier_uniform\"",
+                            ));
+                        }
+                    };
+                    LayerOp::Linear {
+                        name: name("linear")?,
+                        out,
+                        init,
+                    }
+                }
+                "dropout" => {
+                    unused("out", r.out.is_some())?;
+                    unused("init", r.init.is_some())?;
+                    let p = r.p.unwrap_or(f64::NAN);
+                    if !p.is_finite() || !(0.0..1.0).contains(&p) {
+                        return Err(e("a dropout layer needs `p` in [0, 1)", "add e.g. p = 0.1"));
+                    }
+                    LayerOp::Dropout {
+                        name: name("dropout")?,
+                        p,
+                    }
+                }
+                "add" | "relu" | "tanh" | "sigmoid" | "gelu" => {
+                    unused("name", r.name.is_some())?;
+                    unused("out", r.out.is_some())?;
+                    unused("init", r.init.is_some())?;
+                    unused("p", r.p.is_some())?;
+                    match r.op.as_str() {
+                        "add" => LayerOp::Add,
+                        "relu" => LayerOp::Activation(Activation::Relu),
+                        "tanh" => LayerOp::Activation(Activation::Tanh),
+                        "sigmoid" => LayerOp::Activation(Activation::Sigmoid),
+                        _ => LayerOp::Activation(Activation::Gelu),
+                    }
+                }
+                _ => {
+                    return Err(e(
+                        "unknown op",
+                        "use linear, relu, tanh, sigmoid, gelu, dropout or add",
+                    ));
+                }
+            };
+            let id = match (&r.id, &op) {
+                (Some(id), _) => id.clone(),
+                (None, LayerOp::Linear { name, .. } | LayerOp::Dropout { name, .. }) => {
+                    name.clone()
+                }
+                (None, _) => format!("layers.{i}"),
+            };
+            if !path_ok(&id) || id == GRAPH_INPUT || layers.iter().any(|l| l.id == id) {
+                return Err(e(
+                    &format!(
+                        "id {id:?} must be unique, not {GRAPH_INPUT:?}, and 1-200 ASCII letters, digits, '.', '_' or '-'"
+                    ),
+                    "give the layer its own `id` (linear and dropout layers default to their name, so a linear layer sharing another's parameters needs one)",
+                ));
+            }
+            let from = r.from.clone().unwrap_or_else(|| {
+                vec![
+                    layers
+                        .last()
+                        .map_or(GRAPH_INPUT.to_string(), |l| l.id.clone()),
+                ]
+            });
+            let arity = if op == LayerOp::Add { 2 } else { 1 };
+            if from.len() != arity {
+                return Err(e(
+                    &format!("takes {arity} input(s), `from` names {}", from.len()),
+                    if arity == 2 {
+                        "name both summands, e.g. from = [\"h0\", \"blocks.0.fc2\"]"
+                    } else {
+                        "name one earlier layer's id (or \"x\"), or leave `from` out for the previous layer"
+                    },
+                ));
+            }
+            for f in &from {
+                if f != GRAPH_INPUT && !layers.iter().any(|l| &l.id == f) {
+                    return Err(e(
+                        &format!("`from` names {f:?}, which is not an earlier layer's id"),
+                        "refer to a layer above this one, or to \"x\" (the input)",
+                    ));
+                }
+            }
+            layers.push(GraphLayer { id, from, op });
+        }
+        let input_dim: usize = data.image_shape.iter().product();
+        let widths = graph_widths(&layers, input_dim);
+        let width = |id: &str| {
+            layers
+                .iter()
+                .position(|l| l.id == id)
+                .map_or(input_dim, |i| widths[i])
+        };
+        let mut linears: Vec<(&str, usize, usize, Init, usize)> = Vec::new();
+        let mut dropouts: Vec<&str> = Vec::new();
+        for (i, l) in layers.iter().enumerate() {
+            let key = format!("model.layers[{i}]");
+            match &l.op {
+                LayerOp::Add => {
+                    let (a, b) = (width(&l.from[0]), width(&l.from[1]));
+                    if a != b {
+                        return Err(self.err(
+                            &key,
+                            format!("from = {:?}", l.from),
+                            &format!("adds widths {a} and {b}: the summands must have one width"),
+                            "add layers of equal width (insert a linear layer to project one)",
+                        ));
+                    }
+                }
+                LayerOp::Linear { name, out, init } => {
+                    let d_in = width(&l.from[0]);
+                    match linears.iter().find(|x| x.0 == name) {
+                        Some(&(_, di, o, it, j)) if (di, o, it) != (d_in, *out, *init) => {
+                            return Err(self.err(
+                                &key,
+                                format!("name = {name:?}"),
+                                &format!(
+                                    "shares its parameters with model.layers[{j}] ({di} -> {o}, {it:?}) but is {d_in} -> {out} ({init:?})"
+                                ),
+                                "give the layer its own name, or make the shapes and init match",
+                            ));
+                        }
+                        Some(_) => {}
+                        None => linears.push((name, d_in, *out, *init, i)),
+                    }
+                }
+                LayerOp::Dropout { name, .. } => {
+                    if dropouts.contains(&name.as_str()) {
+                        return Err(self.err(
+                            &key,
+                            format!("name = {name:?}"),
+                            "two dropout layers with one name would draw the same masks",
+                            "give each dropout layer its own name",
+                        ));
+                    }
+                    dropouts.push(name);
+                }
+                LayerOp::Activation(_) => {}
+            }
+            let used = layers[i + 1..].iter().any(|m| m.from.contains(&l.id));
+            if i + 1 < layers.len() && !used {
+                return Err(self.err(
+                    &key,
+                    format!("id = {:?}", l.id),
+                    "its output is never used (only the last layer's output is the network's)",
+                    "feed it into a later layer with `from`, or remove it",
+                ));
+            }
+        }
+        let last = widths[widths.len() - 1];
+        if last != data.classes {
+            return Err(self.err(
+                &format!("model.layers[{}]", layers.len() - 1),
+                format!("width {last}"),
+                &format!(
+                    "the last layer gives the logits and must have data.classes = {} outputs",
+                    data.classes
+                ),
+                &format!("end with a linear layer with out = {}", data.classes),
+            ));
+        }
+        Ok(layers)
     }
 
     fn optimizer(&self, o: RawOptimizer) -> Result<OptimizerConfig, CoreError> {

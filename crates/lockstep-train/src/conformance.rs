@@ -303,13 +303,14 @@ pub fn cases() -> Vec<Case> {
         out.push(case("log_softmax", "lockstep", shape.clone(), move |d| {
             host(det::log_softmax(t(&x1, [m, c], d)))
         }));
-        for (kernels, ks) in [("burn", KernelSet::Burn), ("lockstep", KernelSet::Lockstep)] {
+        for set in crate::opset::SETS {
+            let kernels = set.name();
             let (x1, t1) = (x.clone(), tg.clone());
             out.push(case("cross_entropy", kernels, shape.clone(), move |d| {
-                host(cross_entropy(ks, t(&x1, [m, c], d), t(&t1, [m, c], d)))
+                host(set.cross_entropy(t(&x1, [m, c], d), t(&t1, [m, c], d)))
             }));
             let (x1, t1) = (x.clone(), tg.clone());
-            let op = if ks == KernelSet::Burn {
+            let op = if kernels == "burn" {
                 "cross_entropy_grad_burn"
             } else {
                 "cross_entropy_grad"
@@ -317,7 +318,8 @@ pub fn cases() -> Vec<Case> {
             out.push(case(op, kernels, shape.clone(), move |d| {
                 let ad = d.clone().autodiff();
                 let xt = t(&x1, [m, c], &ad).require_grad();
-                let gs = cross_entropy(ks, xt.clone(), t(&t1, [m, c], &ad))
+                let gs = set
+                    .cross_entropy(xt.clone(), t(&t1, [m, c], &ad))
                     .sum()
                     .backward();
                 host(xt.grad(&gs).expect("grad"))
@@ -353,7 +355,8 @@ pub fn cases() -> Vec<Case> {
         weight_decay: 0.01,
         momentum: 0.0,
     };
-    for (kernels, ks) in [("burn", KernelSet::Burn), ("lockstep", KernelSet::Lockstep)] {
+    for set in crate::opset::SETS {
+        let kernels = set.name();
         let (w1, g1, m1, v1, c1) = (w.clone(), g.clone(), mo.clone(), v.clone(), cfg.clone());
         out.push(case(
             "adam_update",
@@ -361,9 +364,8 @@ pub fn cases() -> Vec<Case> {
             "10000 (AdamW, step 7)".into(),
             move |d| {
                 let mut slots = vec![t(&m1, [10_000], d), t(&v1, [10_000], d)];
-                host(crate::optim::update(
+                host(set.optimizer_step(
                     &c1,
-                    ks,
                     1e-3,
                     7,
                     t(&w1, [10_000], d),
@@ -379,7 +381,8 @@ pub fn cases() -> Vec<Case> {
         weight_decay: 0.0,
         ..cfg
     };
-    for (kernels, ks) in [("burn", KernelSet::Burn), ("lockstep", KernelSet::Lockstep)] {
+    for set in crate::opset::SETS {
+        let kernels = set.name();
         let (w1, g1, m1, c1) = (w.clone(), g.clone(), mo.clone(), sgd.clone());
         out.push(case(
             "sgd_update",
@@ -387,9 +390,8 @@ pub fn cases() -> Vec<Case> {
             "10000 (momentum 0.9)".into(),
             move |d| {
                 let mut slots = vec![t(&m1, [10_000], d)];
-                host(crate::optim::update(
+                host(set.optimizer_step(
                     &c1,
-                    ks,
                     1e-2,
                     3,
                     t(&w1, [10_000], d),

@@ -38,7 +38,7 @@ impl std::fmt::Debug for Model {
 }
 
 impl Model {
-    /// The shipped model a config describes (`model.kind = "mlp" | "cnn"`).
+    /// The model a config describes (`model.kind = "mlp" | "cnn" | "graph"`).
     pub fn new(
         cfg: &ModelConfig,
         kernels: KernelSet,
@@ -47,6 +47,10 @@ impl Model {
     ) -> Self {
         let net: Arc<dyn Network> = match cfg.kind {
             ModelKind::Cnn => Arc::new(Cnn::new(cfg, image_shape, classes)),
+            ModelKind::Graph => Arc::new(crate::nn::Graph::new(
+                &cfg.layers,
+                image_shape.iter().product(),
+            )),
             ModelKind::Mlp | ModelKind::Custom => Arc::new(Mlp::new(cfg, image_shape, classes)),
         };
         Self::from_network(net, kernels, image_shape, classes)

@@ -17,7 +17,7 @@
 use crate::opset::{Lockstep, OpSet, ops};
 use burn::tensor::Tensor;
 use lockstep_core::SeedStream;
-use lockstep_core::config::{Activation, KernelSet};
+use lockstep_core::config::{Activation, GraphLayer, KernelSet, LayerOp, graph_widths};
 use lockstep_kernels as det;
 use std::collections::BTreeMap;
 
@@ -285,5 +285,181 @@ pub fn dropout(name: &str, p: f64, x: Tensor<2>, ctx: &Ctx) -> Tensor<2> {
             ops(ctx.kernels).dropout(x, ctx.seed, &lockstep_core::streams::dropout(name, step), p)
         }
         None => x,
+    }
+}
+
+// ---- graphs: networks written down as data --------------------------------------------------
+
+/// A network described by `[[model.layers]]` (`model.kind = "graph"`, validated by the config
+/// parser): layers run in order, each on the outputs its `from` names. Parameters are declared in
+/// layer order (a linear layer's name declares them the first time it appears; later layers with
+/// that name share them). Because the description is part of the config, it is part of the run
+/// identity and the checkpoint, so `lockstep train/resume/verify/predict` rebuild the network
+/// from the run directory alone.
+#[derive(Clone, Debug)]
+pub struct Graph {
+    layers: Vec<GraphLayer>,
+    /// Per layer: the indices of its inputs (`None` = the graph input).
+    from: Vec<Vec<Option<usize>>>,
+    /// Per layer: its input width (what a linear layer's weight has as rows).
+    d_in: Vec<usize>,
+}
+
+impl Graph {
+    /// The network of validated `layers` over inputs of width `input_dim`.
+    pub fn new(layers: &[GraphLayer], input_dim: usize) -> Self {
+        let widths = graph_widths(layers, input_dim);
+        let index = |id: &str| layers.iter().position(|l| l.id == id);
+        let from: Vec<Vec<Option<usize>>> = layers
+            .iter()
+            .map(|l| l.from.iter().map(|f| index(f)).collect())
+            .collect();
+        let d_in = from
+            .iter()
+            .map(|f| f[0].map_or(input_dim, |i| widths[i]))
+            .collect();
+        Graph {
+            layers: layers.to_vec(),
+            from,
+            d_in,
+        }
+    }
+}
+
+impl Network for Graph {
+    fn params(&self) -> Vec<ParamSpec> {
+        let mut specs: Vec<ParamSpec> = Vec::new();
+        for (l, &d_in) in self.layers.iter().zip(&self.d_in) {
+            if let LayerOp::Linear { name, out, init } = &l.op
+                && !specs.iter().any(|s| s.name == format!("{name}.weight"))
+            {
+                let xavier = *init == lockstep_core::config::Init::XavierUniform;
+                specs.extend(Linear::new(name.clone(), d_in, *out).params(xavier));
+            }
+        }
+        specs
+    }
+
+    fn forward(&self, p: &Params, x: Tensor<2>, ctx: &Ctx) -> Tensor<2> {
+        let mut outs: Vec<Tensor<2>> = Vec::with_capacity(self.layers.len());
+        for ((l, from), &d_in) in self.layers.iter().zip(&self.from).zip(&self.d_in) {
+            let input = |k: usize| from[k].map_or_else(|| x.clone(), |i| outs[i].clone());
+            let y = match &l.op {
+                LayerOp::Linear { name, out, .. } => {
+                    Linear::new(name.clone(), d_in, *out).forward(p, input(0), ctx)
+                }
+                LayerOp::Activation(act) => activate(*act, input(0), ctx),
+                LayerOp::Dropout { name, p: rate } => dropout(name, *rate, input(0), ctx),
+                LayerOp::Add => add(input(0), input(1), ctx),
+            };
+            outs.push(y);
+        }
+        outs.pop().expect("a validated graph has layers")
+    }
+}
+
+/// Writes `[[model.layers]]` for a config from Rust: each call appends one layer and returns its
+/// id, to pass as a later layer's input. [`GraphBuilder::INPUT`] is the input batch.
+///
+/// ```
+/// use lockstep_train::nn::GraphBuilder;
+/// let mut g = GraphBuilder::default();
+/// let h = g.linear("stem", GraphBuilder::INPUT, 32);
+/// let h = g.act("relu", &h);
+/// g.linear("head", &h, 10);
+/// assert!(g.toml().contains("op = \"linear\""));
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct GraphBuilder {
+    toml: String,
+    n: usize,
+}
+
+impl GraphBuilder {
+    pub const INPUT: &'static str = lockstep_core::config::GRAPH_INPUT;
+
+    fn push(&mut self, fields: &[(&str, String)], id: String) -> String {
+        self.toml.push_str("\n[[model.layers]]\n");
+        for (k, v) in fields {
+            self.toml.push_str(&format!("{k} = {v}\n"));
+        }
+        self.n += 1;
+        id
+    }
+
+    /// A linear layer `name` (parameters `<name>.weight`, `<name>.bias`) of width `out`.
+    pub fn linear(&mut self, name: &str, from: &str, out: usize) -> String {
+        self.linear_init(name, from, out, None)
+    }
+
+    /// A linear layer with its own init (`"kaiming_uniform"` or `"xavier_uniform"`).
+    pub fn linear_init(
+        &mut self,
+        name: &str,
+        from: &str,
+        out: usize,
+        init: Option<&str>,
+    ) -> String {
+        let mut f = vec![
+            ("op", "\"linear\"".to_string()),
+            ("name", format!("{name:?}")),
+            ("from", format!("[{from:?}]")),
+            ("out", out.to_string()),
+        ];
+        if let Some(i) = init {
+            f.push(("init", format!("{i:?}")));
+        }
+        self.push(&f, name.to_string())
+    }
+
+    /// `relu`, `tanh`, `sigmoid` or `gelu` of `from`.
+    pub fn act(&mut self, op: &str, from: &str) -> String {
+        let id = format!("layers.{}", self.n);
+        self.push(
+            &[("op", format!("{op:?}")), ("from", format!("[{from:?}]"))],
+            id,
+        )
+    }
+
+    /// [`GraphBuilder::act`] with the id `id` (instead of `layers.<index>`).
+    pub fn act_as(&mut self, op: &str, from: &str, id: &str) -> String {
+        self.push(
+            &[
+                ("op", format!("{op:?}")),
+                ("id", format!("{id:?}")),
+                ("from", format!("[{from:?}]")),
+            ],
+            id.to_string(),
+        )
+    }
+
+    /// Inverted dropout with rate `p`, masks from stream `dropout/<name>/step-<s>`.
+    pub fn dropout(&mut self, name: &str, from: &str, p: f64) -> String {
+        self.push(
+            &[
+                ("op", "\"dropout\"".to_string()),
+                ("name", format!("{name:?}")),
+                ("from", format!("[{from:?}]")),
+                ("p", format!("{p:?}")),
+            ],
+            name.to_string(),
+        )
+    }
+
+    /// `a + b`, element-wise.
+    pub fn add(&mut self, a: &str, b: &str) -> String {
+        let id = format!("layers.{}", self.n);
+        self.push(
+            &[
+                ("op", "\"add\"".to_string()),
+                ("from", format!("[{a:?}, {b:?}]")),
+            ],
+            id,
+        )
+    }
+
+    /// The `[[model.layers]]` tables, to append to a config whose `[model]` has `kind = "graph"`.
+    pub fn toml(&self) -> &str {
+        &self.toml
     }
 }

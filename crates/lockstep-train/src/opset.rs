@@ -54,6 +54,9 @@ fn adam_scalars(cfg: &OptimizerConfig, step: u64) -> [f32; 4] {
     ]
 }
 
+/// Both sets, stock first (the conformance report's order).
+pub const SETS: [&dyn OpSet; 2] = [&Stock, &Lockstep];
+
 /// The set `kernels` names.
 pub fn ops(kernels: KernelSet) -> &'static dyn OpSet {
     match kernels {

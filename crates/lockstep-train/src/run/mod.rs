@@ -40,7 +40,7 @@ use lockstep_core::manifest::{Placement, RunIdentity, RunManifest};
 use lockstep_core::tensorfile::{TensorEntry, TensorFile};
 use lockstep_core::{SeedStream, sha256_hex, write_atomic};
 use serde::Serialize;
-use state::{Start, make_checkpoint};
+use state::Start;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -421,7 +421,7 @@ pub fn resume(dir: &Path, opts_in: &RunOptions) -> Result<RunSummary, TrainError
                     "resume the run directory the checkpoint came from",
                 ));
             }
-            Start::from_checkpoint(&model, &cfg, &ck, &path, &backend.device)?
+            ck.restore(&model, &cfg, &path, &backend.device)?
         }
     };
     truncate_metrics(&dir.join("metrics.jsonl"), start.state.step)?;

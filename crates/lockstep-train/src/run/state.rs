@@ -1,5 +1,6 @@
 //! Checkpoint capture and restore: the training state (weights, optimizer moments, position) as a
-//! `Checkpoint` and back, bit for bit.
+//! `Checkpoint` ([`Checkpoint::capture`]) and back ([`Checkpoint::restore`]), bit for bit; the
+//! file format itself is `crate::checkpoint`.
 
 use super::*;
 
@@ -42,14 +43,25 @@ impl Start {
             state,
         }
     }
+}
 
-    pub(crate) fn from_checkpoint(
+pub(crate) fn to_host(t: &Tensor<1>) -> Vec<f32> {
+    t.clone()
+        .try_into_vec_as::<f32>()
+        .expect("a float tensor reads back as f32")
+}
+
+impl Checkpoint {
+    /// The state a checkpoint holds, uploaded for `model` (every tensor checked by name and
+    /// shape; `path` names the file in errors).
+    pub(crate) fn restore(
+        &self,
         model: &Model,
         cfg: &Config,
-        ck: &Checkpoint,
         path: &Path,
         device: &Device,
-    ) -> Result<Self, TrainError> {
+    ) -> Result<Start, TrainError> {
+        let ck = self;
         let mut params = Vec::new();
         let mut slots = Vec::new();
         for s in &model.specs {
@@ -83,48 +95,43 @@ impl Start {
             state: ck.state.clone(),
         })
     }
-}
 
-pub(crate) fn to_host(t: &Tensor<1>) -> Vec<f32> {
-    t.clone()
-        .try_into_vec_as::<f32>()
-        .expect("a float tensor reads back as f32")
-}
-
-pub(crate) fn make_checkpoint(
-    model: &Model,
-    cfg: &Config,
-    identity: &RunIdentity,
-    data: &Dataset,
-    params: &[Tensor<1>],
-    slots: &[Vec<Tensor<1>>],
-    state: &TrainState,
-) -> Result<Checkpoint, TrainError> {
-    let mut tensors = BTreeMap::new();
-    for (i, s) in model.specs.iter().enumerate() {
-        let w = to_host(&params[i]);
-        if let Some(bad) = w.iter().find(|v| !v.is_finite()) {
-            return Err(TrainError::NonFinite {
-                step: state.step,
-                tensor: format!("model.{}", s.name),
-                value: *bad,
-            });
-        }
-        tensors.insert(
-            format!("model.{}", s.name),
-            TensorEntry::from_f32(s.shape.clone(), &w),
-        );
-        for (slot, t) in optim::slot_names(cfg.optimizer.kind).iter().zip(&slots[i]) {
+    /// The state after `state.step` as a checkpoint; refuses a non-finite weight (naming it).
+    pub(crate) fn capture(
+        model: &Model,
+        cfg: &Config,
+        identity: &RunIdentity,
+        data: &Dataset,
+        params: &[Tensor<1>],
+        slots: &[Vec<Tensor<1>>],
+        state: &TrainState,
+    ) -> Result<Checkpoint, TrainError> {
+        let mut tensors = BTreeMap::new();
+        for (i, s) in model.specs.iter().enumerate() {
+            let w = to_host(&params[i]);
+            if let Some(bad) = w.iter().find(|v| !v.is_finite()) {
+                return Err(TrainError::NonFinite {
+                    step: state.step,
+                    tensor: format!("model.{}", s.name),
+                    value: *bad,
+                });
+            }
             tensors.insert(
-                format!("optim.{slot}.{}", s.name),
-                TensorEntry::from_f32(s.shape.clone(), &to_host(t)),
+                format!("model.{}", s.name),
+                TensorEntry::from_f32(s.shape.clone(), &w),
             );
+            for (slot, t) in optim::slot_names(cfg.optimizer.kind).iter().zip(&slots[i]) {
+                tensors.insert(
+                    format!("optim.{slot}.{}", s.name),
+                    TensorEntry::from_f32(s.shape.clone(), &to_host(t)),
+                );
+            }
         }
+        Ok(Checkpoint {
+            identity: identity.clone(),
+            state: state.clone(),
+            tensors,
+            inference: Some(data.normalizer.inference(&cfg.data)),
+        })
     }
-    Ok(Checkpoint {
-        identity: identity.clone(),
-        state: state.clone(),
-        tensors,
-        inference: Some(data.normalizer.inference(&cfg.data)),
-    })
 }

@@ -118,7 +118,7 @@ pub(crate) fn run_loop(
         let ckpt_due =
             cfg.train.checkpoint_every > 0 && state.step % cfg.train.checkpoint_every == 0;
         if (ckpt_due || state.step == stop) && !at_end {
-            let ck = make_checkpoint(model, cfg, identity, data, &params, &slots, &state)?;
+            let ck = Checkpoint::capture(model, cfg, identity, data, &params, &slots, &state)?;
             ck.write(&checkpoint_path(dir, state.step))?;
             let secs = t0.elapsed().as_secs_f64();
             timing.line(&serde_json::json!({"step": state.step, "wall_s": secs, "steps_per_s": (state.step - start_step) as f64 / secs.max(1e-9)}))?;
@@ -142,7 +142,7 @@ pub(crate) fn run_loop(
     for e in &evals {
         metrics.line(&eval_line(state.step, e))?;
     }
-    let ck = make_checkpoint(model, cfg, identity, data, &params, &slots, &state)?;
+    let ck = Checkpoint::capture(model, cfg, identity, data, &params, &slots, &state)?;
     let bytes = ck.to_bytes();
     let final_sha = sha256_hex(&bytes);
     std::fs::create_dir_all(dir.join("eval")).map_err(|e| {
