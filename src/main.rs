@@ -109,6 +109,28 @@ enum Command {
         #[arg(long)]
         backend: Option<String>,
     },
+    /// Generate text with a trained language model (model.kind = "gpt"): the same text on every
+    /// backend for the same run, prompt, seed, temperature and top-k.
+    Sample {
+        /// A run directory or a checkpoint.
+        run: PathBuf,
+        #[arg(long, default_value = "\n")]
+        prompt: String,
+        /// How many tokens to generate.
+        #[arg(long, default_value_t = 200)]
+        tokens: usize,
+        /// Softmax temperature; 0 = greedy (always the most likely token).
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f64,
+        /// Sample only among the K most likely tokens.
+        #[arg(long = "top-k")]
+        top_k: Option<usize>,
+        /// Names the random streams of the draws (`sample/<seed>/<i>`).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        backend: Option<String>,
+    },
     /// Write an inference checkpoint with f16 or bf16 weights (round-to-nearest-even).
     Export {
         run: PathBuf,
@@ -295,6 +317,27 @@ fn run(cli: Cli) -> Result<()> {
             },
         },
         Command::Inspect { file, json } => inspect(&file, json)?,
+        Command::Sample {
+            run,
+            prompt,
+            tokens,
+            temperature,
+            top_k,
+            seed,
+            backend,
+        } => {
+            let backend = backend.map(|b| parse_backend(&b)).transpose()?;
+            let opts = lockstep_train::sample::SampleOptions {
+                prompt,
+                tokens,
+                temperature,
+                top_k,
+                seed,
+                backend,
+            };
+            let text = lockstep_train::sample::sample(&run, &opts)?;
+            writeln!(std::io::stdout().lock(), "{text}")?;
+        }
         Command::Predict {
             run,
             input,
@@ -302,6 +345,13 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let backend = backend.map(|b| parse_backend(&b)).transpose()?;
             let p = lockstep_train::Predictor::load(&run, backend)?;
+            if p.vocab().is_some() {
+                bail!(
+                    "{}: is a language model; generate text with `lockstep sample {}`",
+                    run.display(),
+                    run.display()
+                );
+            }
             let x = lockstep_train::predict::read_inputs(&input, p.input_spec().shape)?;
             let logits = p.logits(&x);
             let mut out = std::io::stdout().lock();

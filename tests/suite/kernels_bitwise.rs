@@ -886,6 +886,7 @@ fn fused_optimizer_steps_match_the_stock_ops_on_every_backend() {
                 eps: 1e-8,
                 weight_decay: wd,
                 momentum: 0.9,
+                decay_matrices_only: false,
             };
             let label = format!("{kind:?} wd={wd}");
             for (name, d) in devices() {

@@ -32,6 +32,9 @@ struct RawData {
     test_fraction: Option<f64>,
     validation_size: Option<i64>,
     normalize: Option<String>,
+    path: Option<String>,
+    tokenizer: Option<String>,
+    eval_windows: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,6 +49,12 @@ struct RawModel {
     init: Option<String>,
     pool: Option<String>,
     layers: Option<Vec<RawLayer>>,
+    n_layer: Option<i64>,
+    n_head: Option<i64>,
+    n_embd: Option<i64>,
+    block_size: Option<i64>,
+    bias: Option<bool>,
+    tie_weights: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +78,7 @@ struct RawOptimizer {
     eps: Option<f64>,
     weight_decay: Option<f64>,
     momentum: Option<f64>,
+    decay: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -94,6 +104,7 @@ struct RawTrain {
     backend: Option<String>,
     threads: Option<i64>,
     kernels: Option<String>,
+    grad_clip: Option<f64>,
 }
 
 /// A validated training job. Every field is explicit; see `configs/` for annotated examples.
@@ -119,6 +130,46 @@ pub enum DatasetKind {
     Mnist,
     /// CSV files: one sample per row, pixel columns then the integer label.
     Csv,
+    /// A UTF-8 text for a language model (`data.path`, `data.tokenizer`).
+    Text,
+}
+
+/// How text becomes tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tokenizer {
+    /// One token per Unicode code point; the vocabulary is the text's distinct code points in
+    /// ascending order.
+    Char,
+    /// One token per byte of the UTF-8 text; the vocabulary is all 256 byte values.
+    Byte,
+}
+
+/// `dataset = "text"`: where the text is and how it is cut.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TextConfig {
+    /// A UTF-8 file, or a directory whose regular files without a '.' in their names are
+    /// concatenated in byte order of their names (e.g. the `fortunes` package's texts).
+    pub path: String,
+    pub tokenizer: Tokenizer,
+    /// The model's context: windows of `block_size + 1` tokens (copied from `model.block_size`).
+    pub block_size: usize,
+    /// Validation windows scored at every evaluation (the same ones every time).
+    pub eval_windows: usize,
+}
+
+/// `model.kind = "gpt"`: a GPT-2-style decoder (pre-LayerNorm blocks of causal self-attention
+/// and a 4x GELU MLP).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GptConfig {
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_embd: usize,
+    pub block_size: usize,
+    /// Biases in the linear layers and LayerNorms.
+    pub bias: bool,
+    /// The LM head is the token embedding (transposed), as in GPT-2 and nanoGPT.
+    pub tie_weights: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +195,9 @@ pub struct DataConfig {
     /// Samples moved from the training split into a validation split (0 = none).
     pub validation_size: usize,
     pub normalize: Normalize,
+    /// Text only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextConfig>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +208,9 @@ pub enum ModelKind {
     /// A network defined in Rust by the program that trains it (`lockstep_train::nn::Network`);
     /// the `[model]` widths, activation, dropout and init are that program's to interpret.
     Custom,
+    /// A GPT-style language model (`[model] n_layer, n_head, n_embd, block_size`) on
+    /// `dataset = "text"`.
+    Gpt,
     /// A network written down in the config as `[[model.layers]]` ([`GraphLayer`]): any
     /// composition of linear layers, activations, dropout and residual adds, so the binary can
     /// train, resume, verify and predict it without the program that built it.
@@ -261,6 +318,9 @@ pub struct ModelConfig {
     /// Graph only: the layers (empty, and absent from the identity, for the other kinds).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<GraphLayer>,
+    /// GPT only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpt: Option<GptConfig>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,6 +339,18 @@ pub struct OptimizerConfig {
     pub eps: f64,
     pub weight_decay: f64,
     pub momentum: f64,
+    /// Weight decay only on parameters with two or more dimensions (nanoGPT's grouping: not on
+    /// biases or LayerNorm gains); `false` (the default, absent from the identity) decays all.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub decay_matrices_only: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -355,6 +427,9 @@ pub struct TrainConfig {
     /// CPU threads; `--threads` overrides it. Not part of the config hash.
     pub threads: usize,
     pub kernels: KernelSet,
+    /// Clip the gradients to this global L2 norm (0: no clipping; absent from the identity then).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub grad_clip: f64,
 }
 
 impl Config {
@@ -488,11 +563,60 @@ impl Validator {
             }
             Some(s) => s as u64,
         };
-        let data = self.data(raw.data)?;
+        let mut data = self.data(raw.data)?;
+        let epochs_set = raw.train.epochs.is_some();
         let model = self.model(raw.model, &data)?;
         let optimizer = self.optimizer(raw.optimizer)?;
         let schedule = self.schedule(raw.schedule)?;
-        let train = self.train(raw.train)?;
+        let mut train = self.train(raw.train)?;
+        match (data.text.as_mut(), &model.gpt) {
+            (Some(text), Some(gpt)) => {
+                if train.kernels != KernelSet::Lockstep {
+                    return Err(self.err(
+                        "train.kernels",
+                        "\"burn\"",
+                        "the gpt model runs on lockstep's kernels only (layer norm, causal softmax and batched matmul have no stock twin here)",
+                        "remove train.kernels or set it to \"lockstep\"",
+                    ));
+                }
+                text.block_size = gpt.block_size;
+                data.image_shape = [1, 1, gpt.block_size];
+                if epochs_set {
+                    return Err(self.err(
+                        "train.epochs",
+                        train.epochs,
+                        "a language model draws random windows every step and has no epochs",
+                        "remove epochs and set train.max_steps",
+                    ));
+                }
+                if train.max_steps.is_none() {
+                    return Err(self.err(
+                        "train.max_steps",
+                        "(missing)",
+                        "a language model trains for a number of steps",
+                        "add e.g. max_steps = 2000",
+                    ));
+                }
+                train.epochs = 0;
+            }
+            (Some(_), None) => {
+                return Err(self.err(
+                    "model.kind",
+                    format!("{:?}", model.kind).to_lowercase(),
+                    "a text dataset trains a language model",
+                    "set model.kind = \"gpt\"",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(self.err(
+                    "data.dataset",
+                    format!("{:?}", data.dataset).to_lowercase(),
+                    "the gpt model is a language model and trains on text",
+                    "set dataset = \"text\" and path = \"...\"",
+                ));
+            }
+            (None, None) => {}
+        }
         Ok(Config {
             name,
             seed,
@@ -510,12 +634,13 @@ impl Validator {
             "fashion-mnist" => DatasetKind::FashionMnist,
             "mnist" => DatasetKind::Mnist,
             "csv" => DatasetKind::Csv,
+            "text" => DatasetKind::Text,
             other => {
                 return Err(self.err(
                     "data.dataset",
                     format!("{other:?}"),
                     "unknown dataset",
-                    "use one of \"digits\", \"fashion-mnist\", \"mnist\", \"csv\"",
+                    "use one of \"digits\", \"fashion-mnist\", \"mnist\", \"csv\", \"text\"",
                 ));
             }
         };
@@ -526,7 +651,10 @@ impl Validator {
             }
             DatasetKind::Mnist => ([1, 28, 28], 10, Some("/usr/share/datasets/mnist")),
             DatasetKind::Csv => ([0, 0, 0], 0, None),
+            // Filled in from the model's block size and the text's vocabulary.
+            DatasetKind::Text => ([1, 1, 1], 0, None),
         };
+        let text = self.text(dataset, &d)?;
         let image_shape = match d.image_shape {
             None if dataset == DatasetKind::Csv => {
                 return Err(self.err(
@@ -608,6 +736,7 @@ impl Validator {
         };
         let dir = d.dir.or(default_dir.map(String::from));
         Ok(DataConfig {
+            text,
             dataset,
             dir,
             train_path: d.train_path,
@@ -620,18 +749,98 @@ impl Validator {
         })
     }
 
+    /// `dataset = "text"`'s keys (refused on other datasets); `block_size` is set from the model.
+    fn text(&self, dataset: DatasetKind, d: &RawData) -> Result<Option<TextConfig>, CoreError> {
+        if dataset != DatasetKind::Text {
+            for (key, set) in [
+                ("data.path", d.path.is_some()),
+                ("data.tokenizer", d.tokenizer.is_some()),
+                ("data.eval_windows", d.eval_windows.is_some()),
+            ] {
+                if set {
+                    return Err(self.err(
+                        key,
+                        "(set)",
+                        "only text datasets take this key",
+                        "remove it, or set dataset = \"text\"",
+                    ));
+                }
+            }
+            return Ok(None);
+        }
+        for (key, set) in [
+            ("data.dir", d.dir.is_some()),
+            ("data.image_shape", d.image_shape.is_some()),
+            ("data.classes", d.classes.is_some()),
+            ("data.validation_size", d.validation_size.is_some()),
+            ("data.test_fraction", d.test_fraction.is_some()),
+            ("data.normalize", d.normalize.is_some()),
+        ] {
+            if set {
+                return Err(self.err(
+                    key,
+                    "(set)",
+                    "a text dataset is cut by position (first 90% train, last 10% validation) and its vocabulary comes from the text",
+                    "remove the key",
+                ));
+            }
+        }
+        let path = match &d.path {
+            Some(p) if !p.is_empty() => p.clone(),
+            _ => {
+                return Err(self.err(
+                    "data.path",
+                    "(missing)",
+                    "a text dataset needs its file",
+                    "add path = \"some.txt\" (UTF-8), or a directory of text files",
+                ));
+            }
+        };
+        let tokenizer = match d.tokenizer.as_deref().unwrap_or("char") {
+            "char" => Tokenizer::Char,
+            "byte" => Tokenizer::Byte,
+            other => {
+                return Err(self.err(
+                    "data.tokenizer",
+                    format!("{other:?}"),
+                    "unknown tokenizer",
+                    "use \"char\" (code points of the text) or \"byte\" (UTF-8 bytes)",
+                ));
+            }
+        };
+        let eval_windows = match d.eval_windows {
+            None => 128,
+            Some(w) if (1..=1 << 20).contains(&w) => w as usize,
+            Some(w) => {
+                return Err(self.err(
+                    "data.eval_windows",
+                    w,
+                    "must be in 1..=1048576",
+                    "use e.g. eval_windows = 128",
+                ));
+            }
+        };
+        Ok(Some(TextConfig {
+            path,
+            tokenizer,
+            block_size: 0,
+            eval_windows,
+        }))
+    }
+
     fn model(&self, m: RawModel, data: &DataConfig) -> Result<ModelConfig, CoreError> {
         let kind = match m.kind.as_str() {
             "mlp" => ModelKind::Mlp,
             "cnn" => ModelKind::Cnn,
             "custom" => ModelKind::Custom,
             "graph" => ModelKind::Graph,
+            "gpt" => ModelKind::Gpt,
             other => {
                 return Err(self.err(
                     "model.kind",
                     format!("{other:?}"),
                     "unknown model",
-                    "use \"mlp\", \"cnn\" or \"graph\" (layers in the config), or \"custom\" for a network defined in Rust",
+                    "use \"mlp\", \"cnn\", \"gpt\" or \"graph\" (layers in the config), or \"custom\" for a network defined in Rust",
                 ));
             }
         };
@@ -651,6 +860,15 @@ impl Validator {
                 })
                 .collect()
         };
+        if kind == ModelKind::Gpt && m.hidden.is_some() {
+            return Err(self.err(
+                "model.hidden",
+                "(set)",
+                "the gpt model's widths are n_embd (and 4 * n_embd in its MLP)",
+                "remove model.hidden",
+            ));
+        }
+        let gpt = self.gpt(&m, kind)?;
         if kind == ModelKind::Graph {
             for (key, set) in [
                 ("model.hidden", m.hidden.is_some()),
@@ -669,7 +887,7 @@ impl Validator {
         }
         let hidden = widths("model.hidden", m.hidden.unwrap_or_default())?;
         let channels = match (kind, m.channels) {
-            (ModelKind::Mlp | ModelKind::Custom | ModelKind::Graph, Some(_)) => {
+            (ModelKind::Mlp | ModelKind::Custom | ModelKind::Graph | ModelKind::Gpt, Some(_)) => {
                 return Err(self.err(
                     "model.channels",
                     "(set)",
@@ -677,7 +895,9 @@ impl Validator {
                     "remove model.channels or set kind = \"cnn\"",
                 ));
             }
-            (ModelKind::Mlp | ModelKind::Custom | ModelKind::Graph, None) => vec![],
+            (ModelKind::Mlp | ModelKind::Custom | ModelKind::Graph | ModelKind::Gpt, None) => {
+                vec![]
+            }
             (ModelKind::Cnn, c) => {
                 let c = widths("model.channels", c.unwrap_or_else(|| vec![8, 16]))?;
                 if c.is_empty() || c.len() > 8 {
@@ -692,7 +912,7 @@ impl Validator {
             }
         };
         let kernel_size = match (kind, m.kernel_size) {
-            (ModelKind::Mlp | ModelKind::Custom | ModelKind::Graph, Some(_)) => {
+            (ModelKind::Mlp | ModelKind::Custom | ModelKind::Graph | ModelKind::Gpt, Some(_)) => {
                 return Err(self.err(
                     "model.kernel_size",
                     "(set)",
@@ -700,7 +920,7 @@ impl Validator {
                     "remove model.kernel_size or set kind = \"cnn\"",
                 ));
             }
-            (ModelKind::Mlp | ModelKind::Custom | ModelKind::Graph, None) => 0,
+            (ModelKind::Mlp | ModelKind::Custom | ModelKind::Graph | ModelKind::Gpt, None) => 0,
             (ModelKind::Cnn, k) => {
                 let k = k.unwrap_or(3);
                 if k <= 0 || k % 2 == 0 || k > 15 {
@@ -763,7 +983,7 @@ impl Validator {
             }
         };
         let pool = match (kind, m.pool.as_deref()) {
-            (ModelKind::Mlp | ModelKind::Custom | ModelKind::Graph, Some(_)) => {
+            (ModelKind::Mlp | ModelKind::Custom | ModelKind::Graph | ModelKind::Gpt, Some(_)) => {
                 return Err(self.err(
                     "model.pool",
                     "(set)",
@@ -812,7 +1032,64 @@ impl Validator {
             init,
             pool,
             layers,
+            gpt,
         })
+    }
+
+    /// `model.kind = "gpt"`'s keys (refused on other kinds).
+    fn gpt(&self, m: &RawModel, kind: ModelKind) -> Result<Option<GptConfig>, CoreError> {
+        let keys = [
+            ("model.n_layer", m.n_layer.is_some()),
+            ("model.n_head", m.n_head.is_some()),
+            ("model.n_embd", m.n_embd.is_some()),
+            ("model.block_size", m.block_size.is_some()),
+            ("model.bias", m.bias.is_some()),
+            ("model.tie_weights", m.tie_weights.is_some()),
+        ];
+        if kind != ModelKind::Gpt {
+            if let Some((key, _)) = keys.iter().find(|k| k.1) {
+                return Err(self.err(
+                    key,
+                    "(set)",
+                    "only the gpt model takes this key",
+                    "remove it, or set model.kind = \"gpt\"",
+                ));
+            }
+            return Ok(None);
+        }
+        let need =
+            |key: &str, v: Option<i64>, max: i64, example: &str| -> Result<usize, CoreError> {
+                match v {
+                    Some(x) if (1..=max).contains(&x) => Ok(x as usize),
+                    Some(x) => Err(self.err(key, x, &format!("must be in 1..={max}"), example)),
+                    None => Err(self.err(key, "(missing)", "the gpt model needs it", example)),
+                }
+            };
+        let n_layer = need("model.n_layer", m.n_layer, 256, "add e.g. n_layer = 4")?;
+        let n_head = need("model.n_head", m.n_head, 1024, "add e.g. n_head = 4")?;
+        let n_embd = need("model.n_embd", m.n_embd, 1 << 14, "add e.g. n_embd = 128")?;
+        let block_size = need(
+            "model.block_size",
+            m.block_size,
+            1 << 14,
+            "add e.g. block_size = 64",
+        )?;
+        if n_embd % n_head != 0 {
+            return Err(self.err(
+                "model.n_embd",
+                n_embd,
+                &format!("must be divisible by model.n_head = {n_head} (each head gets n_embd / n_head dimensions)"),
+                "choose n_embd a multiple of n_head, e.g. n_embd = 128 with n_head = 4",
+            ));
+        }
+        Ok(Some(GptConfig {
+            n_layer,
+            n_head,
+            n_embd,
+            block_size,
+            bias: m.bias.unwrap_or(true),
+            tie_weights: m.tie_weights.unwrap_or(true),
+        }))
     }
 
     /// Validate `[[model.layers]]`: ops, ids, references, widths, and that every layer but the
@@ -1126,6 +1403,18 @@ impl Validator {
         }
         let momentum =
             self.finite_in("optimizer.momentum", momentum, 0.0, 0.999, "use e.g. 0.9")?;
+        let decay_matrices_only = match o.decay.as_deref() {
+            None | Some("all") => false,
+            Some("matrices") => true,
+            Some(other) => {
+                return Err(self.err(
+                    "optimizer.decay",
+                    format!("{other:?}"),
+                    "unknown weight-decay grouping",
+                    "use \"all\" (every parameter) or \"matrices\" (parameters with 2+ dimensions, as nanoGPT)",
+                ));
+            }
+        };
         Ok(OptimizerConfig {
             kind,
             lr,
@@ -1133,6 +1422,7 @@ impl Validator {
             eps,
             weight_decay,
             momentum,
+            decay_matrices_only,
         })
     }
 
@@ -1249,7 +1539,15 @@ impl Validator {
                 ));
             }
         };
+        let grad_clip = self.finite_in(
+            "train.grad_clip",
+            t.grad_clip.unwrap_or(0.0),
+            0.0,
+            1e6,
+            "use e.g. grad_clip = 1.0, or 0 for none",
+        )?;
         Ok(TrainConfig {
+            grad_clip,
             batch_size,
             epochs,
             max_steps,
@@ -1288,6 +1586,35 @@ pub fn learning_rate(
         }
     };
     lr as f32
+}
+
+/// ln(x) for finite x > 0 with only +, -, *, / and bit operations, so the result does not depend
+/// on the platform's libm: `x = m * 2^e` with `m` in `[sqrt(1/2), sqrt(2))`, then
+/// `ln m = 2 * (s + s^3/3 + ... + s^41/41)` with `s = (m - 1) / (m + 1)` (|s| < 0.172, so the
+/// terms left out are below 1e-33), plus `e * ln 2`.
+pub fn ln_fixed(x: f64) -> f64 {
+    assert!(x > 0.0 && x.is_finite(), "ln_fixed({x})");
+    let (mut m, mut e) = (x, 0i64);
+    if m < f64::MIN_POSITIVE {
+        m *= 2f64.powi(64);
+        e -= 64;
+    }
+    let bits = m.to_bits();
+    e += ((bits >> 52) & 0x7ff) as i64 - 1023;
+    m = f64::from_bits((bits & !(0x7ffu64 << 52)) | (1023u64 << 52));
+    if m > std::f64::consts::SQRT_2 {
+        m *= 0.5;
+        e += 1;
+    }
+    let s = (m - 1.0) / (m + 1.0);
+    let s2 = s * s;
+    let mut term = s;
+    let mut sum = 0.0;
+    for k in 0..21 {
+        sum += term / (2 * k + 1) as f64;
+        term *= s2;
+    }
+    2.0 * sum + e as f64 * std::f64::consts::LN_2
 }
 
 /// cos(x) for x in [0, pi] by its Taylor series (terms to x^40), using only + and * and / so the

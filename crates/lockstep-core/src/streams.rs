@@ -32,3 +32,17 @@ pub fn conformance(name: &str) -> String {
 
 /// The start-up arithmetic probe's inputs.
 pub const PROFILE_PROBE: &str = "profile/probe";
+
+/// The start offsets of the training windows of optimizer step `step` (language models).
+pub fn batch(step: u64) -> String {
+    format!("batch/step-{step}")
+}
+
+/// The start offsets of the validation windows a language model is scored on (the same at every
+/// evaluation).
+pub const EVAL_WINDOWS: &str = "eval/validation-windows";
+
+/// The draw that picks generated token `i` of `lockstep sample --seed seed`.
+pub fn sample(seed: u64, i: u64) -> String {
+    format!("sample/{seed}/{i}")
+}

@@ -354,6 +354,7 @@ pub fn cases() -> Vec<Case> {
         eps: 1e-8,
         weight_decay: 0.01,
         momentum: 0.0,
+        decay_matrices_only: false,
     };
     for set in crate::opset::SETS {
         let kernels = set.name();
@@ -682,6 +683,7 @@ fn underflow_cases() -> Vec<Case> {
             eps: 1e-8,
             weight_decay: wd,
             momentum: 0.9,
+            decay_matrices_only: false,
         };
         let (w1, g1, m1, v1) = (w.clone(), gr.clone(), mo.clone(), v.clone());
         out.push(case(

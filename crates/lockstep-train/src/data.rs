@@ -31,20 +31,26 @@ pub struct Split {
 }
 
 impl Split {
+    /// Samples (a language model's window has `dim` tokens and `dim` labels).
     pub fn len(&self) -> usize {
-        self.labels.len()
+        self.features.len() / self.dim.max(1)
     }
     pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
+        self.len() == 0
+    }
+    /// Labels per sample: 1 for classification, the window length for a language model.
+    pub fn labels_per_sample(&self) -> usize {
+        self.labels.len() / self.len().max(1)
     }
     /// The samples at `idx`, in that order.
     pub fn gather(&self, idx: &[u32]) -> (Vec<f32>, Vec<u32>) {
+        let lps = self.labels_per_sample();
         let mut x = Vec::with_capacity(idx.len() * self.dim);
-        let mut y = Vec::with_capacity(idx.len());
+        let mut y = Vec::with_capacity(idx.len() * lps);
         for &i in idx {
             let i = i as usize;
             x.extend_from_slice(&self.features[i * self.dim..(i + 1) * self.dim]);
-            y.push(self.labels[i]);
+            y.extend_from_slice(&self.labels[i * lps..(i + 1) * lps]);
         }
         (x, y)
     }
@@ -70,6 +76,48 @@ pub struct Dataset {
     pub hashes: BTreeMap<String, String>,
     /// The normalisation fitted on the training split (applied to raw pixels by `predict`).
     pub normalizer: Normalizer,
+    /// A language model's text (`dataset = "text"`): the training windows are drawn from it per
+    /// step; `validation` holds the fixed validation windows, `train` and `test` are empty.
+    pub text: Option<std::sync::Arc<crate::text::TextData>>,
+}
+
+impl Dataset {
+    /// What a checkpoint records for inference: the normalisation, or a text's vocabulary.
+    pub fn inference(&self, cfg: &DataConfig) -> Inference {
+        let mut inf = self.normalizer.inference(cfg);
+        if let Some(t) = &self.text {
+            inf.spec.classes = t.vocab.size();
+            inf.spec.class_names = t.vocab.names();
+            inf.spec.dtype = match t.vocab.tokenizer {
+                lockstep_core::config::Tokenizer::Char => "char-token",
+                lockstep_core::config::Tokenizer::Byte => "byte-token",
+            }
+            .into();
+            inf.spec.normalize = "none".into();
+        }
+        inf
+    }
+}
+
+/// A text's dataset (`crate::text`): no pixels, the validation windows as the one split.
+fn text_dataset(cfg: &DataConfig, seed: u64) -> Result<Dataset, TrainError> {
+    let tc = cfg.text.as_ref().expect("a text dataset has a text config");
+    let t = crate::text::TextData::load(tc)?;
+    let empty = Split {
+        features: vec![],
+        labels: vec![],
+        dim: tc.block_size,
+    };
+    Ok(Dataset {
+        train: empty.clone(),
+        validation: Some(t.eval_split(seed, tc.eval_windows)),
+        test: empty,
+        image_shape: cfg.image_shape,
+        classes: t.vocab.size(),
+        hashes: BTreeMap::from([(t.name.clone(), t.sha256.clone())]),
+        normalizer: Normalizer::fit(&[], 1.0, Normalize::Unit),
+        text: Some(std::sync::Arc::new(t)),
+    })
 }
 
 /// Fashion-MNIST's class names (Zalando's README), by label.
@@ -94,6 +142,9 @@ struct Raw {
 }
 
 pub fn load_dataset(cfg: &DataConfig, seed: u64) -> Result<Dataset, TrainError> {
+    if cfg.dataset == DatasetKind::Text {
+        return text_dataset(cfg, seed);
+    }
     let raw = load_raw(cfg, seed, true, "training")?;
     let train = raw.train.expect("training data requested");
     let (train, validation) = carve_validation(cfg, seed, train)?;
@@ -106,6 +157,7 @@ pub fn load_dataset(cfg: &DataConfig, seed: u64) -> Result<Dataset, TrainError> 
         classes: cfg.classes,
         hashes: raw.hashes,
         normalizer: norm,
+        text: None,
     })
 }
 
@@ -125,10 +177,18 @@ pub fn load_eval(
     norm: &Normalizer,
     validation: bool,
 ) -> Result<EvalData, TrainError> {
+    if cfg.dataset == DatasetKind::Text {
+        let d = text_dataset(cfg, seed)?;
+        return Ok(EvalData {
+            test: d.test,
+            validation: d.validation,
+            hashes: d.hashes,
+        });
+    }
     let test_in_train = match cfg.dataset {
         DatasetKind::Digits => true,
         DatasetKind::Csv => cfg.test_path.is_none(),
-        DatasetKind::FashionMnist | DatasetKind::Mnist => false,
+        DatasetKind::FashionMnist | DatasetKind::Mnist | DatasetKind::Text => false,
     };
     let why = if validation {
         "the validation split is carved from it"
@@ -166,6 +226,7 @@ fn load_raw(
     let dim: usize = cfg.image_shape.iter().product();
     let mut hashes = BTreeMap::new();
     let (train, test, max) = match cfg.dataset {
+        DatasetKind::Text => unreachable!("text datasets load through text_dataset"),
         DatasetKind::Digits => {
             hashes.insert("digits.csv.gz".to_string(), sha256_hex(DIGITS_CSV_GZ));
             let all = parse_csv(
@@ -403,7 +464,7 @@ impl Normalizer {
                 shape: cfg.image_shape,
                 dtype: match cfg.dataset {
                     DatasetKind::FashionMnist | DatasetKind::Mnist => "u8",
-                    DatasetKind::Digits | DatasetKind::Csv => "f32",
+                    DatasetKind::Digits | DatasetKind::Csv | DatasetKind::Text => "f32",
                 }
                 .to_string(),
                 normalize: match cfg.normalize {

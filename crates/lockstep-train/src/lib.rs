@@ -10,6 +10,7 @@ pub mod data;
 pub mod diff;
 pub mod error;
 pub mod export;
+pub mod gpt;
 pub mod model;
 pub mod nn;
 pub mod opset;
@@ -18,7 +19,9 @@ pub mod plot;
 pub mod predict;
 pub mod run;
 pub mod runfiles;
+pub mod sample;
 pub mod task;
+pub mod text;
 pub mod tracking;
 pub mod verify;
 

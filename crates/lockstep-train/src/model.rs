@@ -24,6 +24,8 @@ pub struct Model {
     pub image_shape: [usize; 3],
     pub classes: usize,
     pub specs: Vec<ParamSpec>,
+    /// Logit rows per input: 1 for classification, the sequence length for a language model.
+    pub rows_per_sample: usize,
 }
 
 impl std::fmt::Debug for Model {
@@ -47,6 +49,14 @@ impl Model {
     ) -> Self {
         let net: Arc<dyn Network> = match cfg.kind {
             ModelKind::Cnn => Arc::new(Cnn::new(cfg, image_shape, classes)),
+            ModelKind::Gpt => {
+                let gpt = cfg.gpt.as_ref().expect("a gpt config has [model] gpt keys");
+                let net = Arc::new(crate::gpt::Gpt::new(gpt, classes, cfg.dropout));
+                let mut m = Self::from_network(net, kernels, image_shape, classes)
+                    .expect("the gpt declares valid parameters");
+                m.rows_per_sample = gpt.block_size;
+                return m;
+            }
             ModelKind::Graph => Arc::new(crate::nn::Graph::new(
                 &cfg.layers,
                 image_shape.iter().product(),
@@ -77,6 +87,7 @@ impl Model {
             image_shape,
             classes,
             specs,
+            rows_per_sample: 1,
         })
     }
 

@@ -38,6 +38,11 @@ pub enum InitRule {
     Uniform {
         bound: f32,
     },
+    /// `N(0, std^2)`: `f32(std * z)` with `z` from `SeedStream::normal` (documented Box-Muller).
+    Normal {
+        std: f64,
+    },
+    Ones,
 }
 
 /// One named parameter.
@@ -58,6 +63,13 @@ impl ParamSpec {
     pub fn init_values(&self, seed: u64) -> Vec<f32> {
         let bound = match self.init {
             InitRule::Zeros => return vec![0.0; self.numel()],
+            InitRule::Ones => return vec![1.0; self.numel()],
+            InitRule::Normal { std } => {
+                let mut stream = SeedStream::new(seed, lockstep_core::streams::init(&self.name));
+                return (0..self.numel())
+                    .map(|_| det::arith::flush((std * stream.normal()) as f32))
+                    .collect();
+            }
             InitRule::KaimingUniform { fan_in } => (6.0 / fan_in as f64).sqrt() as f32,
             InitRule::XavierUniform { fan_in, fan_out } => {
                 (6.0 / (fan_in + fan_out) as f64).sqrt() as f32

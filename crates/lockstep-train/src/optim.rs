@@ -40,3 +40,49 @@ pub fn update(
 ) -> Tensor<1> {
     crate::opset::ops(kernels).optimizer_step(cfg, lr, step, w, g, slots)
 }
+
+/// The optimizer settings for one parameter: `decay_matrices_only` (nanoGPT's grouping) turns
+/// weight decay off for parameters of fewer than two dimensions (biases, LayerNorm weights).
+pub fn config_for(cfg: &OptimizerConfig, spec: &crate::nn::ParamSpec) -> OptimizerConfig {
+    let mut c = cfg.clone();
+    if cfg.decay_matrices_only && spec.shape.len() < 2 {
+        c.weight_decay = 0.0;
+    }
+    c
+}
+
+/// Clip the gradients to global L2 norm `max_norm` (PyTorch's `clip_grad_norm_`, as nanoGPT
+/// uses it) in one fixed order on every backend: the gradients are read to the host,
+/// `norm = sqrt(sum of g*g)` accumulated in f64 over the parameters in declaration order and each
+/// one's elements in row-major order (f64 `sqrt` is IEEE, correctly rounded), then
+/// `coef = max_norm / (norm + 1e-6)` in f64; when `coef < 1` every element becomes
+/// `flush(g * f32(coef))` (one f32 rounding) and is uploaded again. Returns the norm.
+pub fn clip_global_norm(gs: &mut [Tensor<1>], max_norm: f64, device: &burn::tensor::Device) -> f64 {
+    let host: Vec<Vec<f32>> = gs
+        .iter()
+        .map(|g| {
+            g.clone()
+                .try_into_vec_as::<f32>()
+                .expect("a gradient reads back as f32")
+        })
+        .collect();
+    let mut sum = 0.0f64;
+    for v in &host {
+        for &x in v {
+            sum += x as f64 * x as f64;
+        }
+    }
+    let norm = sum.sqrt();
+    let coef = max_norm / (norm + 1e-6);
+    if coef < 1.0 {
+        let c = coef as f32;
+        for (g, v) in gs.iter_mut().zip(host) {
+            let scaled = v
+                .into_iter()
+                .map(|x| lockstep_kernels::arith::flush(x * c))
+                .collect();
+            *g = crate::model::upload(scaled, device);
+        }
+    }
+    norm
+}

@@ -61,7 +61,7 @@ impl Predictor {
                         "restore the run's data files",
                     )));
                 }
-                let spec = data.normalizer.inference(&cfg.data).spec;
+                let spec = data.inference(&cfg.data).spec;
                 (data.normalizer, spec)
             }
         };
@@ -130,6 +130,41 @@ impl Predictor {
             .forward(&self.params, xt, None)
             .try_into_vec_as::<f32>()
             .expect("f32 logits")
+    }
+}
+
+impl Predictor {
+    /// The vocabulary of a language model (`None` for a classifier).
+    pub fn vocab(&self) -> Option<crate::text::Vocab> {
+        let tokenizer = match self.spec.dtype.as_str() {
+            "char-token" => lockstep_core::config::Tokenizer::Char,
+            "byte-token" => lockstep_core::config::Tokenizer::Byte,
+            _ => return None,
+        };
+        crate::text::Vocab::from_names(tokenizer, &self.spec.class_names).ok()
+    }
+
+    /// The longest context a language model reads (its `block_size`).
+    pub fn context(&self) -> usize {
+        self.model.input_dim()
+    }
+
+    /// A language model's logits for the token after `context` (at most [`Self::context`]
+    /// tokens, at least one).
+    pub fn next_logits(&self, context: &[u32]) -> Vec<f32> {
+        let t = context.len();
+        assert!(
+            t >= 1 && t <= self.context(),
+            "next_logits: context of {t} tokens"
+        );
+        let x: Vec<f32> = context.iter().map(|&v| v as f32).collect();
+        let xt = Tensor::<2>::from_data(TensorData::new(x, [1, t]), &self.device);
+        let all = self
+            .model
+            .forward(&self.params, xt, None)
+            .try_into_vec_as::<f32>()
+            .expect("f32 logits");
+        all[(t - 1) * self.model.classes..].to_vec()
     }
 }
 

@@ -37,7 +37,11 @@ pub enum MetricLine {
         split: String,
         samples: usize,
         loss: f64,
+        /// Classification: accuracy; language model: next-token accuracy.
         accuracy: f64,
+        /// Language models: `exp(loss)`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        perplexity: Option<f64>,
     },
 }
 

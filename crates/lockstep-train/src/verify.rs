@@ -111,6 +111,11 @@ pub fn verify(run: &Path, opts: &VerifyOptions) -> Result<VerifyReport, TrainErr
             lockstep_core::config::DatasetKind::Csv => {
                 cfg.data.train_path = Some(d.to_string_lossy().into_owned())
             }
+            lockstep_core::config::DatasetKind::Text => {
+                if let Some(t) = cfg.data.text.as_mut() {
+                    t.path = d.to_string_lossy().into_owned();
+                }
+            }
             _ => cfg.data.dir = Some(d.to_string_lossy().into_owned()),
         }
     }
@@ -175,7 +180,11 @@ pub fn verify(run: &Path, opts: &VerifyOptions) -> Result<VerifyReport, TrainErr
         &cfg,
         opts.model.as_ref(),
         cfg.data.image_shape,
-        cfg.data.classes,
+        // A language model's vocabulary size comes from its text (recorded in the checkpoint).
+        ck.inference
+            .as_ref()
+            .filter(|_| cfg.data.text.is_some())
+            .map_or(cfg.data.classes, |i| i.spec.classes),
         &be.device,
         run,
     )?;

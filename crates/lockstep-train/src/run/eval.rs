@@ -26,7 +26,7 @@ pub fn evaluate(
     batch: usize,
     device: &Device,
 ) -> EvalResult {
-    let mut logits = Vec::with_capacity(split.len() * model.classes);
+    let mut logits = Vec::with_capacity(split.labels.len() * model.classes);
     let n = split.len();
     let mut start = 0;
     while start < n {
@@ -74,23 +74,26 @@ pub(crate) fn eval_splits(
             device,
         ));
     }
-    out.push(evaluate(
-        model,
-        params,
-        &data.test,
-        "test",
-        cfg.train.eval_batch_size,
-        device,
-    ));
+    if data.text.is_none() {
+        out.push(evaluate(
+            model,
+            params,
+            &data.test,
+            "test",
+            cfg.train.eval_batch_size,
+            device,
+        ));
+    }
     out
 }
 
-pub(crate) fn eval_line(step: u64, e: &EvalResult) -> MetricLine {
+pub(crate) fn eval_line(step: u64, e: &EvalResult, model: &Model) -> MetricLine {
     MetricLine::Eval {
         step,
         split: e.split.clone(),
         samples: e.samples,
         loss: e.loss,
         accuracy: e.accuracy,
+        perplexity: (model.rows_per_sample > 1).then(|| e.loss.exp()),
     }
 }

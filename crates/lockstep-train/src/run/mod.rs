@@ -145,10 +145,11 @@ pub fn job_model(
             "fix the network's forward (it must use only the parameters params() declares)",
         )
     })?;
-    if dims != [1, classes] {
+    let rows = model.rows_per_sample;
+    if dims != [rows, classes] {
         return Err(bad(
             format!(
-                "the network's forward returns logits of shape {dims:?} for one input, the classification task needs [1, {classes}]"
+                "the network's forward returns logits of shape {dims:?} for one input, the task needs [{rows}, {classes}]"
             ),
             "make the last layer output one logit per class",
         ));

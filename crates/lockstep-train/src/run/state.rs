@@ -131,7 +131,7 @@ impl Checkpoint {
             identity: identity.clone(),
             state: state.clone(),
             tensors,
-            inference: Some(data.normalizer.inference(&cfg.data)),
+            inference: Some(data.inference(&cfg.data)),
         })
     }
 }

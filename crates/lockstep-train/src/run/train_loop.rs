@@ -52,8 +52,11 @@ pub(crate) fn run_loop(
     while state.step < stop {
         let lo = state.batch_in_epoch as usize * b;
         let hi = (lo + b).min(n);
-        let (x, y) = data.train.gather(&order[lo..hi]);
-        let bs = y.len();
+        let (x, y) = match &data.text {
+            Some(text) => text.train_batch(cfg.seed, state.step, b),
+            None => data.train.gather(&order[lo..hi]),
+        };
+        let bs = x.len() / data.train.dim;
         let xt = Tensor::<2>::from_data(TensorData::new(x, [bs, data.train.dim]), &ad);
         let tt = model.task.targets(&y, model.classes, &ad);
         let leaves: Vec<Tensor<1>> = params
@@ -75,12 +78,20 @@ pub(crate) fn run_loop(
         }
         let grads = loss.backward();
         let lr = learning_rate(&cfg.optimizer, &cfg.schedule, state.step, total);
-        for i in 0..params.len() {
-            let g = leaves[i]
-                .grad(&grads)
-                .expect("every parameter takes part in the loss");
+        let mut gs: Vec<Tensor<1>> = leaves
+            .iter()
+            .map(|l| {
+                l.grad(&grads)
+                    .expect("every parameter takes part in the loss")
+            })
+            .collect();
+        if cfg.train.grad_clip > 0.0 {
+            optim::clip_global_norm(&mut gs, cfg.train.grad_clip, device);
+        }
+        for (i, g) in gs.into_iter().enumerate() {
+            let ocfg = optim::config_for(&cfg.optimizer, &model.specs[i]);
             params[i] = optim::update(
-                &cfg.optimizer,
+                &ocfg,
                 cfg.train.kernels,
                 lr,
                 state.step + 1,
@@ -92,15 +103,21 @@ pub(crate) fn run_loop(
         state.step += 1;
         state.last_lr = lr;
         state.batch_in_epoch += 1;
-        if state.batch_in_epoch == spe {
+        if data.text.is_none() && state.batch_in_epoch == spe {
             state.epoch += 1;
             state.batch_in_epoch = 0;
             order = SeedStream::new(cfg.seed, shuffle_name(state.epoch)).permutation(n);
         }
-        state.streams = BTreeMap::from([(
-            shuffle_name(state.epoch),
-            "regenerated from the epoch number".to_string(),
-        )]);
+        state.streams = match data.text {
+            None => BTreeMap::from([(
+                shuffle_name(state.epoch),
+                "regenerated from the epoch number".to_string(),
+            )]),
+            Some(_) => BTreeMap::from([(
+                lockstep_core::streams::batch(state.step),
+                "regenerated from the step number".to_string(),
+            )]),
+        };
         metrics.line(&MetricLine::Train {
             step: state.step,
             epoch: state.epoch,
@@ -112,7 +129,7 @@ pub(crate) fn run_loop(
         let at_end = state.step == total;
         if cfg.train.eval_every > 0 && state.step % cfg.train.eval_every == 0 && !at_end {
             for e in eval_splits(model, &params, data, cfg, device) {
-                metrics.line(&eval_line(state.step, &e))?;
+                metrics.line(&eval_line(state.step, &e, model))?;
             }
         }
         let ckpt_due =
@@ -126,7 +143,12 @@ pub(crate) fn run_loop(
     }
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
-    timing.line(&serde_json::json!({"step": state.step, "wall_s": secs, "steps_per_s": (state.step - start_step) as f64 / secs.max(1e-9), "samples_per_s": ((state.step - start_step) as usize * b) as f64 / secs.max(1e-9)}))?;
+    let samples_per_s = ((state.step - start_step) as usize * b) as f64 / secs.max(1e-9);
+    let mut line = serde_json::json!({"step": state.step, "wall_s": secs, "steps_per_s": (state.step - start_step) as f64 / secs.max(1e-9), "samples_per_s": samples_per_s});
+    if data.text.is_some() {
+        line["tokens_per_s"] = serde_json::json!(samples_per_s * data.train.dim as f64);
+    }
+    timing.line(&line)?;
     if state.step < total {
         return Ok(RunSummary {
             dir: dir.into(),
@@ -140,7 +162,7 @@ pub(crate) fn run_loop(
     // The end: final evaluation, recorded scores, then final.safetensors last.
     let evals = eval_splits(model, &params, data, cfg, device);
     for e in &evals {
-        metrics.line(&eval_line(state.step, e))?;
+        metrics.line(&eval_line(state.step, e, model))?;
     }
     let ck = Checkpoint::capture(model, cfg, identity, data, &params, &slots, &state)?;
     let bytes = ck.to_bytes();
@@ -157,16 +179,24 @@ pub(crate) fn run_loop(
         let mut f = TensorFile::default();
         f.tensors.insert(
             "logits".into(),
-            TensorEntry::from_f32(vec![e.samples, model.classes], &e.logits),
+            TensorEntry::from_f32(vec![e.labels.len(), model.classes], &e.logits),
         );
         f.tensors.insert(
             "labels".into(),
             TensorEntry {
                 dtype: lockstep_core::DType::U32,
-                shape: vec![e.samples],
+                shape: vec![e.labels.len()],
                 data: e.labels.iter().flat_map(|l| l.to_le_bytes()).collect(),
             },
         );
+        if model.rows_per_sample > 1 {
+            // A language model's recorded scores: each validation token's log-probability.
+            let lp = token_logprobs(&e.logits, &e.labels, model.classes);
+            f.tensors.insert(
+                "token_logprobs".into(),
+                TensorEntry::from_f32(vec![e.labels.len()], &lp),
+            );
+        }
         f.metadata
             .insert("lockstep.checkpoint_sha256".into(), final_sha.clone());
         f.metadata.insert("lockstep.split".into(), e.split.clone());
@@ -204,4 +234,23 @@ pub(crate) fn run_loop(
         evals,
         final_sha256: Some(final_sha),
     })
+}
+
+/// `log softmax(row)[label]` of each logit row, in f64 (max, then the sum of `exp(v - max)` in
+/// index order), rounded once to f32.
+pub fn token_logprobs(logits: &[f32], labels: &[u32], classes: usize) -> Vec<f32> {
+    logits
+        .chunks_exact(classes)
+        .zip(labels)
+        .map(|(row, &l)| {
+            let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+            let lse = row
+                .iter()
+                .map(|&v| (v as f64 - max).exp())
+                .sum::<f64>()
+                .ln()
+                + max;
+            (row[l as usize] as f64 - lse) as f32
+        })
+        .collect()
 }

@@ -1,0 +1,252 @@
+//! `model.kind = "gpt"`: a GPT-2-style decoder (nanoGPT's `model.py`) as a [`Network`] over
+//! lockstep's kernels, so its training is bitwise the same on every backend.
+//!
+//! Input `[batch, t]` token ids (as f32, `t <= block_size`); output logits `[batch * t, vocab]`
+//! (row `b * t + i` predicts the token after position `i` of sequence `b`).
+//!
+//! ```text
+//! h = onehot(tokens) @ wte + onehot(positions) @ wpe          embeddings as matmuls: the
+//! h = dropout("drop", h)                                       gradient of a table row is the
+//! for each block i:                                            sum of its positions' gradients
+//!     h = h + dropout(attn(ln_1(h)))                           in position order (the matmul's
+//!     h = h + dropout(c_proj(gelu(c_fc(ln_2(h)))))            fixed k order), never a scatter
+//! logits = ln_f(h) @ wteᵀ   (or @ lm_head.weight when tie_weights = false)
+//! attn(x): q, k, v = split(x @ c_attn + b) into n_head heads of n_embd / n_head
+//!          att = causal_softmax(q @ kᵀ, scale = f32(1 / sqrt(head_dim)))   (bmm, rows masked
+//!          y = dropout(att) @ v, heads concatenated, @ c_proj + b            past the query)
+//! ln(x) = layer_norm(x, eps = 1e-5) * weight (+ bias)
+//! ```
+//!
+//! Parameters (nanoGPT's names without `transformer.`): `wte.weight [vocab, n_embd]`,
+//! `wpe.weight [block_size, n_embd]`, `h.<i>.{ln_1,ln_2}.{weight,bias}`,
+//! `h.<i>.attn.c_attn.{weight [n_embd, 3 n_embd], bias}`, `h.<i>.attn.c_proj.*`,
+//! `h.<i>.mlp.c_fc.* [n_embd, 4 n_embd]`, `h.<i>.mlp.c_proj.*`, `ln_f.*`, `lm_head.weight`
+//! (untied only); weights are `[in, out]` (`y = x @ W`). Init as GPT-2/nanoGPT: weights and
+//! embeddings `N(0, 0.02²)`, the residual projections (`c_proj`) `N(0, (0.02 / sqrt(2 n_layer))²)`,
+//! biases 0, LayerNorm weights 1 — each from its stream `init/<path>` (`InitRule::Normal`).
+//! Dropout streams: `drop`, `h.<i>.attn.attn_dropout`, `h.<i>.attn.resid_dropout`,
+//! `h.<i>.mlp.dropout` (`dropout/<name>/step-<s>`).
+//!
+//! Only lockstep's kernel set runs it (`kernels = "lockstep"`; the config refuses `"burn"`).
+//! The reshapes, slices and transposes between the kernels are burn's stock data movement
+//! (exact copies, no arithmetic).
+
+use crate::nn::{Ctx, InitRule, Network, ParamSpec, Params, add, dropout};
+use burn::tensor::{Tensor, TensorData};
+use lockstep_core::config::GptConfig;
+use lockstep_kernels as det;
+use lockstep_kernels::ops::matmul;
+use tmp::{bmm, causal_softmax, layer_norm};
+
+// TEMPORARY stand-ins (stock ops) until the lockstep kernels land.
+mod tmp {
+    use burn::tensor::Tensor;
+    pub fn bmm(a: Tensor<3>, b: Tensor<3>) -> Tensor<3> {
+        a.matmul(b)
+    }
+    pub fn layer_norm(x: Tensor<2>, eps: f32) -> Tensor<2> {
+        let c = x.dims()[1];
+        let mean = x.clone().sum_dim(1) / c as f32;
+        let xc = x - mean;
+        let var = (xc.clone() * xc.clone()).sum_dim(1) / c as f32;
+        xc / (var + eps).sqrt()
+    }
+    pub fn causal_softmax(x: Tensor<2>, t: usize, scale: f32) -> Tensor<2> {
+        let [r, _] = x.dims();
+        let mut mask = vec![0.0f32; r * t];
+        for i in 0..r {
+            for j in 0..t {
+                if j > i % t {
+                    mask[i * t + j] = -1e30;
+                }
+            }
+        }
+        let m = Tensor::<2>::from_data(burn::tensor::TensorData::new(mask, [r, t]), &x.device());
+        burn::tensor::activation::softmax(x * scale + m, 1)
+    }
+}
+
+pub const LN_EPS: f32 = 1e-5;
+
+pub struct Gpt {
+    pub cfg: GptConfig,
+    pub vocab: usize,
+    pub dropout: f64,
+}
+
+fn spec(name: String, shape: Vec<usize>, init: InitRule) -> ParamSpec {
+    ParamSpec { name, shape, init }
+}
+
+impl Gpt {
+    pub fn new(cfg: &GptConfig, vocab: usize, dropout: f64) -> Self {
+        Gpt {
+            cfg: cfg.clone(),
+            vocab,
+            dropout,
+        }
+    }
+
+    fn linear_params(&self, path: &str, d_in: usize, d_out: usize, std: f64) -> Vec<ParamSpec> {
+        let mut p = vec![spec(
+            format!("{path}.weight"),
+            vec![d_in, d_out],
+            InitRule::Normal { std },
+        )];
+        if self.cfg.bias {
+            p.push(spec(format!("{path}.bias"), vec![d_out], InitRule::Zeros));
+        }
+        p
+    }
+
+    fn ln_params(&self, path: &str) -> Vec<ParamSpec> {
+        let c = self.cfg.n_embd;
+        let mut p = vec![spec(format!("{path}.weight"), vec![c], InitRule::Ones)];
+        if self.cfg.bias {
+            p.push(spec(format!("{path}.bias"), vec![c], InitRule::Zeros));
+        }
+        p
+    }
+
+    fn linear(&self, p: &Params, path: &str, x: Tensor<2>) -> Tensor<2> {
+        let w: Tensor<2> = p.get(&format!("{path}.weight"));
+        let y = matmul(x, w);
+        if self.cfg.bias {
+            let b: Tensor<1> = p.get(&format!("{path}.bias"));
+            let n = b.dims()[0];
+            det::add_bias(y, b.reshape([1, n]))
+        } else {
+            y
+        }
+    }
+
+    /// `layer_norm(x) * weight (+ bias)`; the weight is broadcast by `add_bias` onto zeros, so
+    /// its gradient is `add_bias`'s fixed-order column sum.
+    fn ln(&self, p: &Params, path: &str, x: Tensor<2>) -> Tensor<2> {
+        let [n, c] = x.dims();
+        let w: Tensor<1> = p.get(&format!("{path}.weight"));
+        let wide = det::add_bias(Tensor::<2>::zeros([n, c], &x.device()), w.reshape([1, c]));
+        let y = det::ops::mul(layer_norm(x, LN_EPS), wide);
+        if self.cfg.bias {
+            let b: Tensor<1> = p.get(&format!("{path}.bias"));
+            det::add_bias(y, b.reshape([1, c]))
+        } else {
+            y
+        }
+    }
+
+    fn attn(&self, p: &Params, i: usize, x: Tensor<2>, b: usize, t: usize, ctx: &Ctx) -> Tensor<2> {
+        let (c, nh) = (self.cfg.n_embd, self.cfg.n_head);
+        let hd = c / nh;
+        let qkv = self
+            .linear(p, &format!("h.{i}.attn.c_attn"), x)
+            .reshape([b, t, 3 * nh, hd])
+            .swap_dims(1, 2);
+        let head = |k: usize| {
+            qkv.clone()
+                .slice([0..b, k * nh..(k + 1) * nh, 0..t, 0..hd])
+                .reshape([b * nh, t, hd])
+        };
+        let (q, k, v) = (head(0), head(1), head(2));
+        let scale = (1.0 / (hd as f64).sqrt()) as f32;
+        let att = bmm(q, k.swap_dims(1, 2)).reshape([b * nh * t, t]);
+        let att = causal_softmax(att, t, scale);
+        let att = dropout(&format!("h.{i}.attn.attn_dropout"), self.dropout, att, ctx);
+        let y = bmm(att.reshape([b * nh, t, t]), v)
+            .reshape([b, nh, t, hd])
+            .swap_dims(1, 2)
+            .reshape([b * t, c]);
+        let y = self.linear(p, &format!("h.{i}.attn.c_proj"), y);
+        dropout(&format!("h.{i}.attn.resid_dropout"), self.dropout, y, ctx)
+    }
+
+    fn mlp(&self, p: &Params, i: usize, x: Tensor<2>, ctx: &Ctx) -> Tensor<2> {
+        let h = self.linear(p, &format!("h.{i}.mlp.c_fc"), x);
+        let h = det::ops::gelu(h);
+        let h = self.linear(p, &format!("h.{i}.mlp.c_proj"), h);
+        dropout(&format!("h.{i}.mlp.dropout"), self.dropout, h, ctx)
+    }
+}
+
+/// Row-major one-hot rows `[ids.len(), width]`.
+fn one_hot(ids: impl Iterator<Item = usize>, rows: usize, width: usize) -> Vec<f32> {
+    let mut v = vec![0.0; rows * width];
+    for (r, id) in ids.enumerate() {
+        v[r * width + id] = 1.0;
+    }
+    v
+}
+
+impl Network for Gpt {
+    fn params(&self) -> Vec<ParamSpec> {
+        let (c, l) = (self.cfg.n_embd, self.cfg.n_layer);
+        let std = 0.02;
+        let proj = 0.02 / ((2 * l) as f64).sqrt();
+        let mut p = vec![
+            spec(
+                "wte.weight".into(),
+                vec![self.vocab, c],
+                InitRule::Normal { std },
+            ),
+            spec(
+                "wpe.weight".into(),
+                vec![self.cfg.block_size, c],
+                InitRule::Normal { std },
+            ),
+        ];
+        for i in 0..l {
+            p.extend(self.ln_params(&format!("h.{i}.ln_1")));
+            p.extend(self.linear_params(&format!("h.{i}.attn.c_attn"), c, 3 * c, std));
+            p.extend(self.linear_params(&format!("h.{i}.attn.c_proj"), c, c, proj));
+            p.extend(self.ln_params(&format!("h.{i}.ln_2")));
+            p.extend(self.linear_params(&format!("h.{i}.mlp.c_fc"), c, 4 * c, std));
+            p.extend(self.linear_params(&format!("h.{i}.mlp.c_proj"), 4 * c, c, proj));
+        }
+        p.extend(self.ln_params("ln_f"));
+        if !self.cfg.tie_weights {
+            p.push(spec(
+                "lm_head.weight".into(),
+                vec![c, self.vocab],
+                InitRule::Normal { std },
+            ));
+        }
+        p
+    }
+
+    fn forward(&self, p: &Params, x: Tensor<2>, ctx: &Ctx) -> Tensor<2> {
+        let [b, t] = x.dims();
+        assert!(
+            t >= 1 && t <= self.cfg.block_size,
+            "gpt: sequence length {t} outside 1..={}",
+            self.cfg.block_size
+        );
+        let device = x.device();
+        let ids: Vec<f32> = x.try_into_vec_as::<f32>().expect("token ids read back");
+        let vocab = self.vocab;
+        let tok = one_hot(
+            ids.iter().map(|&v| (v as usize).min(vocab - 1)),
+            b * t,
+            vocab,
+        );
+        let pos = one_hot((0..b * t).map(|r| r % t), b * t, self.cfg.block_size);
+        let tok = Tensor::<2>::from_data(TensorData::new(tok, [b * t, vocab]), &device);
+        let pos =
+            Tensor::<2>::from_data(TensorData::new(pos, [b * t, self.cfg.block_size]), &device);
+        let wte: Tensor<2> = p.get("wte.weight");
+        let wpe: Tensor<2> = p.get("wpe.weight");
+        let mut h = add(matmul(tok, wte.clone()), matmul(pos, wpe), ctx);
+        h = dropout("drop", self.dropout, h, ctx);
+        for i in 0..self.cfg.n_layer {
+            let a = self.ln(p, &format!("h.{i}.ln_1"), h.clone());
+            h = add(h, self.attn(p, i, a, b, t, ctx), ctx);
+            let m = self.ln(p, &format!("h.{i}.ln_2"), h.clone());
+            h = add(h, self.mlp(p, i, m, ctx), ctx);
+        }
+        let h = self.ln(p, "ln_f", h);
+        if self.cfg.tie_weights {
+            matmul(h, wte.transpose())
+        } else {
+            matmul(h, p.get("lm_head.weight"))
+        }
+    }
+}
