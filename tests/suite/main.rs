@@ -11,6 +11,7 @@ mod checkpoint_format;
 mod config_files;
 mod conformance;
 mod cross_backend;
+mod gpt_kernels;
 mod harness;
 mod init_weights;
 mod kernels_bitwise;
