@@ -362,8 +362,9 @@ pub mod gpu {
     /// sum of the first 65535 rows, with no error; nesting the loop does not help, the counter is
     /// shared). So matmul and the row sums run one launch per block of `LOOP_BLOCK` steps, in
     /// order, the accumulator carried between launches as the same f32 (their `launch.rs`).
-    /// The per-row kernels (`xent`, `softmax`) loop about 3c times per row: rows of up to 21845
-    /// classes on lavapipe (no such limit on other drivers).
+    /// The per-row kernels (`xent`, `softmax`, `causal`) loop about 3c times per row: rows of up
+    /// to 21845 classes on lavapipe (no such limit on other drivers); `layernorm`'s backward about
+    /// 4c: rows of up to 16383 columns.
     pub const LOOP_BLOCK: usize = 32768;
 
     /// The rounding pin every GPU kernel puts on each rounded value: `flush(x)` (module doc) done

@@ -31,9 +31,12 @@
 
 pub mod arith;
 pub mod bias;
+pub mod bmm;
+pub mod causal;
 pub mod dropout;
 pub mod ftz;
 pub mod im2col;
+pub mod layernorm;
 pub mod matmul;
 pub mod mul;
 #[cfg(test)]

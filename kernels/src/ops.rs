@@ -60,5 +60,8 @@ ops! {
     optim: OptimOps { sgd_step, adam_step },
     im2col: Im2colOps { im2col },
     probe: ProbeOps { probe_mad },
+    bmm: BmmOps { bmm },
+    layernorm: LayerNormOps { layer_norm },
+    causal: CausalOps { causal_softmax },
     #[cfg(test)] negate: NegateOps { negate },
 }

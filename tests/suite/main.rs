@@ -12,6 +12,7 @@ mod config_files;
 mod conformance;
 mod cross_backend;
 mod gpt;
+mod gpt_kernels;
 mod harness;
 mod init_weights;
 mod kernels_bitwise;

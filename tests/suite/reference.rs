@@ -453,3 +453,119 @@ pub fn adam_loop(
     }
     (wo, mo, vo)
 }
+
+// ---- Attention and normalisation (`bmm`, `layernorm`, `causal`) -------------------------------
+
+/// `bmm`'s documented order: batch element `e` of `[bt, m, k] x [bt, k, n]` is `matmul`'s loop
+/// of `a[e]` and `b[e]` (k in order from 0.0, every read, product and sum flushed).
+pub fn bmm_loop(a: &[f32], b: &[f32], bt: usize, m: usize, k: usize, n: usize) -> Vec<f32> {
+    (0..bt)
+        .flat_map(|e| {
+            matmul_loop(
+                &a[e * m * k..(e + 1) * m * k],
+                &b[e * k * n..(e + 1) * k * n],
+                m,
+                k,
+                n,
+            )
+        })
+        .collect()
+}
+
+/// `x` `[bt, rows, cols]` with its last two dims swapped: `[bt, cols, rows]` (data movement).
+pub fn transpose3(x: &[f32], bt: usize, rows: usize, cols: usize) -> Vec<f32> {
+    (0..bt)
+        .flat_map(|e| transpose(&x[e * rows * cols..(e + 1) * rows * cols], rows, cols))
+        .collect()
+}
+
+/// `layernorm`'s documented row statistics `(mean, rstd)` of a row: `s = fl(s + fl(x[j]))` in
+/// order from 0; `mean = fl(s * inv_c)`; `d = fl(fl(x[j]) - mean)`, `v = fmad(d, d, v)` in order
+/// from 0; `var = fl(v * inv_c)`; `rstd = rsqrt(fl(var + eps))`, `inv_c = f32(1/c)` rounded once
+/// from f64.
+fn layer_norm_stats_loop(row: &[f32], eps: f32) -> (f32, f32) {
+    let inv_c = fl((1.0 / row.len() as f64) as f32);
+    let mean = fmul(row.iter().fold(0f32, |s, &v| fadd(s, fl(v))), inv_c);
+    let v = row.iter().fold(0f32, |v, &x| {
+        let d = fsub(fl(x), mean);
+        fmad(d, d, v)
+    });
+    (mean, rsqrt_loop(fadd(fmul(v, inv_c), fl(eps))))
+}
+
+/// `layernorm`'s forward of `[n, c]`: `y[j] = fl(fl(fl(x[j]) - mean) * rstd)`.
+pub fn layer_norm_loop(x: &[f32], c: usize, eps: f32) -> Vec<f32> {
+    x.chunks(c)
+        .flat_map(|row| {
+            let (mean, rstd) = layer_norm_stats_loop(row, eps);
+            row.iter().map(move |&v| fmul(fsub(fl(v), mean), rstd))
+        })
+        .collect()
+}
+
+/// `layernorm`'s backward of `[n, c]` for the incoming `dy`, with `y` recomputed from `x` as the
+/// forward does: `sg = fl(sg + dy[j])`, `sgy = fmad(dy[j], y[j], sgy)` in order from 0; `mg =
+/// fl(sg * inv_c)`, `mgy = fl(sgy * inv_c)`; `dx[j] = fl(rstd * fl(fl(dy[j] - mg) - fl(y[j] *
+/// mgy)))`.
+pub fn layer_norm_backward_loop(x: &[f32], dy: &[f32], c: usize, eps: f32) -> Vec<f32> {
+    let inv_c = fl((1.0 / c as f64) as f32);
+    x.chunks(c)
+        .zip(dy.chunks(c))
+        .flat_map(|(row, gr)| {
+            let (mean, rstd) = layer_norm_stats_loop(row, eps);
+            let y: Vec<f32> = row.iter().map(|&v| fmul(fsub(fl(v), mean), rstd)).collect();
+            let (mut sg, mut sgy) = (0f32, 0f32);
+            for j in 0..c {
+                sg = fadd(sg, fl(gr[j]));
+                sgy = fmad(fl(gr[j]), y[j], sgy);
+            }
+            let (mg, mgy) = (fmul(sg, inv_c), fmul(sgy, inv_c));
+            (0..c)
+                .map(|j| fmul(rstd, fsub(fsub(fl(gr[j]), mg), fmul(y[j], mgy))))
+                .collect::<Vec<f32>>()
+        })
+        .collect()
+}
+
+/// `causal`'s forward of `[r, t]` (row `i` is query `q = i % t`): `z[j] = fl(fl(x[j]) *
+/// fl(scale))`; over `j <= q` the row statistics of `softmax` (max from `z[0]` with a strict `>`,
+/// `s = fl(s + exp(fl(z[j] - mx)))` in order from 0), `r = recip(s)`, `y[j] = fl(exp(fl(z[j] -
+/// mx)) * r)`; `+0.0` for `j > q`.
+pub fn causal_softmax_loop(x: &[f32], t: usize, scale: f32) -> Vec<f32> {
+    let sc = fl(scale);
+    x.chunks(t)
+        .enumerate()
+        .flat_map(|(i, row)| {
+            let q = i % t;
+            let z: Vec<f32> = row[..=q].iter().map(|&v| fmul(fl(v), sc)).collect();
+            let mx = z[1..]
+                .iter()
+                .fold(z[0], |mx, &v| if v > mx { v } else { mx });
+            let s = z.iter().fold(0f32, |s, &v| fadd(s, exp_loop(fsub(v, mx))));
+            let r = recip_loop(s);
+            let mut y: Vec<f32> = z.iter().map(|&v| fmul(exp_loop(fsub(v, mx)), r)).collect();
+            y.resize(t, 0.0);
+            y
+        })
+        .collect()
+}
+
+/// `causal`'s backward of `[r, t]` from the forward's output `y`: over `j <= q`, `dot =
+/// fmad(fl(dy[j]), fl(y[j]), dot)` in order from 0, `dx[j] = fl(fl(scale) * fl(fl(y[j]) *
+/// fl(fl(dy[j]) - dot)))`; `+0.0` for `j > q`.
+pub fn causal_softmax_backward_loop(y: &[f32], dy: &[f32], t: usize, scale: f32) -> Vec<f32> {
+    let sc = fl(scale);
+    y.chunks(t)
+        .zip(dy.chunks(t))
+        .enumerate()
+        .flat_map(|(i, (yr, gr))| {
+            let q = i % t;
+            let dot = (0..=q).fold(0f32, |acc, j| fmad(fl(gr[j]), fl(yr[j]), acc));
+            let mut d: Vec<f32> = (0..=q)
+                .map(|j| fmul(sc, fmul(fl(yr[j]), fsub(fl(gr[j]), dot))))
+                .collect();
+            d.resize(t, 0.0);
+            d
+        })
+        .collect()
+}

@@ -402,7 +402,114 @@ pub fn cases() -> Vec<Case> {
             },
         ));
     }
+    out.extend(attention_cases());
     out.extend(underflow_cases());
+    out
+}
+
+/// A stock causal softmax: `softmax(x * scale + mask)`, the mask `-1e9` above the diagonal of
+/// each `[t, t]` block of rows (`exp` of it is 0).
+fn stock_causal_softmax(x: Tensor<2>, t_len: usize, scale: f32) -> Tensor<2> {
+    let [r, c] = x.dims();
+    let mask: Vec<f32> = (0..r * c)
+        .map(|i| if i % c > (i / c) % t_len { -1e9 } else { 0.0 })
+        .collect();
+    let mask = t(&mask, [r, c], &x.device());
+    softmax(x.mul_scalar(scale) + mask, 1)
+}
+
+/// A stock layer norm without affine part: `(x - mean) / sqrt(var + eps)` from `sum_dim` (the
+/// stock set's only reduction).
+fn stock_layer_norm(x: Tensor<2>, eps: f32) -> Tensor<2> {
+    let c = x.dims()[1] as f32;
+    let mean = x.clone().sum_dim(1).div_scalar(c);
+    let d = x - mean;
+    let var = (d.clone() * d.clone()).sum_dim(1).div_scalar(c);
+    d / var.add_scalar(eps).sqrt()
+}
+
+/// The attention ops (batched matmul, layer norm, causal softmax), forward and backward, stock
+/// and lockstep.
+fn attention_cases() -> Vec<Case> {
+    let mut out = Vec::new();
+    for (bt, m, k, n) in [(1, 1, 1, 1), (3, 7, 33, 9), (12, 16, 64, 16)] {
+        let a = seeded(bt * m * k, &format!("bmm-a{bt}x{m}x{k}"), -2.0, 2.0);
+        let b = seeded(bt * k * n, &format!("bmm-b{bt}x{k}x{n}"), -2.0, 2.0);
+        let g = seeded(bt * m * n, &format!("bmm-g{bt}x{m}x{n}"), -1.0, 1.0);
+        let shape = format!("{bt}x{m}x{k}x{n}");
+        for (kernels, lock) in [("burn", false), ("lockstep", true)] {
+            let mm = move |x: Tensor<3>, y: Tensor<3>| {
+                if lock { det::bmm(x, y) } else { x.matmul(y) }
+            };
+            let (a1, b1) = (a.clone(), b.clone());
+            out.push(case("bmm", kernels, shape.clone(), move |d| {
+                host(mm(t(&a1, [bt, m, k], d), t(&b1, [bt, k, n], d)))
+            }));
+            let (a1, b1, g1) = (a.clone(), b.clone(), g.clone());
+            out.push(case("bmm_grad", kernels, shape.clone(), move |d| {
+                let ad = d.clone().autodiff();
+                let (ta, tb) = (
+                    t(&a1, [bt, m, k], &ad).require_grad(),
+                    t(&b1, [bt, k, n], &ad).require_grad(),
+                );
+                let gs = (mm(ta.clone(), tb.clone()) * t(&g1, [bt, m, n], &ad))
+                    .sum()
+                    .backward();
+                let mut v = host(ta.grad(&gs).expect("grad"));
+                v.extend(host(tb.grad(&gs).expect("grad")));
+                v
+            }));
+        }
+    }
+    let eps = 1e-5;
+    for (m, c) in [(5, 37), (64, 768)] {
+        let x = seeded(m * c, &format!("ln-x{m}x{c}"), -3.0, 3.0);
+        let g = seeded(m * c, &format!("ln-g{m}x{c}"), -1.0, 1.0);
+        let shape = format!("{m}x{c}");
+        for (kernels, lock) in [("burn", false), ("lockstep", true)] {
+            let ln = move |x: Tensor<2>| {
+                if lock {
+                    det::layer_norm(x, eps)
+                } else {
+                    stock_layer_norm(x, eps)
+                }
+            };
+            let x1 = x.clone();
+            out.push(case("layer_norm", kernels, shape.clone(), move |d| {
+                host(ln(t(&x1, [m, c], d)))
+            }));
+            let (x1, g1) = (x.clone(), g.clone());
+            out.push(case("layer_norm_grad", kernels, shape.clone(), move |d| {
+                grad_of(&x1, [m, c], &g1, d, ln)
+            }));
+        }
+    }
+    for (tl, r) in [(1, 3), (7, 21), (33, 132)] {
+        let scale = 0.353_553_38;
+        let x = seeded(r * tl, &format!("causal-x{r}x{tl}"), -6.0, 6.0);
+        let g = seeded(r * tl, &format!("causal-g{r}x{tl}"), -1.0, 1.0);
+        let shape = format!("{r}x{tl} (t={tl})");
+        for (kernels, lock) in [("burn", false), ("lockstep", true)] {
+            let cs = move |x: Tensor<2>| {
+                if lock {
+                    det::causal_softmax(x, tl, scale)
+                } else {
+                    stock_causal_softmax(x, tl, scale)
+                }
+            };
+            let x1 = x.clone();
+            out.push(case("causal_softmax", kernels, shape.clone(), move |d| {
+                host(cs(t(&x1, [r, tl], d)))
+            }));
+            let (x1, g1) = (x.clone(), g.clone());
+            out.push(case(
+                "causal_softmax_grad",
+                kernels,
+                shape.clone(),
+                move |d| grad_of(&x1, [r, tl], &g1, d, cs),
+            ));
+        }
+    }
     out
 }
 
@@ -647,6 +754,60 @@ fn underflow_cases() -> Vec<Case> {
                 .backward();
             host(xt.grad(&gs).expect("grad"))
         },
+    ));
+    // Attention: a batched matmul whose products underflow, layer norm of rows whose deviations
+    // square below MIN_POSITIVE, the causal softmax of the underflowing logits.
+    let (bt, bm, bk, bn) = (3, 5, 33, 4);
+    let (ba, bb, bg) = (
+        u(bt * bm * bk, "bmm-a", -60),
+        u(bt * bk * bn, "bmm-b", -62),
+        u(bt * bm * bn, "bmm-g", -64),
+    );
+    let (a1, b1) = (ba.clone(), bb.clone());
+    out.push(case("bmm", "lockstep", label("3x5x33x4"), move |d| {
+        host(det::bmm(t(&a1, [bt, bm, bk], d), t(&b1, [bt, bk, bn], d)))
+    }));
+    out.push(case("bmm_grad", "lockstep", label("3x5x33x4"), move |d| {
+        let ad = d.clone().autodiff();
+        let (ta, tb) = (
+            t(&ba, [bt, bm, bk], &ad).require_grad(),
+            t(&bb, [bt, bk, bn], &ad).require_grad(),
+        );
+        let gs = (det::bmm(ta.clone(), tb.clone()) * t(&bg, [bt, bm, bn], &ad))
+            .sum()
+            .backward();
+        let mut v = host(ta.grad(&gs).expect("grad"));
+        v.extend(host(tb.grad(&gs).expect("grad")));
+        v
+    }));
+    let (ln, lc) = (6, 37);
+    let lx = u(ln * lc, "ln", -63);
+    let lg = u(ln * lc, "ln-g", -60);
+    let x1 = lx.clone();
+    out.push(case("layer_norm", "lockstep", label("6x37"), move |d| {
+        host(det::layer_norm(t(&x1, [ln, lc], d), 1e-30))
+    }));
+    out.push(case(
+        "layer_norm_grad",
+        "lockstep",
+        label("6x37"),
+        move |d| grad_of(&lx, [ln, lc], &lg, d, |x| det::layer_norm(x, 1e-30)),
+    ));
+    let (cr, ct) = (24, 12);
+    let cx = underflow_logits(cr, ct);
+    let cg = u(cr * ct, "causal-g", -30);
+    let x1 = cx.clone();
+    out.push(case(
+        "causal_softmax",
+        "lockstep",
+        label("24x12"),
+        move |d| host(det::causal_softmax(t(&x1, [cr, ct], d), ct, 1.0)),
+    ));
+    out.push(case(
+        "causal_softmax_grad",
+        "lockstep",
+        label("24x12"),
+        move |d| grad_of(&cx, [cr, ct], &cg, d, |x| det::causal_softmax(x, ct, 1.0)),
     ));
     // Optimizers: gradients whose squares and moments underflow, weights near MIN_POSITIVE.
     let on = 4000;

@@ -35,36 +35,7 @@ use crate::nn::{Ctx, InitRule, Network, ParamSpec, Params, add, dropout};
 use burn::tensor::{Tensor, TensorData};
 use lockstep_core::config::GptConfig;
 use lockstep_kernels as det;
-use lockstep_kernels::ops::matmul;
-use tmp::{bmm, causal_softmax, layer_norm};
-
-// TEMPORARY stand-ins (stock ops) until the lockstep kernels land.
-mod tmp {
-    use burn::tensor::Tensor;
-    pub fn bmm(a: Tensor<3>, b: Tensor<3>) -> Tensor<3> {
-        a.matmul(b)
-    }
-    pub fn layer_norm(x: Tensor<2>, eps: f32) -> Tensor<2> {
-        let c = x.dims()[1];
-        let mean = x.clone().sum_dim(1) / c as f32;
-        let xc = x - mean;
-        let var = (xc.clone() * xc.clone()).sum_dim(1) / c as f32;
-        xc / (var + eps).sqrt()
-    }
-    pub fn causal_softmax(x: Tensor<2>, t: usize, scale: f32) -> Tensor<2> {
-        let [r, _] = x.dims();
-        let mut mask = vec![0.0f32; r * t];
-        for i in 0..r {
-            for j in 0..t {
-                if j > i % t {
-                    mask[i * t + j] = -1e30;
-                }
-            }
-        }
-        let m = Tensor::<2>::from_data(burn::tensor::TensorData::new(mask, [r, t]), &x.device());
-        burn::tensor::activation::softmax(x * scale + m, 1)
-    }
-}
+use lockstep_kernels::ops::{bmm, causal_softmax, layer_norm, matmul};
 
 pub const LN_EPS: f32 = 1e-5;
 

@@ -26,8 +26,20 @@ pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, fused: bool) -
         b.len()
     );
     let mut c = vec![0f32; m * n];
+    matmul_into(a, b, &mut c, m, k, n, fused);
+    c
+}
+
+/// `matmul` written into `c` (`[m, n]`, any contents: it is overwritten), the same bits. For
+/// callers that run many products into one buffer (`bmm`, one batch element each).
+pub fn matmul_into(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize, fused: bool) {
+    assert!(
+        a.len() == m * k && b.len() == k * n && c.len() == m * n,
+        "matmul_into: shapes"
+    );
+    c.fill(0.0);
     if n == 0 || m == 0 {
-        return c;
+        return;
     }
     let (cols, b_dirty) = col_exponents(b, n);
     let b = &*flushed_if(b_dirty, b);
@@ -46,7 +58,6 @@ pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, fused: bool) -
                 block_dispatch::<false>(a_rows, b, out, k, n, &safe)
             }
         });
-    c
 }
 
 /// Biased exponent bound below which a tile must flush: a tile is safe when the smallest

@@ -159,6 +159,11 @@ pub(crate) fn dims2(s: &Shape, op: &str) -> (usize, usize) {
     (s[0], s[1])
 }
 
+pub(crate) fn dims3(s: &Shape, op: &str) -> [usize; 3] {
+    assert_eq!(s.num_dims(), 3, "{op}: expected a rank-3 tensor, got {s:?}");
+    [s[0], s[1], s[2]]
+}
+
 pub(crate) fn dims4(s: &Shape, op: &str) -> [usize; 4] {
     assert_eq!(s.num_dims(), 4, "{op}: expected a rank-4 tensor, got {s:?}");
     [s[0], s[1], s[2], s[3]]

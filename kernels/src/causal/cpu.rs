@@ -1,0 +1,110 @@
+//! CPU causal softmax in the order of `causal`'s module doc.
+
+use crate::arith::{add, exp_fixed, flush, mad, mul, recip_fixed, sub};
+use rayon::prelude::*;
+
+/// Query row `q`'s maximum and `sum_{j <= q} exp_fixed(z[j] - max)` with `z[j] = x[j] * sc`
+/// (`sc` flushed), j in order.
+fn row_stats(x: &[f32], q: usize, sc: f32) -> (f32, f32) {
+    let z = |j: usize| mul(flush(x[j]), sc);
+    let mut mx = z(0);
+    for j in 1..=q {
+        let v = z(j);
+        if v > mx {
+            mx = v;
+        }
+    }
+    let mut s = 0f32;
+    for j in 0..=q {
+        s = add(s, exp_fixed(sub(z(j), mx)));
+    }
+    (mx, s)
+}
+
+/// The causal softmax of `x * scale`, `x` `[r, t]`, row `i` being query `i % t`.
+pub fn forward(x: &[f32], r: usize, t: usize, scale: f32) -> Vec<f32> {
+    assert!(x.len() == r * t, "causal_softmax: shapes");
+    let mut out = vec![0f32; r * t];
+    if t == 0 {
+        return out;
+    }
+    let sc = flush(scale);
+    out.par_chunks_mut(t).enumerate().for_each(|(i, y)| {
+        let (xr, q) = (&x[i * t..(i + 1) * t], i % t);
+        let (mx, s) = row_stats(xr, q, sc);
+        let rc = recip_fixed(s);
+        for j in 0..=q {
+            y[j] = mul(exp_fixed(sub(mul(flush(xr[j]), sc), mx)), rc);
+        }
+    });
+    out
+}
+
+/// Gradient with respect to `x` from the forward's output `y` and the incoming `dy`.
+pub fn backward(y: &[f32], dy: &[f32], r: usize, t: usize, scale: f32) -> Vec<f32> {
+    assert!(
+        y.len() == r * t && dy.len() == r * t,
+        "causal_softmax: shapes"
+    );
+    let mut out = vec![0f32; r * t];
+    if t == 0 {
+        return out;
+    }
+    let sc = flush(scale);
+    out.par_chunks_mut(t).enumerate().for_each(|(i, d)| {
+        let (yr, gr, q) = (&y[i * t..(i + 1) * t], &dy[i * t..(i + 1) * t], i % t);
+        let mut dot = 0f32;
+        for j in 0..=q {
+            dot = mad(flush(gr[j]), flush(yr[j]), dot);
+        }
+        for j in 0..=q {
+            d[j] = mul(sc, mul(flush(yr[j]), sub(flush(gr[j]), dot)));
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_the_f64_definition() {
+        // two (batch * head) blocks of t = 3 queries
+        let (t, r, scale) = (3, 6, 0.7f32);
+        let x = [
+            1.0f32, -2.0, 0.5, 3.0, 3.0, -50.0, 0.0, 0.0, 0.0, -1.0, 4.0, 9.0, 2.0, 2.0, 2.0, 0.1,
+            -0.2, 0.3,
+        ];
+        let dy = [
+            0.3f32, -1.0, 2.0, 0.0, 1.0, 1.0, -0.5, 0.25, 0.1, 0.7, -0.3, 0.2, 1.0, 2.0, 3.0, -1.0,
+            0.5, 0.5,
+        ];
+        let (y, dx) = (forward(&x, r, t, scale), {
+            let y = forward(&x, r, t, scale);
+            backward(&y, &dy, r, t, scale)
+        });
+        for i in 0..r {
+            let q = i % t;
+            let z: Vec<f64> = (0..=q)
+                .map(|j| x[i * t + j] as f64 * scale as f64)
+                .collect();
+            let mx = z.iter().cloned().fold(f64::MIN, f64::max);
+            let s: f64 = z.iter().map(|v| (v - mx).exp()).sum();
+            let p: Vec<f64> = z.iter().map(|v| (v - mx).exp() / s).collect();
+            let g: Vec<f64> = (0..=q).map(|j| dy[i * t + j] as f64).collect();
+            let dot: f64 = p.iter().zip(&g).map(|(a, b)| a * b).sum();
+            for j in 0..t {
+                let k = i * t + j;
+                if j > q {
+                    assert_eq!((y[k].to_bits(), dx[k].to_bits()), (0, 0), "masked [{k}]");
+                    continue;
+                }
+                let want_dx = scale as f64 * p[j] * (g[j] - dot);
+                let close = |a: f32, b: f64| (a as f64 - b).abs() <= 1e-6 * (1.0 + b.abs());
+                assert!(close(y[k], p[j]), "y[{k}] {} vs {}", y[k], p[j]);
+                assert!(close(dx[k], want_dx), "dx[{k}] {} vs {want_dx}", dx[k]);
+            }
+        }
+    }
+}
