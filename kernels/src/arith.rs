@@ -156,9 +156,7 @@ pub const SQRT_HALF_X2: f32 = f32::from_bits(0x3fb5_04f3); // sqrt(2)
 #[inline(always)]
 pub fn exp_fixed(x: f32) -> f32 {
     let x = flush(x);
-    if x.is_nan() {
-        return x;
-    }
+    // NaN passes through unchanged (selected at the end, so the loop stays branch-free).
     let xc = if x < EXP_LO { EXP_LO } else { x };
     let xc = if xc > EXP_HI { EXP_HI } else { xc };
     let n = add(mul(xc, LOG2E), 0.5).floor();
@@ -172,7 +170,7 @@ pub fn exp_fixed(x: f32) -> f32 {
     p = mad(p, r, EP5);
     let y = add(mad(p, z, r), 1.0);
     let two_n = f32::from_bits(((n + 127.0) as u32) << 23);
-    mul(y, two_n)
+    if x.is_nan() { x } else { mul(y, two_n) }
 }
 
 #[inline(always)]
@@ -199,7 +197,7 @@ pub fn log_fixed(x: f32) -> f32 {
 
 /// `sigmoid(x) = recip_fixed(1 + exp_fixed(-x))`, x clamped to [-40, 40] (so the reciprocal's
 /// argument stays in [1, 2^60]).
-#[inline]
+#[inline(always)]
 pub fn sigmoid_fixed(x: f32) -> f32 {
     let x = flush(x);
     let xc = if x < -40.0 { -40.0 } else { x };
@@ -208,7 +206,7 @@ pub fn sigmoid_fixed(x: f32) -> f32 {
 }
 
 /// `tanh(x) = 2 * sigmoid(2x) - 1` (absolute error ~1e-7 near 0, where tanh is ~x).
-#[inline]
+#[inline(always)]
 pub fn tanh_fixed(x: f32) -> f32 {
     sub(mul(2.0, sigmoid_fixed(mul(2.0, flush(x)))), 1.0)
 }
@@ -230,7 +228,7 @@ pub const ERF_A4: f32 = -1.453_152_027;
 pub const ERF_A5: f32 = 1.061_405_429;
 
 /// `(q, e)`: `q ~ erfc(|x|/sqrt2)` and `e = exp(-x^2/2)` (module doc). `x` is flushed.
-#[inline]
+#[inline(always)]
 fn gauss_tail(x: f32) -> (f32, f32) {
     let ax = if x < 0.0 { -x } else { x };
     let ax = if ax > 10.0 { 10.0 } else { ax };
@@ -247,14 +245,14 @@ fn gauss_tail(x: f32) -> (f32, f32) {
 }
 
 /// The standard normal CDF from `gauss_tail`'s `q`.
-#[inline]
+#[inline(always)]
 fn phi_cdf(x: f32, q: f32) -> f32 {
     let h = mul(0.5, q);
     if x < 0.0 { h } else { sub(1.0, h) }
 }
 
 /// `x * Phi(x)` (module doc).
-#[inline]
+#[inline(always)]
 pub fn gelu_fixed(x: f32) -> f32 {
     let x = flush(x);
     let (q, _) = gauss_tail(x);
@@ -262,7 +260,7 @@ pub fn gelu_fixed(x: f32) -> f32 {
 }
 
 /// `d gelu / dx = Phi(x) + x * phi(x)` (module doc).
-#[inline]
+#[inline(always)]
 pub fn gelu_grad_fixed(x: f32) -> f32 {
     let x = flush(x);
     let (q, e) = gauss_tail(x);

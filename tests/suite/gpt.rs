@@ -287,7 +287,11 @@ fn gpt_char_full_run() {
     let dir = tempfile::tempdir().expect("tmp");
     let out = dir.path().join("gpt_char");
     let t0 = std::time::Instant::now();
-    train(&crate::harness::config("gpt_char.toml"), &out, &["--backend", "flex"]);
+    train(
+        &crate::harness::config("gpt_char.toml"),
+        &out,
+        &["--backend", "flex"],
+    );
     let wall = t0.elapsed().as_secs_f64();
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let last_eval: serde_json::Value = metrics
@@ -299,7 +303,14 @@ fn gpt_char_full_run() {
     let timing = std::fs::read_to_string(out.join("timing.jsonl")).unwrap();
     let last: serde_json::Value = serde_json::from_str(timing.lines().last().unwrap()).unwrap();
     let sample = stdout(&[
-        "sample", out.to_str().unwrap(), "--prompt", "The ", "--tokens", "300", "--seed", "1",
+        "sample",
+        out.to_str().unwrap(),
+        "--prompt",
+        "The ",
+        "--tokens",
+        "300",
+        "--seed",
+        "1",
     ]);
     println!(
         "gpt_char: validation loss {:.4} (perplexity {:.2}) at step 2000, {:.0} tokens/s, {wall:.0} s\n{sample}",

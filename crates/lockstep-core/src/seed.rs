@@ -151,7 +151,10 @@ mod tests {
         let z: Vec<f64> = (0..n).map(|_| s.normal()).collect();
         let mean = z.iter().sum::<f64>() / n as f64;
         let var = z.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n as f64;
-        assert!(mean.abs() < 0.01 && (var - 1.0).abs() < 0.01, "{mean} {var}");
+        assert!(
+            mean.abs() < 0.01 && (var - 1.0).abs() < 0.01,
+            "{mean} {var}"
+        );
         // Golden: the first draws, recorded when the definition was written (a change to the
         // Box-Muller recipe, ln_fixed or cos_fixed changes every GPT's initial weights).
         let first: Vec<u64> = z[..3].iter().map(|v| v.to_bits()).collect();
