@@ -210,6 +210,7 @@ const SHIPPED_CONFIGS: &[(&str, &str)] = &[
         "digits_residual",
         include_str!("../configs/digits_residual.toml"),
     ),
+    ("gpt_char", include_str!("../configs/gpt_char.toml")),
 ];
 
 fn parse_backend(s: &str) -> Result<BackendKind> {

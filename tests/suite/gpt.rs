@@ -296,8 +296,7 @@ fn gpt_char_full_run() {
     let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let last_eval: serde_json::Value = metrics
         .lines()
-        .filter(|l| l.contains("\"eval\""))
-        .last()
+        .rfind(|l| l.contains("\"eval\""))
         .map(|l| serde_json::from_str(l).unwrap())
         .unwrap();
     let timing = std::fs::read_to_string(out.join("timing.jsonl")).unwrap();

@@ -21,36 +21,6 @@ fn t3(v: &[f32], shape: [usize; 3], d: &Device) -> Tensor<3> {
     Tensor::<3>::from_data(TensorData::new(v.to_vec(), shape), d)
 }
 
-/// Panics unless `|got[i] - want[i]| <= tol(i)` for every `i`, naming the worst element.
-fn assert_close(what: &str, want: &[f64], got: &[f32], tol: impl Fn(usize) -> f64) {
-    assert_eq!(want.len(), got.len(), "{what}: lengths differ");
-    let ratio = |i: usize| {
-        let err = (got[i] as f64 - want[i]).abs();
-        if err == 0.0 {
-            0.0
-        } else if err.is_nan() {
-            f64::INFINITY
-        } else {
-            err / tol(i)
-        }
-    };
-    let r: Vec<f64> = (0..want.len()).map(ratio).collect();
-    let worst = (0..r.len())
-        .max_by(|&a, &b| r[a].total_cmp(&r[b]))
-        .unwrap_or(0);
-    let bad = r.iter().filter(|&&v| v > 1.0).count();
-    assert!(
-        bad == 0,
-        "{what}: {bad} of {} elements outside the bound; worst: [{worst}] got {:e}, want {:e}, \
-         error {:e}, bound {:e}",
-        r.len(),
-        got[worst],
-        want[worst],
-        (got[worst] as f64 - want[worst]).abs(),
-        tol(worst)
-    );
-}
-
 /// `(bt, m, k, n)`: one of everything, k = 33 (no multiple of any tile or SIMD width), heads of
 /// a small GPT (`[bt*heads, t, head_dim]` products), and bigger odd shapes.
 const BMM_SHAPES: &[(usize, usize, usize, usize)] = &[
@@ -114,10 +84,15 @@ fn bmm_forward_and_backward_match_the_loop_on_every_backend() {
                 })
                 .collect();
             let got = host(det::bmm(t3(&a, [bt, m, k], &d), t3(&b, [bt, k, n], &d)));
-            assert_close(&format!("{what}: vs f64"), &f64_def, &got, |_| {
-                // |a|, |b| <= 2: k roundings of values up to 4k
-                4.0 * k as f64 * k as f64 * f32::EPSILON as f64
-            });
+            crate::kernels_bitwise::assert_within(
+                &format!("{what}: vs f64"),
+                &f64_def,
+                &got,
+                |_| {
+                    // |a|, |b| <= 2: k roundings of values up to 4k
+                    4.0 * k as f64 * k as f64 * f32::EPSILON as f64
+                },
+            );
         }
     }
 }
@@ -183,9 +158,12 @@ fn layer_norm_forward_and_backward_match_the_loop_on_every_backend() {
             let (fwd, bwd) = (host(y), host(xt.grad(&grads).unwrap()));
             assert_bitwise(&format!("{what}: forward vs the loop"), &want, &fwd);
             assert_bitwise(&format!("{what}: backward vs the loop"), &want_dx, &bwd);
-            assert_close(&format!("{what}: forward vs f64"), &y64, &fwd, |i| {
-                LN_EPS * f32::EPSILON as f64 * rt * scale[i]
-            });
+            crate::kernels_bitwise::assert_within(
+                &format!("{what}: forward vs f64"),
+                &y64,
+                &fwd,
+                |i| LN_EPS * f32::EPSILON as f64 * rt * scale[i],
+            );
         }
     }
 }
@@ -244,7 +222,12 @@ fn causal_softmax_forward_and_backward_match_the_loop_on_every_backend() {
                         );
                     }
                 }
-                assert_close(&format!("{what}: forward vs f64"), &p, &fwd, |i| tol[i]);
+                crate::kernels_bitwise::assert_within(
+                    &format!("{what}: forward vs f64"),
+                    &p,
+                    &fwd,
+                    |i| tol[i],
+                );
             }
         }
     }
@@ -412,11 +395,14 @@ fn attention_kernel_backward_passes_match_finite_differences_and_stock_ops() {
     #[allow(deprecated)]
     let cpu = Device::ndarray();
     let check = |what: &str, ours: &[f32], fd: &[f64], stock: &[f32]| {
-        assert_close(&format!("{what} vs finite differences"), fd, ours, |i| {
-            1e-4 + 1e-3 * fd[i].abs()
-        });
+        crate::kernels_bitwise::assert_within(
+            &format!("{what} vs finite differences"),
+            fd,
+            ours,
+            |i| 1e-4 + 1e-3 * fd[i].abs(),
+        );
         let s: Vec<f64> = stock.iter().map(|&v| v as f64).collect();
-        assert_close(&format!("{what} vs stock ops"), &s, ours, |i| {
+        crate::kernels_bitwise::assert_within(&format!("{what} vs stock ops"), &s, ours, |i| {
             1e-6 + 1e-5 * s[i].abs()
         });
     };

@@ -105,7 +105,7 @@ fn assert_ulps(what: &str, x: &[f32], want: &[f64], got: &[f32], max: u32) {
 
 /// Panics unless `|got[i] - want[i]| <= tol(i)` for every `i` (`want` from an f64 definition);
 /// names how many are not and the worst one (largest error / bound).
-fn assert_within(what: &str, want: &[f64], got: &[f32], tol: impl Fn(usize) -> f64) {
+pub fn assert_within(what: &str, want: &[f64], got: &[f32], tol: impl Fn(usize) -> f64) {
     assert_eq!(want.len(), got.len(), "{what}: lengths differ");
     let ratio = |i: usize| {
         let err = (got[i] as f64 - want[i]).abs();

@@ -44,16 +44,18 @@ impl Task for Classification {
                 }
             }
             correct += usize::from(best == label as usize);
-            let max = row[best] as f64;
-            let lse = row
-                .iter()
-                .map(|&v| (v as f64 - max).exp())
-                .sum::<f64>()
-                .ln()
-                + max;
-            loss += lse - row[label as usize] as f64;
+            loss += log_sum_exp(row, row[best] as f64) - row[label as usize] as f64;
         }
         let n = labels.len().max(1) as f64;
         (loss / n, correct as f64 / n)
     }
+}
+
+/// `ln(sum exp(row))` in f64 around the row's maximum `max`: the sum in index order.
+pub fn log_sum_exp(row: &[f32], max: f64) -> f64 {
+    row.iter()
+        .map(|&v| (v as f64 - max).exp())
+        .sum::<f64>()
+        .ln()
+        + max
 }

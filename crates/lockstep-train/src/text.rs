@@ -184,7 +184,7 @@ impl TextData {
                     "has {n} tokens: its training part ({cut}) and validation part ({}) must each hold a window of block_size + 1 = {need} tokens",
                     n - cut
                 ),
-                &format!(
+                format!(
                     "use a text of at least {} tokens, or a smaller model.block_size",
                     need * 10 + 10
                 ),
@@ -253,13 +253,13 @@ mod tests {
             v.chars,
             vec![' ', ',', 'd', 'e', 'h', 'l', 'o', 'r', 'w', 'ö']
         );
-        let ids = v.encode("world").unwrap();
+        let ids = v.encode("world").expect("in the vocabulary");
         assert_eq!(ids, vec![8, 6, 7, 5, 2]);
         assert_eq!(v.decode(&ids), "world");
         assert_eq!(v.encode("x"), Err('x'));
         let b = Vocab::build("ö", Tokenizer::Byte);
-        assert_eq!(b.encode("ö").unwrap(), vec![0xc3, 0xb6]);
+        assert_eq!(b.encode("ö").expect("bytes"), vec![0xc3, 0xb6]);
         assert_eq!(b.size(), 256);
-        assert_eq!(Vocab::from_names(Tokenizer::Char, &v.names()).unwrap(), v);
+        assert_eq!(Vocab::from_names(Tokenizer::Char, &v.names()).expect("valid"), v);
     }
 }

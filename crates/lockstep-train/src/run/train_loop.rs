@@ -244,13 +244,7 @@ pub fn token_logprobs(logits: &[f32], labels: &[u32], classes: usize) -> Vec<f32
         .zip(labels)
         .map(|(row, &l)| {
             let max = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
-            let lse = row
-                .iter()
-                .map(|&v| (v as f64 - max).exp())
-                .sum::<f64>()
-                .ln()
-                + max;
-            (row[l as usize] as f64 - lse) as f32
+            (row[l as usize] as f64 - crate::task::log_sum_exp(row, max)) as f32
         })
         .collect()
 }
