@@ -52,36 +52,31 @@ pub fn config_for(cfg: &OptimizerConfig, spec: &crate::nn::ParamSpec) -> Optimiz
 }
 
 /// Clip the gradients to global L2 norm `max_norm` (PyTorch's `clip_grad_norm_`, as nanoGPT
-/// uses it) in one fixed order on every backend: the gradients are read to the host,
-/// `norm = sqrt(sum of g*g)` accumulated in f64 over the parameters in declaration order and each
-/// one's elements in row-major order (f64 `sqrt` is IEEE, correctly rounded), then
-/// `coef = max_norm / (norm + 1e-6)` in f64; when `coef < 1` every element becomes
-/// `flush(g * f32(coef))` (one f32 rounding) and is uploaded again. Returns the norm.
-pub fn clip_global_norm(gs: &mut [Tensor<1>], max_norm: f64, device: &burn::tensor::Device) -> f64 {
-    let host: Vec<Vec<f32>> = gs
-        .iter()
-        .map(|g| {
-            g.clone()
-                .try_into_vec_as::<f32>()
-                .expect("a gradient reads back as f32")
-        })
-        .collect();
-    let mut sum = 0.0f64;
-    for v in &host {
-        for &x in v {
-            sum += x as f64 * x as f64;
-        }
+/// uses it) in one fixed order on every backend. On the device, with lockstep's kernels: each
+/// parameter's sum of squares `sum_all(mul(g, g))` (`reduce`'s chunked order: 256-element chunks
+/// in order, then the chunk partials in order; every product and sum flushed). Those per-parameter
+/// partials (one f32 each) are read back once and summed in f64 in declaration order;
+/// `norm = sqrt(sum)` (f64 `sqrt`, correctly rounded) and `coef = max_norm / (norm + 1e-6)`. When
+/// `coef < 1` every gradient becomes `mul(g, f32(coef))` on the device. Returns the norm.
+pub fn clip_global_norm(gs: &mut [Tensor<1>], max_norm: f64) -> f64 {
+    use lockstep_kernels::ops::{mul, sum_all};
+    if gs.is_empty() {
+        return 0.0;
     }
-    let norm = sum.sqrt();
+    let partials: Vec<Tensor<1>> = gs
+        .iter()
+        .map(|g| sum_all(mul(g.clone(), g.clone())))
+        .collect();
+    let host = Tensor::cat(partials, 0)
+        .try_into_vec_as::<f32>()
+        .expect("sums of squares read back as f32");
+    let norm = host.iter().map(|&v| v as f64).sum::<f64>().sqrt();
     let coef = max_norm / (norm + 1e-6);
     if coef < 1.0 {
         let c = coef as f32;
-        for (g, v) in gs.iter_mut().zip(host) {
-            let scaled = v
-                .into_iter()
-                .map(|x| lockstep_kernels::arith::flush(x * c))
-                .collect();
-            *g = crate::model::upload(scaled, device);
+        for g in gs.iter_mut() {
+            let scale = Tensor::<1>::full([g.dims()[0]], c, &g.device());
+            *g = mul(g.clone(), scale);
         }
     }
     norm

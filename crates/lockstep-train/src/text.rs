@@ -260,6 +260,9 @@ mod tests {
         let b = Vocab::build("ö", Tokenizer::Byte);
         assert_eq!(b.encode("ö").expect("bytes"), vec![0xc3, 0xb6]);
         assert_eq!(b.size(), 256);
-        assert_eq!(Vocab::from_names(Tokenizer::Char, &v.names()).expect("valid"), v);
+        assert_eq!(
+            Vocab::from_names(Tokenizer::Char, &v.names()).expect("valid"),
+            v
+        );
     }
 }

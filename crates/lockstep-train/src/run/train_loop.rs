@@ -86,7 +86,7 @@ pub(crate) fn run_loop(
             })
             .collect();
         if cfg.train.grad_clip > 0.0 {
-            optim::clip_global_norm(&mut gs, cfg.train.grad_clip, device);
+            optim::clip_global_norm(&mut gs, cfg.train.grad_clip);
         }
         for (i, g) in gs.into_iter().enumerate() {
             let ocfg = optim::config_for(&cfg.optimizer, &model.specs[i]);
