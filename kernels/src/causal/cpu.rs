@@ -3,22 +3,39 @@
 use crate::arith::{add, exp_fixed, flush, mad, mul, recip_fixed, sub};
 use rayon::prelude::*;
 
-/// Query row `q`'s maximum and `sum_{j <= q} exp_fixed(z[j] - max)` with `z[j] = x[j] * sc`
-/// (`sc` flushed), j in order.
-fn row_stats(x: &[f32], q: usize, sc: f32) -> (f32, f32) {
-    let z = |j: usize| mul(flush(x[j]), sc);
-    let mut mx = z(0);
-    for j in 1..=q {
-        let v = z(j);
+/// One query row (`y` zero beyond `q`), in the module doc's order: `z[j] = x[j] * sc` (`sc`
+/// flushed), the maximum over `j <= q` in order, `e[j] = exp_fixed(z[j] - max)`, their sum in
+/// order, `y[j] = e[j] * recip_fixed(sum)`. `z` and `e` are written into `y` first
+/// (element-wise, so those loops vectorise); each `e[j]` is computed once.
+#[inline(always)]
+fn forward_row(xr: &[f32], y: &mut [f32], q: usize, sc: f32) {
+    let y = &mut y[..=q];
+    for (v, &x) in y.iter_mut().zip(xr) {
+        *v = mul(flush(x), sc);
+    }
+    let mut mx = y[0];
+    for &v in &y[1..] {
         if v > mx {
             mx = v;
         }
     }
-    let mut s = 0f32;
-    for j in 0..=q {
-        s = add(s, exp_fixed(sub(z(j), mx)));
+    for v in y.iter_mut() {
+        *v = exp_fixed(sub(*v, mx));
     }
-    (mx, s)
+    let mut s = 0f32;
+    for &v in y.iter() {
+        s = add(s, v);
+    }
+    let rc = recip_fixed(s);
+    for v in y.iter_mut() {
+        *v = mul(*v, rc);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn forward_row_avx2(xr: &[f32], y: &mut [f32], q: usize, sc: f32) {
+    forward_row(xr, y, q, sc)
 }
 
 /// The causal softmax of `x * scale`, `x` `[r, t]`, row `i` being query `i % t`.
@@ -29,13 +46,20 @@ pub fn forward(x: &[f32], r: usize, t: usize, scale: f32) -> Vec<f32> {
         return out;
     }
     let sc = flush(scale);
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::arch::is_x86_feature_detected!("avx2");
     out.par_chunks_mut(t).enumerate().for_each(|(i, y)| {
         let (xr, q) = (&x[i * t..(i + 1) * t], i % t);
-        let (mx, s) = row_stats(xr, q, sc);
-        let rc = recip_fixed(s);
-        for j in 0..=q {
-            y[j] = mul(exp_fixed(sub(mul(flush(xr[j]), sc), mx)), rc);
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the CPU has AVX2 (checked above).
+            #[allow(unsafe_code)]
+            unsafe {
+                forward_row_avx2(xr, y, q, sc)
+            };
+            return;
         }
+        forward_row(xr, y, q, sc);
     });
     out
 }
