@@ -328,6 +328,17 @@ pub enum Unary {
 }
 
 impl Unary {
+    /// Every op, in discriminant order.
+    pub const ALL: [Unary; 7] = [
+        Unary::Exp,
+        Unary::Log,
+        Unary::Sigmoid,
+        Unary::Tanh,
+        Unary::Gelu,
+        Unary::GeluGrad,
+        Unary::Recip,
+    ];
+
     /// The CPU version of the op.
     pub fn cpu(self) -> fn(f32) -> f32 {
         match self {
@@ -671,16 +682,7 @@ mod tests {
         }
         xs.extend((0..200).map(|i| -100.0 + i as f32 * 0.5));
         xs.extend((0..64).map(|i| -86.0 - i as f32 * 0.05));
-        let ops = [
-            Unary::Exp,
-            Unary::Log,
-            Unary::Sigmoid,
-            Unary::Tanh,
-            Unary::Gelu,
-            Unary::GeluGrad,
-            Unary::Recip,
-        ];
-        for op in ops {
+        for op in Unary::ALL {
             let run = |on: bool| -> Vec<u32> {
                 crate::ftz::run_with(on, || xs.iter().map(|&x| op.cpu()(x).to_bits()).collect())
             };

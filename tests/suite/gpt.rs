@@ -320,41 +320,26 @@ fn gpt_char_full_run() {
     assert!(last_eval["loss"].as_f64().unwrap() < 2.6, "{last_eval}");
 }
 
-/// Global-norm clipping (`optim::clip_global_norm`) against its documented order written out
-/// here (squares flushed, 256-element chunks summed in order, then the chunk partials, then the
-/// parameters in f64, then one flushed f32 multiply), bitwise on every backend; and a norm under
+/// Global-norm clipping (`optim::clip_global_norm`) against its documented order, built from the
+/// suite's independent reference loops (`reference.rs`: flushed squares, `sum_all`'s 256-element
+/// chunks then partials, then the parameters in f64, then one flushed f32 multiply), bitwise on
+/// every backend; and a norm under
 /// the limit leaves the gradients untouched.
 #[test]
 fn global_norm_clipping_follows_the_documented_order_on_every_backend() {
     use crate::kernels_bitwise::{assert_bitwise, devices, host, seeded};
-    let flush = |x: f32| {
-        if x.abs() <= f32::MIN_POSITIVE {
-            0.0f32.copysign(x)
-        } else {
-            x
-        }
-    };
+    use crate::reference::{fl, fmul, sum_all_loop};
     let sizes = [1usize, 255, 256, 257, 3000, 70_001];
     let grads: Vec<Vec<f32>> = sizes
         .iter()
         .enumerate()
         .map(|(i, &n)| seeded(n, &format!("clip/{i}"), -0.05, 0.05))
         .collect();
+    // `mul`'s squares, then `sum_all`'s chunked order, then the parameters in f64.
     let mut total = 0f64;
     for g in &grads {
-        let mut partials = vec![];
-        for chunk in g.chunks(256) {
-            let mut acc = 0f32;
-            for &v in chunk {
-                acc = flush(acc + flush(flush(v) * flush(v)));
-            }
-            partials.push(acc);
-        }
-        let mut s = 0f32;
-        for p in partials {
-            s = flush(s + p);
-        }
-        total += s as f64;
+        let squares: Vec<f32> = g.iter().map(|&v| fmul(fl(v), fl(v))).collect();
+        total += sum_all_loop(&squares) as f64;
     }
     let norm = total.sqrt();
     let c = (1.0 / (norm + 1e-6)) as f32;
@@ -367,7 +352,7 @@ fn global_norm_clipping_follows_the_documented_order_on_every_backend() {
         let got_norm = lockstep_train::optim::clip_global_norm(&mut gs, 1.0);
         assert_eq!(got_norm.to_bits(), norm.to_bits(), "{name}: norm");
         for (g, t) in grads.iter().zip(gs) {
-            let want: Vec<f32> = g.iter().map(|&v| flush(flush(v) * c)).collect();
+            let want: Vec<f32> = g.iter().map(|&v| fmul(fl(v), c)).collect();
             assert_bitwise(&format!("{name}: clipped"), &want, &host(t));
         }
         let mut gs: Vec<burn::tensor::Tensor<1>> = grads

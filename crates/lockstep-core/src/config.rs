@@ -249,19 +249,27 @@ pub enum LayerOp {
 /// The name of the graph input in `GraphLayer::from`.
 pub const GRAPH_INPUT: &str = "x";
 
+/// Each layer's inputs (its `from`) as indices of earlier layers; `None` is the graph input
+/// `"x"`. For validated layers (unique ids, references only to earlier layers).
+pub fn graph_sources(layers: &[GraphLayer]) -> Vec<Vec<Option<usize>>> {
+    layers
+        .iter()
+        .map(|l| {
+            l.from
+                .iter()
+                .map(|f| layers.iter().position(|m| &m.id == f))
+                .collect()
+        })
+        .collect()
+}
+
 /// Width of every layer's output (`input_dim` for `"x"`), in layer order.
 pub fn graph_widths(layers: &[GraphLayer], input_dim: usize) -> Vec<usize> {
     let mut widths: Vec<usize> = Vec::with_capacity(layers.len());
-    let width_of = |widths: &[usize], id: &str| -> usize {
-        layers
-            .iter()
-            .position(|l| l.id == id)
-            .map_or(input_dim, |i| widths[i])
-    };
-    for l in layers {
+    for (l, src) in layers.iter().zip(graph_sources(layers)) {
         let w = match &l.op {
             LayerOp::Linear { out, .. } => *out,
-            _ => width_of(&widths, &l.from[0]),
+            _ => src[0].map_or(input_dim, |i| widths[i]),
         };
         widths.push(w);
     }
@@ -1260,19 +1268,15 @@ impl Validator {
         }
         let input_dim: usize = data.image_shape.iter().product();
         let widths = graph_widths(&layers, input_dim);
-        let width = |id: &str| {
-            layers
-                .iter()
-                .position(|l| l.id == id)
-                .map_or(input_dim, |i| widths[i])
-        };
+        let sources = graph_sources(&layers);
+        let width = |src: Option<usize>| src.map_or(input_dim, |i| widths[i]);
         let mut linears: Vec<(&str, usize, usize, Init, usize)> = Vec::new();
         let mut dropouts: Vec<&str> = Vec::new();
         for (i, l) in layers.iter().enumerate() {
             let key = format!("model.layers[{i}]");
             match &l.op {
                 LayerOp::Add => {
-                    let (a, b) = (width(&l.from[0]), width(&l.from[1]));
+                    let (a, b) = (width(sources[i][0]), width(sources[i][1]));
                     if a != b {
                         return Err(self.err(
                             &key,
@@ -1283,7 +1287,7 @@ impl Validator {
                     }
                 }
                 LayerOp::Linear { name, out, init } => {
-                    let d_in = width(&l.from[0]);
+                    let d_in = width(sources[i][0]);
                     match linears.iter().find(|x| x.0 == name) {
                         Some(&(_, di, o, it, j)) if (di, o, it) != (d_in, *out, *init) => {
                             return Err(self.err(

@@ -17,7 +17,9 @@
 use crate::opset::{Lockstep, OpSet, ops};
 use burn::tensor::Tensor;
 use lockstep_core::SeedStream;
-use lockstep_core::config::{Activation, GraphLayer, KernelSet, LayerOp, graph_widths};
+use lockstep_core::config::{
+    Activation, GraphLayer, KernelSet, LayerOp, graph_sources, graph_widths,
+};
 use lockstep_kernels as det;
 use std::collections::BTreeMap;
 
@@ -321,11 +323,7 @@ impl Graph {
     /// The network of validated `layers` over inputs of width `input_dim`.
     pub fn new(layers: &[GraphLayer], input_dim: usize) -> Self {
         let widths = graph_widths(layers, input_dim);
-        let index = |id: &str| layers.iter().position(|l| l.id == id);
-        let from: Vec<Vec<Option<usize>>> = layers
-            .iter()
-            .map(|l| l.from.iter().map(|f| index(f)).collect())
-            .collect();
+        let from = graph_sources(layers);
         let d_in = from
             .iter()
             .map(|f| f[0].map_or(input_dim, |i| widths[i]))
