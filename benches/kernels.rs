@@ -1,7 +1,7 @@
 //! Benchmarks, each printing a ratio against a named baseline measured in the same run
 //! (A/B interleaved, medians; this machine is noisy, ±20% between identical runs):
 //!
-//! - `matmul/<shape>`: lockstep's fixed-order CPU matmul vs burn-ndarray's stock matmul
+//! - `matmul/<shape>`: lockstep's fixed-order CPU matmul (both profiles) vs burn-ndarray's stock matmul
 //!   (matrixmultiply) and burn-flex's (gemm), at the Fashion-MNIST MLP's training shapes.
 //! - `conv2d`: lockstep's im2col + fixed-order matmul vs burn's stock conv2d, forward, at the
 //!   Fashion-MNIST CNN's two conv layers, on burn-ndarray and burn-flex.
@@ -11,6 +11,10 @@
 //! - `wgpu (lavapipe)`: correctness only (a software driver's speed means nothing): three steps
 //!   of each model from the same init on ndarray and on wgpu, how many parameters differ (0 for
 //!   lockstep kernels) and the ms/step.
+//! - `train_step MLP 784-2048-2048-10 b512`: the large MLP's step on flex, lockstep's kernels in
+//!   the `unfused` and `fma` arithmetic profiles vs burn's stock ops.
+//! - `wgpu matmul`: lockstep's tiled GPU matmul (both profiles; `fma` is only meaningful where
+//!   the adapter's fma fuses) vs burn-wgpu's stock matmul on the default adapter, TFLOP/s.
 //! - `peak`: this machine's FP32 multiply+add peak (a register-resident microbenchmark), and the
 //!   lockstep matmul's GFLOP/s as a fraction of it.
 //!
@@ -23,7 +27,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use criterion::Criterion;
 use lockstep_core::SeedStream;
-use lockstep_core::config::{KernelSet, load_config};
+use lockstep_core::config::{Arith, KernelSet, load_config};
 use lockstep_train::model::{Model, conv2d_im2col, cross_entropy, one_hot, upload};
 use std::hint::black_box;
 use std::time::Instant;
@@ -79,8 +83,9 @@ fn train_step(
         .iter()
         .map(|p| Tensor::from_inner(p.clone()).require_grad())
         .collect();
-    let logits = model.forward(&leaves, t2(x, [128, 784], &ad), None);
-    let loss = cross_entropy(model.kernels, logits, t2(&one_hot(y, 10), [128, 10], &ad));
+    let batch = y.len();
+    let logits = model.forward(&leaves, t2(x, [batch, 784], &ad), None);
+    let loss = cross_entropy(model.kernels, logits, t2(&one_hot(y, 10), [batch, 10], &ad));
     let grads = loss.backward();
     for i in 0..params.len() {
         let g = leaves[i].grad(&grads).expect("grad");
@@ -151,9 +156,17 @@ fn main() {
             },
             || drop(black_box(ta.clone().matmul(tb.clone()))),
         );
-        let (_, tf) = ab(30, || (), || drop(black_box(fa.clone().matmul(fb.clone()))));
+        let (tfma, tf) = ab(
+            30,
+            || {
+                drop(black_box(lockstep_kernels::matmul::cpu::matmul(
+                    &a, &b, m, k, n, true,
+                )))
+            },
+            || drop(black_box(fa.clone().matmul(fb.clone()))),
+        );
         let flops = 2.0 * (m * k * n) as f64;
-        summary.push(format!("matmul {name:<18} lockstep {:7.1} GFLOP/s | vs burn-ndarray {:.2}x | vs burn-flex {:.2}x", flops / tl / 1e9, tn / tl, tf / tl));
+        summary.push(format!("matmul {name:<18} lockstep unfused {:6.1} GFLOP/s, fma {:6.1} GFLOP/s | unfused vs burn-ndarray {:.2}x, vs burn-flex {:.2}x | fma vs burn-flex {:.2}x", flops / tl / 1e9, flops / tfma / 1e9, tn / tl, tf / tl, tf / tfma));
     }
     // conv2d forward at the Fashion-MNIST CNN's two layers (same padding, k = 3): lockstep's
     // im2col + fixed-order matmul vs burn's stock conv2d.
@@ -258,6 +271,78 @@ fn main() {
             summary.push(format!("wgpu {mname}: skipped (no Vulkan adapter)"));
         }
     }
+    // The large MLP (784-2048-2048-10, batch 512, Adam) on flex: lockstep's kernels in both
+    // arithmetic profiles against burn's stock ops (the fastest configuration of the same
+    // engine on this device, nondeterministic across backends) in one interleaved run.
+    {
+        let mut cfg = load_config(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("configs")
+                .join("fashion_mlp.toml"),
+        )
+        .expect("config");
+        cfg.model.hidden = vec![2048, 2048];
+        let (x, y): (Vec<f32>, Vec<u32>) = (
+            seeded(512 * 784, "x512"),
+            (0..512).map(|i| i % 10).collect(),
+        );
+        let dev = fx.clone();
+        let (mu, mut pu, mut su) = setup(&cfg, KernelSet::Lockstep, &dev);
+        let (mut mf, mut pf, mut sf) = setup(&cfg, KernelSet::Lockstep, &dev);
+        mf.arith = Arith::Fma;
+        let (mb, mut pb, mut sb) = setup(&cfg, KernelSet::Burn, &dev);
+        let (tu, tb) = ab(
+            8,
+            || train_step(&mu, &mut pu, &mut su, &x, &y, &dev, &cfg.optimizer),
+            || train_step(&mb, &mut pb, &mut sb, &x, &y, &dev, &cfg.optimizer),
+        );
+        let (tf, tb2) = ab(
+            8,
+            || train_step(&mf, &mut pf, &mut sf, &x, &y, &dev, &cfg.optimizer),
+            || train_step(&mb, &mut pb, &mut sb, &x, &y, &dev, &cfg.optimizer),
+        );
+        let flops = 6.0 * 512.0 * (784.0 * 2048.0 + 2048.0 * 2048.0 + 2048.0 * 10.0);
+        let tb = tb.min(tb2);
+        summary.push(format!("train_step MLP 784-2048-2048-10 b512 on flex: lockstep unfused {:.2} steps/s ({:.0} GFLOP/s), fma {:.2} steps/s ({:.0} GFLOP/s), burn stock {:.2} steps/s | lockstep/burn: unfused {:.2}x, fma {:.2}x", 1.0 / tu, flops / tu / 1e9, 1.0 / tf, flops / tf / 1e9, 1.0 / tb, tb / tu, tb / tf));
+    }
+    // GPU matmul: lockstep's tiled fixed-order kernel vs burn-wgpu's stock matmul on the default
+    // adapter (a software driver such as lavapipe: its speed says nothing about a GPU; only the
+    // ratio to burn's kernels on the same adapter is printed for it). 4096^3 on a GPU, 512^3 on a
+    // CPU adapter.
+    if lockstep_train::backend::wgpu_available() {
+        let adapter = lockstep_train::backend::adapters()
+            .into_iter()
+            .next()
+            .map(|a| format!("{} ({})", a.name, a.device_type))
+            .unwrap_or_else(|| "?".into());
+        let software = adapter.contains("Cpu") || adapter.contains("llvmpipe");
+        let size = if software { 512 } else { 4096 };
+        let gpu = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+        let (a, b) = (seeded(size * size, "ga"), seeded(size * size, "gb"));
+        let (ta, tb) = (t2(&a, [size, size], &gpu), t2(&b, [size, size], &gpu));
+        let sync = |t: Tensor<2>| drop(t.slice([0..1, 0..1]).try_into_vec_as::<f32>());
+        let reps = if software { 3 } else { 10 };
+        let (tl, tb_) = ab(
+            reps,
+            || sync(lockstep_kernels::ops::matmul(ta.clone(), tb.clone())),
+            || sync(ta.clone().matmul(tb.clone())),
+        );
+        let (tf, _) = ab(
+            reps,
+            || {
+                sync(lockstep_kernels::ops::matmul_in(
+                    ta.clone(),
+                    tb.clone(),
+                    true,
+                ))
+            },
+            || (),
+        );
+        let flops = 2.0 * (size as f64).powi(3);
+        summary.push(format!("wgpu matmul {size}^3 on {adapter}: lockstep tiled unfused {:.3} TFLOP/s, fma {:.3} TFLOP/s, burn stock {:.3} TFLOP/s | lockstep/burn {:.2}x{}", flops / tl / 1e12, flops / tf / 1e12, flops / tb_ / 1e12, tb_ / tl, if software { " (software adapter: only the ratio means anything)" } else { "" }));
+    } else {
+        summary.push("wgpu matmul: skipped (no Vulkan adapter)".into());
+    }
     // FP32 peak: independent register-resident chains per thread, all threads; once as mul-then-add
     // (two roundings, what lockstep's kernels compute) and once as FMA (what matrixmultiply and
     // gemm use), both at the widest vector width this CPU has (the one the lockstep matmul runs).
@@ -288,8 +373,18 @@ fn main() {
         },
         || (),
     );
+    let (tfma, _) = ab(
+        30,
+        || {
+            drop(black_box(lockstep_kernels::matmul::cpu::matmul(
+                &a, &b, m, k, n, true,
+            )))
+        },
+        || (),
+    );
     let gf = 2.0 * (m * k * n) as f64 / tl / 1e9;
-    summary.push(format!("peak ({threads} threads, {width}): mul+add {peak:.1} GFLOP/s, FMA {peak_fma:.1} GFLOP/s; lockstep matmul 128x784x256 {gf:.1} GFLOP/s = {:.0}% of the mul+add peak, {:.0}% of the FMA peak", 100.0 * gf / peak, 100.0 * gf / peak_fma));
+    let gff = 2.0 * (m * k * n) as f64 / tfma / 1e9;
+    summary.push(format!("peak ({threads} threads, {width}): mul+add {peak:.1} GFLOP/s, FMA {peak_fma:.1} GFLOP/s; lockstep matmul 128x784x256 unfused {gf:.1} GFLOP/s = {:.0}% of the mul+add peak, fma {gff:.1} GFLOP/s = {:.0}% of the FMA peak", 100.0 * gf / peak, 100.0 * gff / peak_fma));
     println!("\n=== ratios (A/B interleaved medians, same run) ===");
     for l in summary {
         println!("{l}");

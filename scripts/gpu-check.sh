@@ -59,7 +59,7 @@ if run "$LOCKSTEP" train "$WORK/probe.toml" --out "$WORK/probe" --backend wgpu -
     m="$WORK/probe/manifest.json"
     fact() { grep -o "\"$1\": *\"[^\"]*\"" "$m" | head -n 1 | sed 's/.*: *"//; s/"$//'; }
     echo "device: $(fact adapter) (driver $(fact driver) $(fact driver_info), $(fact api))"
-    for f in native_mad lockstep_mad div_exact sqrt_exact ftz optim_exact; do
+    for f in native_mad lockstep_mad lockstep_fma div_exact sqrt_exact ftz optim_exact; do
         echo "probe: arith.$f = $(fact "arith.$f")"
     done
     if [ "$(fact arith.lockstep_mad)" = unfused ] && [ "$(fact arith.optim_exact)" = true ]; then
@@ -108,6 +108,18 @@ job tanh digits_mlp 's/^activation = .*/activation = "tanh"/; s/^kind = "adam" .
 compare_runs "digits MLP, tanh, sgd" tanh 100
 job cnn digits_mlp 's/^kind = "mlp" .*/kind = "cnn"\nchannels = [4, 8]\nkernel_size = 3\npool = "avg"/; s/^hidden = .*/hidden = [32]/'
 compare_runs "digits CNN (avg pool)" cnn 40
+# The `fma` arithmetic profile: CPU == GPU where the probe found the GPU's fma fused; refused
+# (and nothing written) where it did not.
+job digits_fma digits_mlp 's/^\[train\]$/[train]\narith = "fma"/'
+if [ "$(fact arith.lockstep_fma)" = fused ]; then
+    compare_runs "digits MLP, arith = fma" digits_fma 200
+elif run "$LOCKSTEP" train "$WORK/digits_fma.toml" --out "$WORK/digits_fma-refused" --backend wgpu --device "$DEVICE"; then
+    verdict FAIL "digits MLP, arith = fma" "the probe found arith.lockstep_fma = $(fact arith.lockstep_fma), yet the GPU run was not refused"
+elif [ -e "$WORK/digits_fma-refused" ]; then
+    verdict FAIL "digits MLP, arith = fma" "the refused run wrote $WORK/digits_fma-refused"
+else
+    verdict PASS "digits MLP, arith = fma: refused on this GPU" "its fma does not round once (arith.lockstep_fma = $(fact arith.lockstep_fma))"
+fi
 if ((have_fashion)); then
     job fashion_mlp fashion_mlp
     compare_runs "fashion_mlp" fashion_mlp 60
@@ -128,10 +140,10 @@ fi
 
 # 5. The test suite's GPU checks, when the test binary is given.
 if [ -n "$TESTS" ]; then
-    if run "$TESTS" --test-threads 1 kernels_bitwise cross_backend subnormals conformance; then
-        verdict PASS "test binary: kernels_bitwise, cross_backend, subnormals, conformance" "$(grep -o '[0-9]* passed; [0-9]* failed' "$LOG" | tail -n 1)"
+    if run "$TESTS" --test-threads 1 kernels_bitwise cross_backend subnormals conformance arith_profiles; then
+        verdict PASS "test binary: kernels_bitwise, cross_backend, subnormals, conformance, arith_profiles" "$(grep -o '[0-9]* passed; [0-9]* failed' "$LOG" | tail -n 1)"
     else
-        verdict FAIL "test binary: kernels_bitwise, cross_backend, subnormals, conformance" "$(grep -o '[0-9]* passed; [0-9]* failed' "$LOG" | tail -n 1), see $LOG"
+        verdict FAIL "test binary: kernels_bitwise, cross_backend, subnormals, conformance, arith_profiles" "$(grep -o '[0-9]* passed; [0-9]* failed' "$LOG" | tail -n 1), see $LOG"
     fi
 else
     verdict SKIP "test binary" "pass --tests target/release/deps/suite-<hash> to run it"

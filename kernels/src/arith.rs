@@ -407,6 +407,23 @@ pub mod gpu {
         pin(p + c, one)
     }
 
+    /// `pin(fma(a, b, c))`: one rounding (where the device's `fma` really fuses: the probe's
+    /// `arith.lockstep_fma`), flushed.
+    #[cube]
+    pub fn fma_pinned(a: f32, b: f32, c: f32, one: f32) -> f32 {
+        pin(fma(a, b, c), one)
+    }
+
+    /// A dot product's step in the run's profile: `fma_pinned` when `fused`, else `mad`.
+    #[cube]
+    pub fn mad_in(a: f32, b: f32, c: f32, one: f32, #[comptime] fused: bool) -> f32 {
+        if fused {
+            fma_pinned(a, b, c, one)
+        } else {
+            mad(a, b, c, one)
+        }
+    }
+
     #[cube]
     pub fn exp_fixed(x: f32, one: f32) -> f32 {
         let x = pin(x, one);

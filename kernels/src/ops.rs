@@ -48,7 +48,7 @@ macro_rules! ops {
 }
 
 ops! {
-    matmul: MatmulOps { matmul },
+    matmul: MatmulOps { matmul, matmul_in },
     reduce: ReduceOps { sum_rows, sum_all },
     bias: BiasOps { add_bias },
     mul: MulOps { mul },
@@ -60,7 +60,7 @@ ops! {
     optim: OptimOps { sgd_step, adam_step },
     im2col: Im2colOps { im2col },
     probe: ProbeOps { probe_mad },
-    bmm: BmmOps { bmm },
+    bmm: BmmOps { bmm, bmm_in },
     layernorm: LayerNormOps { layer_norm },
     causal: CausalOps { causal_softmax },
     #[cfg(test)] negate: NegateOps { negate },

@@ -8,6 +8,13 @@
 //! - `lockstep_mad`: the same inputs through lockstep's matmul, which rounds every product
 //!   (`arith::gpu::pin`): must be `unfused` everywhere — if it is not, lockstep's bitwise promise
 //!   does not hold on this device, and the run says so.
+//! - `lockstep_fma`: lockstep's matmul in the `fma` profile (`matmul_in(.., true)`) against a
+//!   plain loop of `f32::mul_add` (IEEE's single rounding, flushed as `arith` says) on the same
+//!   inputs: one pair where one and two roundings differ and 64 seeded rows of 97 terms.
+//!   `fused` when every output is bitwise that loop's, `unfused` when the pair came out with two
+//!   roundings (the device's `fma` is a multiply then an add: Vulkan only asks its precision to be
+//!   that of the two), `wrong` otherwise. A `train.arith = "fma"` run needs `fused`; there is no
+//!   fallback (`require_fma`).
 //! - `div_exact` / `sqrt_exact`: stock `/` and `sqrt` equal IEEE correctly rounded results on
 //!   4096 seeded inputs. Information only: lockstep's kernels use neither (NVIDIA's Vulkan driver
 //!   was measured `false` for both); the stock Adam update does.
@@ -20,11 +27,12 @@
 //!   barriers behave as `arith` assumes.
 //!
 //! `lockstep_bitwise()` (lockstep's kernels give the CPU's bits here) needs `lockstep_mad`
-//! unfused and `optim_exact`: a device may fuse plain code, flush subnormals and approximate
+//! unfused and `optim_exact` (and, for an `fma` run, `lockstep_fma` fused): a device may fuse plain code, flush subnormals and approximate
 //! `sqrt`/`/` and still pass. Training with the lockstep kernels on a device without it warns
 //! loudly; `resume` refuses a device whose deciding facts differ from the recorded ones
 //! (`deciding_fact`), `verify` likewise for stock-kernel runs.
 
+use crate::arith::flush;
 use crate::ops;
 use crate::optim::Decay;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -35,6 +43,7 @@ use std::collections::BTreeMap;
 pub struct ArithmeticProfile {
     pub native_mad: &'static str,
     pub lockstep_mad: &'static str,
+    pub lockstep_fma: &'static str,
     pub div_exact: bool,
     pub sqrt_exact: bool,
     pub ftz: &'static str,
@@ -42,11 +51,14 @@ pub struct ArithmeticProfile {
 }
 
 /// Whether the manifest fact `key` decides the bits of a run with lockstep's kernels
-/// (`lockstep_kernels`) or with burn's stock ops: every `arith.*` fact matters to stock ops;
-/// only `lockstep_mad` and `optim_exact` to lockstep's.
-pub fn deciding_fact(key: &str, lockstep_kernels: bool) -> bool {
+/// (`lockstep_kernels`, in the `fma` profile when `fused`) or with burn's stock ops: every
+/// `arith.*` fact matters to stock ops; only `lockstep_mad` and `optim_exact` to lockstep's,
+/// and `lockstep_fma` too in the `fma` profile.
+pub fn deciding_fact(key: &str, lockstep_kernels: bool, fused: bool) -> bool {
     if lockstep_kernels {
-        key == "arith.lockstep_mad" || key == "arith.optim_exact"
+        key == "arith.lockstep_mad"
+            || key == "arith.optim_exact"
+            || (fused && key == "arith.lockstep_fma")
     } else {
         key.starts_with("arith.")
     }
@@ -59,6 +71,10 @@ impl ArithmeticProfile {
             (
                 "arith.lockstep_mad".to_string(),
                 self.lockstep_mad.to_string(),
+            ),
+            (
+                "arith.lockstep_fma".to_string(),
+                self.lockstep_fma.to_string(),
             ),
             ("arith.div_exact".to_string(), self.div_exact.to_string()),
             ("arith.sqrt_exact".to_string(), self.sqrt_exact.to_string()),
@@ -107,6 +123,7 @@ pub fn probe(device: &Device) -> ArithmeticProfile {
     } else {
         "fused"
     };
+    let lockstep_fma = probe_fma(device, x);
     let mut s = SeedStream::new(0, lockstep_core::streams::PROFILE_PROBE);
     let num: Vec<f32> = (0..4096)
         .map(|_| f32::from_bits(0x3f80_0000 | (s.next_u32() >> 9)) * 3.0 - 1.5)
@@ -167,9 +184,61 @@ pub fn probe(device: &Device) -> ArithmeticProfile {
     ArithmeticProfile {
         native_mad,
         lockstep_mad,
+        lockstep_fma,
         div_exact,
         sqrt_exact,
         ftz,
         optim_exact,
+    }
+}
+
+/// `arith.lockstep_fma` (module doc): lockstep's matmul in the `fma` profile against a plain
+/// `mul_add` loop. `x = 1 + 2^-12`: `-1 + x*x` keeps `2^-24` only when fused.
+fn probe_fma(device: &Device, x: f32) -> &'static str {
+    let (m, k) = (64, 97);
+    let mut s = SeedStream::new(0, "profile/fma-probe");
+    // Row 0: `-1*1` then `x*x` added to it (`[-1, x, 0, ...] . [1, x, ...]`); row 1 zeros.
+    let mut a: Vec<f32> = vec![-1.0, x];
+    a.resize(2 * k, 0.0);
+    let mut b: Vec<f32> = vec![1.0, x];
+    b.resize(k, 0.0);
+    for _ in 0..m * k {
+        a.push(s.uniform_range(-2.0, 2.0));
+    }
+    // Some products near the flush threshold, so the probe sees where the device rounds them.
+    for (i, v) in a.iter_mut().enumerate().skip(2 * k) {
+        if i % 13 == 0 {
+            *v *= 2f32.powi(-60);
+        }
+    }
+    for (i, v) in b.iter_mut().enumerate().skip(2) {
+        *v = s.uniform_range(-2.0, 2.0) * if i % 11 == 0 { 2f32.powi(-63) } else { 1.0 };
+    }
+    let rows = a.len() / k;
+    let got = crate::ops::matmul_in(
+        Tensor::<2>::from_data(TensorData::new(a.clone(), [rows, k]), device),
+        Tensor::<2>::from_data(TensorData::new(b.clone(), [k, 1]), device),
+        true,
+    )
+    .try_into_vec_as::<f32>()
+    .expect("f32 read-back");
+    let want: Vec<f32> = (0..rows)
+        .map(|r| {
+            (0..k).fold(0.0f32, |acc, p| {
+                let (u, v) = (flush(a[r * k + p]), flush(b[p]));
+                flush(u.mul_add(v, acc))
+            })
+        })
+        .collect();
+    if got
+        .iter()
+        .zip(&want)
+        .all(|(g, w)| g.to_bits() == w.to_bits())
+    {
+        "fused"
+    } else if got[0].to_bits() == (x * x + -1.0f32).to_bits() {
+        "unfused"
+    } else {
+        "wrong"
     }
 }

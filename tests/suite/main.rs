@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // tests: a failed unwrap is a failed test
 
+mod arith_profiles;
 mod artifacts;
 mod bad_input;
 mod checkpoint_format;

@@ -569,3 +569,34 @@ pub fn causal_softmax_backward_loop(y: &[f32], dy: &[f32], t: usize, scale: f32)
         })
         .collect()
 }
+
+/// `matmul` in the `fma` profile: per output `acc = 0.0; for p in 0..k { acc = fl(fma(fl(a[i,p]),
+/// fl(b[p,j]), acc)) }` with IEEE's single rounding (`f32::mul_add`).
+pub fn matmul_fma_loop(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut out = vec![0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0f32;
+            for p in 0..k {
+                acc = fl(fl(a[i * k + p]).mul_add(fl(b[p * n + j]), acc));
+            }
+            out[i * n + j] = acc;
+        }
+    }
+    out
+}
+
+/// `bmm` in the `fma` profile: `matmul_fma_loop` per batch element.
+pub fn bmm_fma_loop(a: &[f32], b: &[f32], bt: usize, m: usize, k: usize, n: usize) -> Vec<f32> {
+    (0..bt)
+        .flat_map(|e| {
+            matmul_fma_loop(
+                &a[e * m * k..(e + 1) * m * k],
+                &b[e * k * n..(e + 1) * k * n],
+                m,
+                k,
+                n,
+            )
+        })
+        .collect()
+}

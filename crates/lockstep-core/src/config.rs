@@ -105,6 +105,7 @@ struct RawTrain {
     threads: Option<i64>,
     kernels: Option<String>,
     grad_clip: Option<f64>,
+    arith: Option<String>,
 }
 
 /// A validated training job. Every field is explicit; see `configs/` for annotated examples.
@@ -414,6 +415,36 @@ pub enum KernelSet {
     Lockstep,
 }
 
+/// The arithmetic profile of lockstep's dot products (`train.arith`): how each output of a
+/// matmul, batched matmul or convolution adds one product to its accumulator, in the same
+/// fixed k order either way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arith {
+    /// `acc = fl(fl(a*b) + acc)`: two roundings. Every IEEE device gives it. Default.
+    #[default]
+    Unfused,
+    /// `acc = fl(fma(a, b, acc))`: IEEE-754's fused multiply-add, one rounding. Needs a device
+    /// whose `fma` really rounds once (the start-up probe checks; a run refuses a device
+    /// without it).
+    Fma,
+}
+
+impl Arith {
+    pub fn is_unfused(&self) -> bool {
+        *self == Arith::Unfused
+    }
+    pub fn fused(&self) -> bool {
+        *self == Arith::Fma
+    }
+    pub fn name(&self) -> &'static str {
+        match self {
+            Arith::Unfused => "unfused",
+            Arith::Fma => "fma",
+        }
+    }
+}
+
 /// The most CPU threads `train.threads` / `--threads` may ask for (results never depend on the
 /// thread count; past the core count threads only add overhead).
 pub const MAX_THREADS: usize = 1024;
@@ -438,6 +469,10 @@ pub struct TrainConfig {
     /// Clip the gradients to this global L2 norm (0: no clipping; absent from the identity then).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub grad_clip: f64,
+    /// The dot-product arithmetic of lockstep's kernels (`Arith`; absent from the identity when
+    /// `unfused`, so runs from before the key keep their hashes).
+    #[serde(default, skip_serializing_if = "Arith::is_unfused")]
+    pub arith: Arith,
 }
 
 impl Config {
@@ -1550,8 +1585,29 @@ impl Validator {
             1e6,
             "use e.g. grad_clip = 1.0, or 0 for none",
         )?;
+        let arith = match t.arith.as_deref().unwrap_or("unfused") {
+            "unfused" => Arith::Unfused,
+            "fma" => Arith::Fma,
+            other => {
+                return Err(self.err(
+                    "train.arith",
+                    format!("{other:?}"),
+                    "unknown arithmetic profile",
+                    "use \"unfused\" (two roundings per multiply-add, every device) or \"fma\" (fused multiply-add, devices whose fma rounds once)",
+                ));
+            }
+        };
+        if arith == Arith::Fma && kernels != KernelSet::Lockstep {
+            return Err(self.err(
+                "train.arith",
+                "\"fma\"",
+                "selects the arithmetic of lockstep's kernels, but train.kernels = \"burn\" runs burn's stock ops (whose fusion the device decides)",
+                "remove train.arith, or set train.kernels = \"lockstep\"",
+            ));
+        }
         Ok(TrainConfig {
             grad_clip,
+            arith,
             batch_size,
             epochs,
             max_steps,

@@ -5,7 +5,7 @@
 
 use crate::TrainError;
 use burn::tensor::{Device, DeviceKind};
-use lockstep_core::config::BackendKind;
+use lockstep_core::config::{Arith, BackendKind};
 use std::collections::BTreeMap;
 
 /// An opened backend and what the manifest should say about it.
@@ -35,6 +35,28 @@ impl Backend {
                     .map_or("?", |s| s.as_str()),
             );
         }
+    }
+}
+
+impl Backend {
+    /// Refuse an `fma`-profile job on a device whose `fma` the probe did not find fused
+    /// (`arith.lockstep_fma`): lockstep never falls back to two roundings silently, since that
+    /// would give other bits than the same config elsewhere.
+    pub fn require_arith(&self, arith: Arith) -> Result<(), TrainError> {
+        let probed = self
+            .facts
+            .get("arith.lockstep_fma")
+            .map_or("unknown", |s| s.as_str());
+        if arith == Arith::Fma && probed != "fused" {
+            return Err(TrainError::Backend {
+                backend: format!("{:?}", self.kind).to_lowercase(),
+                what: format!(
+                    "train.arith = \"fma\" needs a fused multiply-add that rounds once, but this device's probe found arith.lockstep_fma = {probed:?} (its fma gives other bits than IEEE's single rounding)"
+                ),
+                fix: "set train.arith = \"unfused\" (every device gives it), or run on a device whose fma rounds once (every CPU; NVIDIA/AMD GPUs)".into(),
+            });
+        }
+        Ok(())
     }
 }
 

@@ -35,7 +35,7 @@ use crate::nn::{Ctx, InitRule, Network, ParamSpec, Params, add, dropout};
 use burn::tensor::{Tensor, TensorData};
 use lockstep_core::config::GptConfig;
 use lockstep_kernels as det;
-use lockstep_kernels::ops::{bmm, causal_softmax, layer_norm, matmul};
+use lockstep_kernels::ops::{bmm_in, causal_softmax, layer_norm, matmul_in};
 
 pub const LN_EPS: f32 = 1e-5;
 
@@ -79,9 +79,9 @@ impl Gpt {
         p
     }
 
-    fn linear(&self, p: &Params, path: &str, x: Tensor<2>) -> Tensor<2> {
+    fn linear(&self, p: &Params, path: &str, x: Tensor<2>, ctx: &Ctx) -> Tensor<2> {
         let w: Tensor<2> = p.get(&format!("{path}.weight"));
-        let y = matmul(x, w);
+        let y = matmul_in(x, w, ctx.arith.fused());
         if self.cfg.bias {
             let b: Tensor<1> = p.get(&format!("{path}.bias"));
             let n = b.dims()[0];
@@ -110,7 +110,7 @@ impl Gpt {
         let (c, nh) = (self.cfg.n_embd, self.cfg.n_head);
         let hd = c / nh;
         let qkv = self
-            .linear(p, &format!("h.{i}.attn.c_attn"), x)
+            .linear(p, &format!("h.{i}.attn.c_attn"), x, ctx)
             .reshape([b, t, 3 * nh, hd])
             .swap_dims(1, 2);
         let head = |k: usize| {
@@ -120,21 +120,22 @@ impl Gpt {
         };
         let (q, k, v) = (head(0), head(1), head(2));
         let scale = (1.0 / (hd as f64).sqrt()) as f32;
-        let att = bmm(q, k.swap_dims(1, 2)).reshape([b * nh * t, t]);
+        let fused = ctx.arith.fused();
+        let att = bmm_in(q, k.swap_dims(1, 2), fused).reshape([b * nh * t, t]);
         let att = causal_softmax(att, t, scale);
         let att = dropout(&format!("h.{i}.attn.attn_dropout"), self.dropout, att, ctx);
-        let y = bmm(att.reshape([b * nh, t, t]), v)
+        let y = bmm_in(att.reshape([b * nh, t, t]), v, fused)
             .reshape([b, nh, t, hd])
             .swap_dims(1, 2)
             .reshape([b * t, c]);
-        let y = self.linear(p, &format!("h.{i}.attn.c_proj"), y);
+        let y = self.linear(p, &format!("h.{i}.attn.c_proj"), y, ctx);
         dropout(&format!("h.{i}.attn.resid_dropout"), self.dropout, y, ctx)
     }
 
     fn mlp(&self, p: &Params, i: usize, x: Tensor<2>, ctx: &Ctx) -> Tensor<2> {
-        let h = self.linear(p, &format!("h.{i}.mlp.c_fc"), x);
+        let h = self.linear(p, &format!("h.{i}.mlp.c_fc"), x, ctx);
         let h = det::ops::gelu(h);
-        let h = self.linear(p, &format!("h.{i}.mlp.c_proj"), h);
+        let h = self.linear(p, &format!("h.{i}.mlp.c_proj"), h, ctx);
         dropout(&format!("h.{i}.mlp.dropout"), self.dropout, h, ctx)
     }
 }
@@ -203,9 +204,14 @@ impl Network for Gpt {
         let tok = Tensor::<2>::from_data(TensorData::new(tok, [b * t, vocab]), &device);
         let pos =
             Tensor::<2>::from_data(TensorData::new(pos, [b * t, self.cfg.block_size]), &device);
+        let fused = ctx.arith.fused();
         let wte: Tensor<2> = p.get("wte.weight");
         let wpe: Tensor<2> = p.get("wpe.weight");
-        let mut h = add(matmul(tok, wte.clone()), matmul(pos, wpe), ctx);
+        let mut h = add(
+            matmul_in(tok, wte.clone(), fused),
+            matmul_in(pos, wpe, fused),
+            ctx,
+        );
         h = dropout("drop", self.dropout, h, ctx);
         for i in 0..self.cfg.n_layer {
             let a = self.ln(p, &format!("h.{i}.ln_1"), h.clone());
@@ -215,9 +221,9 @@ impl Network for Gpt {
         }
         let h = self.ln(p, "ln_f", h);
         if self.cfg.tie_weights {
-            matmul(h, wte.transpose())
+            matmul_in(h, wte.transpose(), fused)
         } else {
-            matmul(h, p.get("lm_head.weight"))
+            matmul_in(h, p.get("lm_head.weight"), fused)
         }
     }
 }

@@ -10,7 +10,7 @@
 use crate::nn::{Conv2d, Ctx, Linear, Network, ParamSpec, Params, activate, dropout, pool2};
 use crate::task::{Classification, Task};
 use burn::tensor::{Device, Tensor, TensorData};
-use lockstep_core::config::{Init, KernelSet, ModelConfig, ModelKind, PoolKind};
+use lockstep_core::config::{Arith, Init, KernelSet, ModelConfig, ModelKind, PoolKind};
 use std::sync::Arc;
 
 /// A network ready to train or score: its parameters (in declaration order, the order of the
@@ -21,6 +21,8 @@ pub struct Model {
     /// What it is trained to do (targets, loss, recorded scores); `Classification` unless set.
     pub task: Arc<dyn Task>,
     pub kernels: KernelSet,
+    /// The dot products' arithmetic profile (`train.arith`; the trainer sets the config's).
+    pub arith: Arith,
     pub image_shape: [usize; 3],
     pub classes: usize,
     pub specs: Vec<ParamSpec>,
@@ -32,6 +34,7 @@ impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Model")
             .field("kernels", &self.kernels)
+            .field("arith", &self.arith)
             .field("image_shape", &self.image_shape)
             .field("classes", &self.classes)
             .field("specs", &self.specs)
@@ -84,6 +87,7 @@ impl Model {
             net,
             task: Arc::new(Classification),
             kernels,
+            arith: Arith::Unfused,
             image_shape,
             classes,
             specs,
@@ -114,6 +118,7 @@ impl Model {
     ) -> Tensor<2> {
         let ctx = Ctx {
             kernels: self.kernels,
+            arith: self.arith,
             seed: dropout.map_or(0, |d| d.0),
             step: dropout.map(|d| d.1),
         };

@@ -14,11 +14,11 @@
 //!   or burn's stock ops under `kernels = "burn"` (through `crate::opset`); a layer is usable in any composition
 //!   (residuals through [`add`], several heads, shared weights by passing one path twice).
 
-use crate::opset::{Lockstep, OpSet, ops};
+use crate::opset::{LOCKSTEP, OpSet};
 use burn::tensor::Tensor;
 use lockstep_core::SeedStream;
 use lockstep_core::config::{
-    Activation, GraphLayer, KernelSet, LayerOp, graph_sources, graph_widths,
+    Activation, Arith, GraphLayer, KernelSet, LayerOp, graph_sources, graph_widths,
 };
 use lockstep_kernels as det;
 use std::collections::BTreeMap;
@@ -148,6 +148,8 @@ impl<'a> Params<'a> {
 #[derive(Clone, Copy, Debug)]
 pub struct Ctx {
     pub kernels: KernelSet,
+    /// The dot products' arithmetic profile (`train.arith`).
+    pub arith: Arith,
     pub seed: u64,
     /// `Some(step)` while training (dropout active), `None` in evaluation and inference.
     pub step: Option<u64>,
@@ -156,6 +158,11 @@ pub struct Ctx {
 impl Ctx {
     pub fn training(&self) -> bool {
         self.step.is_some()
+    }
+
+    /// The kernel set (and profile) this forward pass runs.
+    pub fn ops(&self) -> &'static dyn OpSet {
+        crate::opset::ops_in(self.kernels, self.arith)
     }
 }
 
@@ -211,7 +218,7 @@ impl Linear {
     pub fn forward(&self, p: &Params, x: Tensor<2>, ctx: &Ctx) -> Tensor<2> {
         let w: Tensor<2> = p.get(&format!("{}.weight", self.path));
         let b: Tensor<1> = p.get(&format!("{}.bias", self.path));
-        ops(ctx.kernels).linear(x, w, b.reshape([1, self.d_out]))
+        ctx.ops().linear(x, w, b.reshape([1, self.d_out]))
     }
 }
 
@@ -259,14 +266,14 @@ impl Conv2d {
     pub fn forward(&self, p: &Params, x: Tensor<4>, ctx: &Ctx) -> Tensor<4> {
         let w: Tensor<4> = p.get(&format!("{}.weight", self.path));
         let b: Tensor<1> = p.get(&format!("{}.bias", self.path));
-        ops(ctx.kernels).conv2d(x, w, b, self.k / 2)
+        ctx.ops().conv2d(x, w, b, self.k / 2)
     }
 }
 
 /// Same-padding stride-1 conv2d as lockstep's `im2col` gather + its matmul
 /// (`opset::Lockstep::conv2d`).
 pub fn conv2d_im2col(x: Tensor<4>, w: Tensor<4>, b: Tensor<1>, pad: usize) -> Tensor<4> {
-    Lockstep.conv2d(x, w, b, pad)
+    LOCKSTEP.conv2d(x, w, b, pad)
 }
 
 /// An element-wise activation (on a `[d0, rest]` view: element-wise, so the bits are those of
@@ -274,20 +281,20 @@ pub fn conv2d_im2col(x: Tensor<4>, w: Tensor<4>, b: Tensor<1>, pad: usize) -> Te
 pub fn activate<const D: usize>(act: Activation, x: Tensor<D>, ctx: &Ctx) -> Tensor<D> {
     let dims = x.dims();
     let rest = dims[1..].iter().product::<usize>();
-    ops(ctx.kernels)
+    ctx.ops()
         .activate(act, x.reshape([dims[0], rest]))
         .reshape(dims)
 }
 
 /// Non-overlapping 2x2 pooling (max or average).
 pub fn pool2(max: bool, x: Tensor<4>, ctx: &Ctx) -> Tensor<4> {
-    ops(ctx.kernels).pool2(max, x)
+    ctx.ops().pool2(max, x)
 }
 
 /// Element-wise `a + b` (same shape): under the lockstep set one flushed IEEE add per element,
 /// so residual connections keep the cross-device bits.
 pub fn add(a: Tensor<2>, b: Tensor<2>, ctx: &Ctx) -> Tensor<2> {
-    ops(ctx.kernels).add(a, b)
+    ctx.ops().add(a, b)
 }
 
 /// Inverted dropout with probability `p`, its mask from stream `dropout/<name>/step-<s>`
@@ -296,7 +303,8 @@ pub fn add(a: Tensor<2>, b: Tensor<2>, ctx: &Ctx) -> Tensor<2> {
 pub fn dropout(name: &str, p: f64, x: Tensor<2>, ctx: &Ctx) -> Tensor<2> {
     match ctx.step.filter(|_| p > 0.0) {
         Some(step) => {
-            ops(ctx.kernels).dropout(x, ctx.seed, &lockstep_core::streams::dropout(name, step), p)
+            ctx.ops()
+                .dropout(x, ctx.seed, &lockstep_core::streams::dropout(name, step), p)
         }
         None => x,
     }

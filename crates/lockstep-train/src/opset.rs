@@ -9,7 +9,7 @@ use burn::tensor::activation::{gelu, log_softmax, relu, sigmoid};
 use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use burn::tensor::{Tensor, TensorData};
-use lockstep_core::config::{Activation, KernelSet, OptimizerConfig, OptimizerKind};
+use lockstep_core::config::{Activation, Arith, KernelSet, OptimizerConfig, OptimizerKind};
 use lockstep_kernels as det;
 use lockstep_kernels::optim::Decay;
 
@@ -55,18 +55,31 @@ fn adam_scalars(cfg: &OptimizerConfig, step: u64) -> [f32; 4] {
 }
 
 /// Both sets, stock first (the conformance report's order).
-pub const SETS: [&dyn OpSet; 2] = [&Stock, &Lockstep];
+pub const SETS: [&dyn OpSet; 2] = [&Stock, &LOCKSTEP];
 
-/// The set `kernels` names.
+/// lockstep's kernels in the default (unfused) profile.
+pub const LOCKSTEP: Lockstep = Lockstep { fused: false };
+
+/// The set `kernels` names, in the unfused profile.
 pub fn ops(kernels: KernelSet) -> &'static dyn OpSet {
-    match kernels {
-        KernelSet::Lockstep => &Lockstep,
-        KernelSet::Burn => &Stock,
+    ops_in(kernels, Arith::Unfused)
+}
+
+/// The set `kernels` names; lockstep's kernels in the arithmetic profile `arith` (burn's stock
+/// ops have no profile of ours: the config refuses `fma` with them).
+pub fn ops_in(kernels: KernelSet, arith: Arith) -> &'static dyn OpSet {
+    match (kernels, arith) {
+        (KernelSet::Lockstep, Arith::Unfused) => &LOCKSTEP,
+        (KernelSet::Lockstep, Arith::Fma) => &Lockstep { fused: true },
+        (KernelSet::Burn, _) => &Stock,
     }
 }
 
-/// lockstep's kernels (`lockstep_kernels::ops`).
-pub struct Lockstep;
+/// lockstep's kernels (`lockstep_kernels::ops`); `fused`: the dot products (linear, conv) in
+/// the `fma` profile.
+pub struct Lockstep {
+    pub fused: bool,
+}
 
 /// burn's stock ops.
 pub struct Stock;
@@ -76,7 +89,7 @@ impl OpSet for Lockstep {
         "lockstep"
     }
     fn linear(&self, x: Tensor<2>, w: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
-        det::add_bias(det::ops::matmul(x, w), b)
+        det::add_bias(det::ops::matmul_in(x, w, self.fused), b)
     }
     /// `im2col` gather + matmul: every multiply-add in the fixed k order (k = (c_in, ky, kx)
     /// row-major); the input gradient is `col2im`'s fixed-order gather.
@@ -85,7 +98,10 @@ impl OpSet for Lockstep {
         let [co, _, k, _] = w.dims();
         let cols = det::ops::im2col(x, k, pad);
         let w2 = w.reshape([co, c * k * k]).transpose();
-        let y = det::add_bias(det::ops::matmul(cols, w2), b.reshape([1, co]));
+        let y = det::add_bias(
+            det::ops::matmul_in(cols, w2, self.fused),
+            b.reshape([1, co]),
+        );
         y.reshape([n, h, wd, co]).permute([0, 3, 1, 2])
     }
     fn activate(&self, act: Activation, x: Tensor<2>) -> Tensor<2> {

@@ -69,6 +69,7 @@ impl Predictor {
             .or(default_backend)
             .unwrap_or(BackendKind::Ndarray);
         let be = backend::open(kind, 0, None)?;
+        be.require_arith(cfg.train.arith)?;
         let model =
             crate::run::job_model(&cfg, None, spec.shape, spec.classes, &be.device, &ck_path)?;
         let mut params = Vec::new();

@@ -151,6 +151,7 @@ pub fn verify(run: &Path, opts: &VerifyOptions) -> Result<VerifyReport, TrainErr
         .backend
         .unwrap_or(BackendKind::parse(&manifest.placement.backend).unwrap_or(BackendKind::Ndarray));
     let be = backend::open(backend_kind, 0, None)?;
+    be.require_arith(cfg.train.arith)?;
     let kernels = cfg.train.kernels;
     let profile_now: Vec<_> = be
         .facts

@@ -4,8 +4,9 @@ use crate::matmul::cpu::matmul_into;
 use rayon::prelude::*;
 
 /// `a` `[bt, m, k]` and `b` `[bt, k, n]` row-major; returns `[bt, m, n]`. Threads over batch
-/// elements; each is `matmul::cpu::matmul` of its two matrices (unfused), bit for bit.
-pub fn bmm(a: &[f32], b: &[f32], bt: usize, m: usize, k: usize, n: usize) -> Vec<f32> {
+/// elements; each is `matmul::cpu::matmul` of its two matrices (in the same profile, `fused`), bit
+/// for bit.
+pub fn bmm(a: &[f32], b: &[f32], bt: usize, m: usize, k: usize, n: usize, fused: bool) -> Vec<f32> {
     assert!(
         a.len() == bt * m * k && b.len() == bt * k * n,
         "bmm: {} and {} elements for {bt}x{m}x{k} x {bt}x{k}x{n}",
@@ -19,7 +20,7 @@ pub fn bmm(a: &[f32], b: &[f32], bt: usize, m: usize, k: usize, n: usize) -> Vec
     out.par_chunks_mut(m * n).enumerate().for_each(|(e, o)| {
         let ae = &a[e * m * k..(e + 1) * m * k];
         let be = &b[e * k * n..(e + 1) * k * n];
-        matmul_into(ae, be, o, m, k, n, false);
+        matmul_into(ae, be, o, m, k, n, fused);
     });
     out
 }
@@ -50,7 +51,7 @@ mod tests {
             (0, 3, 2, 4),
         ] {
             let (a, b) = (seeded(bt * m * k, "a"), seeded(bt * k * n, "b"));
-            let got = bmm(&a, &b, bt, m, k, n);
+            let got = bmm(&a, &b, bt, m, k, n, false);
             assert_eq!(got.len(), bt * m * n);
             for e in 0..bt {
                 let ae = &a[e * m * k..(e + 1) * m * k];

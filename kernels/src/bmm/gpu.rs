@@ -1,7 +1,7 @@
 //! GPU batched matmul kernel (CubeCL): one thread per output, k in order, every read, product
 //! and sum pinned (flushed, unfused; see `bmm`'s module doc and `arith`).
 
-use crate::arith::gpu::{mad, pin, zero};
+use crate::arith::gpu::{mad_in, pin, zero};
 use cubecl::prelude::*;
 
 /// Outputs `acc_in + sum over p in p0..p1` (one launch per block of k, see `LOOP_BLOCK`):
@@ -18,6 +18,7 @@ pub fn bmm_kernel(
     p1: u32,
     one: f32,
     #[comptime] first: bool,
+    #[comptime] fused: bool,
 ) {
     let pos = ABSOLUTE_POS;
     if pos >= out.len() {
@@ -39,7 +40,7 @@ pub fn bmm_kernel(
     for p in (p0 as usize)..(p1 as usize) {
         let av = pin(a[a_row + p * a_s], one);
         let bv = pin(b[p * b_s + b_col], one);
-        acc = mad(av, bv, acc, one);
+        acc = mad_in(av, bv, acc, one, fused);
     }
     out[pos] = acc;
 }

@@ -3,9 +3,9 @@
 //!
 //! Order (both sides, every backend), for each batch element `e`, row `i`, column `j`:
 //! `acc = 0.0; for p in 0..k { acc = fl(fl(fl(a[e,i,p]) * fl(b[e,p,j])) + acc) };
-//! out[e,i,j] = acc`, `fl` = `arith::flush` after each rounding. No split-K, no blocking along
-//! k, no tree: batch element `e` of `bmm` is `matmul(a[e], b[e])` bit for bit (a batch of one
-//! gives `matmul`'s bits).
+//! out[e,i,j] = acc` (in the `fma` profile `acc = fl(fma(fl(a), fl(b), acc))`, as `matmul`),
+//! `fl` = `arith::flush` after each rounding. No split-K, no tree: batch element `e` of `bmm` is
+//! `matmul(a[e], b[e])` bit for bit, in the same profile (a batch of one gives `matmul`'s bits).
 //!
 //! - CPU (`cpu.rs`): threads over batch elements, each running `matmul`'s CPU code
 //!   (`matmul::cpu::matmul_into`: its register tiles, threads over blocks of rows); neither
@@ -29,14 +29,21 @@ use burn::tensor::Tensor;
 /// `bmm` on every backend: `launch.rs` for ndarray, flex and CubeCL, `backward.rs` for autodiff.
 #[backend_extension(NdArray, Flex, Cube, Autodiff)]
 pub trait BmmOps: Backend {
-    /// `[bt, m, k] x [bt, k, n] -> [bt, m, n]`, k in order.
-    fn det_bmm(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// `[bt, m, k] x [bt, k, n] -> [bt, m, n]`, k in order; `fused`: the `fma` profile.
+    fn det_bmm(a: FloatTensor<Self>, b: FloatTensor<Self>, fused: bool) -> FloatTensor<Self>;
 }
 
-/// `a · b` per batch element, in the fixed k order: `[bt, m, k] x [bt, k, n] -> [bt, m, n]`.
+/// `a · b` per batch element, in the fixed k order, unfused: `[bt, m, k] x [bt, k, n] ->
+/// [bt, m, n]`.
 pub fn bmm(a: Tensor<3>, b: Tensor<3>) -> Tensor<3> {
+    bmm_in(a, b, false)
+}
+
+/// `bmm` in the profile `fused` selects (`true`: one `fma` per step).
+pub fn bmm_in(a: Tensor<3>, b: Tensor<3>, fused: bool) -> Tensor<3> {
     Tensor::from_dispatch(<Dispatch as BmmOps>::det_bmm(
         a.into_dispatch(),
         b.into_dispatch(),
+        fused,
     ))
 }

@@ -1,15 +1,13 @@
 //! CPU matmul in the fixed k order (see the module doc of `matmul`).
 //!
-//! Every output is `acc = flush(flush(a*b) + acc)` over flushed inputs (`arith`'s subnormal
-//! rule). The flushes cost more than the multiply-add itself, so a register tile skips them
+//! Every output is `acc = flush(flush(a*b) + acc)` (the `fma` profile: `flush(fma(a, b, acc))`)
+//! over flushed inputs (`arith`'s subnormal rule), k blocks and column panels as the module doc
+//! of `matmul` describes. The flushes cost more than the multiply-add itself, so a register tile skips them
 //! when they provably change nothing (`SafeTiles`): then the plain loop computes the same bits,
 //! and no subnormal ever arises in it, so a CPU in FTZ mode computes them too.
 
 use crate::arith::{MIN_POSITIVE_BITS, changed_by_flush, flush, flushed_if};
 use rayon::prelude::*;
-
-/// Output rows per parallel task (a multiple of every register tile's row count).
-const ROWS: usize = 8;
 
 /// `a` `[m, k]` and `b` `[k, n]` row-major. `fused` selects the fused multiply-add profile.
 pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, fused: bool) -> Vec<f32> {
@@ -43,21 +41,23 @@ pub fn matmul_into(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: u
     }
     let (cols, b_dirty) = col_exponents(b, n);
     let b = &*flushed_if(b_dirty, b);
-    let safe = SafeTiles {
-        cols: &cols,
-        threshold: if fused { SAFE_FUSED } else { SAFE_UNFUSED },
+    let (row_exp, a_dirty) = row_exponents(a, m, k);
+    let a = &*flushed_if(a_dirty, a);
+    let job = Job {
+        a,
+        row_exp: &row_exp,
+        k,
+        n,
+        safe: SafeTiles {
+            cols: &cols,
+            threshold: if fused { SAFE_FUSED } else { SAFE_UNFUSED },
+        },
     };
-    c.par_chunks_mut(n * ROWS)
-        .enumerate()
-        .for_each(|(blk, out)| {
-            let r0 = blk * ROWS;
-            let a_rows = &a[r0 * k..(r0 * k + out.len() / n * k)];
-            if fused {
-                block_dispatch::<true>(a_rows, b, out, k, n, &safe)
-            } else {
-                block_dispatch::<false>(a_rows, b, out, k, n, &safe)
-            }
-        });
+    if fused {
+        blocked::<true>(&job, b, c)
+    } else {
+        blocked::<false>(&job, b, c)
+    }
 }
 
 /// Biased exponent bound below which a tile must flush: a tile is safe when the smallest
@@ -186,14 +186,7 @@ impl SafeTiles<'_> {
 
 /// The widest register tile this CPU runs. Only speed depends on the choice: every tile computes
 /// each output with its own accumulator in k order, so all of them give the same bits.
-fn block_dispatch<const FUSED: bool>(
-    a: &[f32],
-    b: &[f32],
-    out: &mut [f32],
-    k: usize,
-    n: usize,
-    safe: &SafeTiles,
-) {
+fn block_dispatch<const FUSED: bool>(job: &Job, panel: &Panel, out: &mut [f32], r0: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f")
@@ -202,7 +195,7 @@ fn block_dispatch<const FUSED: bool>(
             // SAFETY: the CPU supports the features `block_avx512` is compiled for (checked above).
             #[allow(unsafe_code)]
             unsafe {
-                return block_avx512::<FUSED>(a, b, out, k, n, safe);
+                return block_avx512::<FUSED>(job, panel, out, r0);
             }
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -210,40 +203,26 @@ fn block_dispatch<const FUSED: bool>(
             // SAFETY: the CPU supports the features `block_avx2` is compiled for (checked above).
             #[allow(unsafe_code)]
             unsafe {
-                return block_avx2::<FUSED>(a, b, out, k, n, safe);
+                return block_avx2::<FUSED>(job, panel, out, r0);
             }
         }
     }
-    tiled::<FUSED, 4, 8>(a, b, out, k, n, safe)
+    rows_block::<FUSED, 4, 8>(job, panel, out, r0)
 }
 
 /// 8 rows x 32 columns of accumulators in 16 zmm registers (`a * b + c` stays two roundings:
 /// rustc never contracts; FMA is used only by `mul_add`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-fn block_avx512<const FUSED: bool>(
-    a: &[f32],
-    b: &[f32],
-    out: &mut [f32],
-    k: usize,
-    n: usize,
-    safe: &SafeTiles,
-) {
-    tiled::<FUSED, 8, 32>(a, b, out, k, n, safe)
+fn block_avx512<const FUSED: bool>(job: &Job, panel: &Panel, out: &mut [f32], r0: usize) {
+    rows_block::<FUSED, 8, 32>(job, panel, out, r0)
 }
 
-/// 4 rows x 16 columns of accumulators in 8 ymm registers.
+/// 6 rows x 16 columns of accumulators in 12 ymm registers (BLIS's Haswell shape).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn block_avx2<const FUSED: bool>(
-    a: &[f32],
-    b: &[f32],
-    out: &mut [f32],
-    k: usize,
-    n: usize,
-    safe: &SafeTiles,
-) {
-    tiled::<FUSED, 4, 16>(a, b, out, k, n, safe)
+fn block_avx2<const FUSED: bool>(job: &Job, panel: &Panel, out: &mut [f32], r0: usize) {
+    rows_block::<FUSED, 6, 16>(job, panel, out, r0)
 }
 
 /// One multiply-add step; `FLUSH` applies `arith`'s rule to each rounded value.
@@ -257,101 +236,175 @@ fn mad<const FUSED: bool, const FLUSH: bool>(a: f32, b: f32, c: f32) -> f32 {
     }
 }
 
-/// Rows of `out` (`[rows, n]`, zeroed) in register tiles of `R x W` outputs (then `R x 16` and
-/// `R x 8` for the last columns): per tile, the accumulators stay in registers for the whole k
-/// loop (p = 0, 1, ..., k-1) and are stored once. Whatever is left (fewer than `R` rows or 8
-/// columns) takes `span`, the same order without tiling. Each tile or span flushes unless
-/// `safe` proves it need not.
-#[inline(always)]
-fn tiled<const FUSED: bool, const R: usize, const W: usize>(
-    a: &[f32],
-    b: &[f32],
-    out: &mut [f32],
+/// k steps per block (`Panel`): an output's accumulator is stored to `c` as the f32 it is after
+/// step `p0 + KC - 1` and loaded back for step `p0 + KC` — the same order, only a pause.
+const KC: usize = 256;
+/// Columns per panel: the packed panel (`KC x NC` f32, 256 KiB) stays in the L2 cache while
+/// every row of `a` passes over it.
+const NC: usize = 256;
+/// Output rows per parallel task (a multiple of every register tile's row count: 4, 6, 8).
+const ROWS: usize = 24;
+
+/// One product: flushed `a` `[m, k]`, the row exponents, and the tile test.
+struct Job<'a> {
+    a: &'a [f32],
+    row_exp: &'a [u32],
     k: usize,
     n: usize,
-    safe: &SafeTiles,
-) {
-    let rows = out.len() / n;
-    let (row_exp, a_dirty) = row_exponents(a, rows, k);
-    let a = &*flushed_if(a_dirty, a);
-    let mut r0 = 0;
-    while r0 + R <= rows {
-        let arows: [&[f32]; R] = std::array::from_fn(|r| &a[(r0 + r) * k..(r0 + r + 1) * k]);
-        let re = &row_exp[r0..r0 + R];
-        let mut j0 = 0;
-        while j0 + W <= n {
-            tile_either::<FUSED, R, W>(&arows, b, out, n, (r0, re), j0, safe);
-            j0 += W;
-        }
-        if W > 16 && j0 + 16 <= n {
-            tile_either::<FUSED, R, 16>(&arows, b, out, n, (r0, re), j0, safe);
-            j0 += 16;
-        }
-        if W > 8 && j0 + 8 <= n {
-            tile_either::<FUSED, R, 8>(&arows, b, out, n, (r0, re), j0, safe);
-            j0 += 8;
-        }
-        span_either::<FUSED>(a, b, out, k, n, (r0..r0 + R, re), j0..n, safe);
-        r0 += R;
-    }
-    span_either::<FUSED>(a, b, out, k, n, (r0..rows, &row_exp[r0..]), 0..n, safe);
+    safe: SafeTiles<'a>,
 }
 
-/// One tile, flushing unless `safe` proves it need not; `(r0, re)`: its first row and its
-/// rows' exponents.
-#[inline(always)]
-fn tile_either<const FUSED: bool, const R: usize, const W: usize>(
-    arows: &[&[f32]; R],
-    b: &[f32],
-    out: &mut [f32],
-    n: usize,
-    (r0, re): (usize, &[u32]),
+/// `b[p0..p0 + kc, j0..j0 + nc]` packed as strips of `w` columns: strip `s` holds, for p in
+/// `0..kc`, the `w` values `b[p0 + p, j0 + s*w ..]` contiguously (zeros past column `n`, whose
+/// outputs are computed and never stored).
+struct Panel {
+    data: Vec<f32>,
+    p0: usize,
+    kc: usize,
     j0: usize,
-    safe: &SafeTiles,
-) {
-    if safe.skip_flush(re, j0..j0 + W) {
-        tile::<FUSED, false, R, W>(arows, b, out, n, r0, j0)
-    } else {
-        tile::<FUSED, true, R, W>(arows, b, out, n, r0, j0)
+    nc: usize,
+    w: usize,
+}
+
+impl Panel {
+    fn pack(
+        b: &[f32],
+        n: usize,
+        (p0, kc): (usize, usize),
+        (j0, nc): (usize, usize),
+        w: usize,
+    ) -> Self {
+        let strips = nc.div_ceil(w);
+        let mut data = vec![0f32; strips * kc * w];
+        for (s, strip) in data.chunks_exact_mut(kc * w).enumerate() {
+            let c0 = j0 + s * w;
+            let width = w.min(j0 + nc - c0);
+            for (p, dst) in strip.chunks_exact_mut(w).enumerate() {
+                let src = (p0 + p) * n + c0;
+                dst[..width].copy_from_slice(&b[src..src + width]);
+            }
+        }
+        Panel {
+            data,
+            p0,
+            kc,
+            j0,
+            nc,
+            w,
+        }
     }
 }
 
-/// `span`, flushing unless `safe` proves it need not; `(rows, re)`: the rows and their exponents.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn span_either<const FUSED: bool>(
-    a: &[f32],
+/// The register tile width (columns) of the widest tile this CPU runs (`block_dispatch`).
+fn tile_width() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            return 32;
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return 16;
+        }
+    }
+    8
+}
+
+/// `c = a · b` (`c` zeroed), blocked: for each panel of `NC` columns, for each block of `KC`
+/// steps in order, pack the panel once, then threads over blocks of `ROWS` rows run the
+/// register tiles over it. Every output still sees `p = 0, 1, ..., k-1` in order.
+fn blocked<const FUSED: bool>(job: &Job, b: &[f32], c: &mut [f32]) {
+    panels(job, b, c, tile_width(), &|panel, out, r0| {
+        block_dispatch::<FUSED>(job, panel, out, r0)
+    })
+}
+
+/// The loops of `blocked` around `run(panel, rows of c, first row)`, strips `w` wide.
+fn panels(
+    job: &Job,
     b: &[f32],
-    out: &mut [f32],
-    k: usize,
-    n: usize,
-    (rows, re): (std::ops::Range<usize>, &[u32]),
-    cols: std::ops::Range<usize>,
-    safe: &SafeTiles,
+    c: &mut [f32],
+    w: usize,
+    run: &(dyn Fn(&Panel, &mut [f32], usize) + Sync),
 ) {
-    if rows.is_empty() || cols.is_empty() {
-        return;
-    }
-    if safe.skip_flush(re, cols.clone()) {
-        span::<FUSED, false>(a, b, out, k, n, rows, cols)
-    } else {
-        span::<FUSED, true>(a, b, out, k, n, rows, cols)
+    let (k, n) = (job.k, job.n);
+    for j0 in (0..n).step_by(NC) {
+        let nc = NC.min(n - j0);
+        for p0 in (0..k).step_by(KC) {
+            let panel = Panel::pack(b, n, (p0, KC.min(k - p0)), (j0, nc), w);
+            c.par_chunks_mut(n * ROWS)
+                .enumerate()
+                .for_each(|(blk, out)| run(&panel, out, blk * ROWS));
+        }
     }
 }
 
-/// One `R x W` tile of outputs at row `r0`, column `j0`.
+/// Rows `r0..` of `out` (`[rows, n]`, holding each output's accumulator so far) over one
+/// panel, in `R x W` register tiles (rows past the end read a zero row and are not stored):
+/// strips outer (one strip, `KC x W`, stays in L1 across the row groups), row groups inner.
+#[inline(always)]
+fn rows_block<const FUSED: bool, const R: usize, const W: usize>(
+    job: &Job,
+    panel: &Panel,
+    out: &mut [f32],
+    r0: usize,
+) {
+    debug_assert_eq!(W, panel.w);
+    let (k, n) = (job.k, job.n);
+    let rows = out.len() / n;
+    let zeros = vec![0f32; panel.kc];
+    let strips = panel.nc.div_ceil(W);
+    for s in 0..strips {
+        let strip: &[f32] = &panel.data[s * panel.kc * W..(s + 1) * panel.kc * W];
+        let c0 = panel.j0 + s * W;
+        let width = W.min(panel.j0 + panel.nc - c0);
+        let mut g = 0;
+        while g < rows {
+            let live = R.min(rows - g);
+            let arows: [&[f32]; R] = std::array::from_fn(|r| {
+                if r < live {
+                    let row = r0 + g + r;
+                    &job.a[row * k + panel.p0..row * k + panel.p0 + panel.kc]
+                } else {
+                    &zeros[..]
+                }
+            });
+            let re = &job.row_exp[r0 + g..r0 + g + live];
+            let tile_out = &mut out[g * n..];
+            if job.safe.skip_flush(re, c0..c0 + width) {
+                tile::<FUSED, false, R, W>(&arows, strip, tile_out, n, c0, (live, width));
+            } else {
+                tile::<FUSED, true, R, W>(&arows, strip, tile_out, n, c0, (live, width));
+            }
+            g += R;
+        }
+    }
+}
+
+/// One `R x W` tile: accumulators loaded from `out` (rows `0..live`, columns `c0..c0 + width`;
+/// the padding starts at zero), `kc` steps in order over the packed strip, stored back.
 #[inline(always)]
 fn tile<const FUSED: bool, const FLUSH: bool, const R: usize, const W: usize>(
     arows: &[&[f32]; R],
-    b: &[f32],
+    strip: &[f32],
     out: &mut [f32],
     n: usize,
-    r0: usize,
-    j0: usize,
+    c0: usize,
+    (live, width): (usize, usize),
 ) {
+    // Whole-array moves with constant indices only, so the accumulators live in registers.
     let mut acc = [[0f32; W]; R];
-    for p in 0..arows[0].len() {
-        let bw: &[f32; W] = b[p * n + j0..p * n + j0 + W].try_into().expect("W columns");
+    for (r, a) in acc.iter_mut().enumerate() {
+        if r < live {
+            let mut row = [0f32; W];
+            row[..width].copy_from_slice(&out[r * n + c0..r * n + c0 + width]);
+            *a = row;
+        }
+    }
+    for (p, bw) in strip.chunks_exact(W).enumerate() {
+        let bw: &[f32; W] = bw.try_into().expect("W columns");
         for r in 0..R {
             let av = arows[r][p];
             for j in 0..W {
@@ -359,30 +412,10 @@ fn tile<const FUSED: bool, const FLUSH: bool, const R: usize, const W: usize>(
             }
         }
     }
-    for r in 0..R {
-        out[(r0 + r) * n + j0..(r0 + r) * n + j0 + W].copy_from_slice(&acc[r]);
-    }
-}
-
-/// Outputs `rows x cols` of `out` (zeroed): for p in 0..k in order, add `a[r,p] * b[p, cols]`.
-#[inline(always)]
-fn span<const FUSED: bool, const FLUSH: bool>(
-    a: &[f32],
-    b: &[f32],
-    out: &mut [f32],
-    k: usize,
-    n: usize,
-    rows: std::ops::Range<usize>,
-    cols: std::ops::Range<usize>,
-) {
-    for p in 0..k {
-        let brow = &b[p * n + cols.start..p * n + cols.end];
-        for r in rows.clone() {
-            let av = a[r * k + p];
-            let crow = &mut out[r * n + cols.start..r * n + cols.end];
-            for (cv, &bv) in crow.iter_mut().zip(brow) {
-                *cv = mad::<FUSED, FLUSH>(av, bv, *cv);
-            }
+    for (r, a) in acc.iter().enumerate() {
+        if r < live {
+            let row = *a;
+            out[r * n + c0..r * n + c0 + width].copy_from_slice(&row[..width]);
         }
     }
 }
@@ -528,50 +561,122 @@ mod tests {
         assert!(first_mismatch(&off, &want).is_some());
     }
 
-    /// Each dispatch target (the portable 4x8 tile, AVX2's 4x16, AVX-512's 8x32 and the tails)
-    /// gives the reference loop's bits, so the CPU a run lands on cannot change its results —
-    /// on ordinary inputs (no tile flushes) and on underflowing ones (some tiles flush).
+    /// Each register tile (the portable 4x8, AVX2's 6x16, AVX-512's 8x32, others), in both
+    /// profiles, gives the reference loop's bits over several k blocks and column panels with
+    /// row and column tails, so the CPU a run lands on cannot change its results — on ordinary
+    /// inputs (no tile flushes) and on underflowing ones (some tiles flush).
     #[test]
     fn every_register_tile_gives_the_reference_bits() {
-        for (m, k, n) in [(8, 5, 40), (13, 33, 57), (16, 100, 72), (3, 2, 9)] {
+        for (m, k, n) in [
+            (8, 5, 40),
+            (13, 33, 57),
+            (16, 600, 300),
+            (3, 2, 9),
+            (50, 257, 19),
+        ] {
             for tiny in [false, true] {
                 let (a, b) = if tiny {
                     underflowing(m, k, n)
                 } else {
                     (seeded(m * k, "a"), seeded(k * n, "b"))
                 };
-                let want = matmul_reference(&a, &b, m, k, n);
-                let (cols, _) = col_exponents(&b, n);
-                let b = crate::arith::flush_all(&b);
-                let safe = SafeTiles {
-                    cols: &cols,
-                    threshold: SAFE_UNFUSED,
-                };
-                let mut tiles: Vec<(&str, Vec<f32>)> = Vec::new();
-                let mut run = |name, f: &dyn Fn(&mut [f32])| {
-                    let mut out = vec![0f32; m * n];
-                    f(&mut out);
-                    tiles.push((name, out));
-                };
-                run("4x8", &|o| tiled::<false, 4, 8>(&a, &b, o, k, n, &safe));
-                run("4x16", &|o| tiled::<false, 4, 16>(&a, &b, o, k, n, &safe));
-                run("8x32", &|o| tiled::<false, 8, 32>(&a, &b, o, k, n, &safe));
-                #[cfg(target_arch = "x86_64")]
-                if std::arch::is_x86_feature_detected!("avx512f")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the features were just detected.
-                    #[allow(unsafe_code)]
-                    run("avx512", &|o| unsafe {
-                        block_avx512::<false>(&a, &b, o, k, n, &safe)
+                for fused in [false, true] {
+                    let want = if fused {
+                        matmul_reference_fused(&a, &b, m, k, n)
+                    } else {
+                        matmul_reference(&a, &b, m, k, n)
+                    };
+                    let (cols, _) = col_exponents(&b, n);
+                    let b = crate::arith::flush_all(&b);
+                    let a = crate::arith::flush_all(&a);
+                    let (row_exp, _) = row_exponents(&a, m, k);
+                    let job = Job {
+                        a: &a,
+                        row_exp: &row_exp,
+                        k,
+                        n,
+                        safe: SafeTiles {
+                            cols: &cols,
+                            threshold: if fused { SAFE_FUSED } else { SAFE_UNFUSED },
+                        },
+                    };
+                    let mut tiles: Vec<(&str, Vec<f32>)> = Vec::new();
+                    let mut run = |name, w, f: &(dyn Fn(&Panel, &mut [f32], usize) + Sync)| {
+                        let mut out = vec![0f32; m * n];
+                        panels(&job, &b, &mut out, w, f);
+                        tiles.push((name, out));
+                    };
+                    macro_rules! shape {
+                        ($name:expr, $r:expr, $w:expr) => {
+                            if fused {
+                                run($name, $w, &|p, o, r0| {
+                                    rows_block::<true, $r, $w>(&job, p, o, r0)
+                                })
+                            } else {
+                                run($name, $w, &|p, o, r0| {
+                                    rows_block::<false, $r, $w>(&job, p, o, r0)
+                                })
+                            }
+                        };
+                    }
+                    shape!("4x8", 4, 8);
+                    shape!("6x16", 6, 16);
+                    shape!("4x16", 4, 16);
+                    shape!("8x32", 8, 32);
+                    run("dispatch", tile_width(), &|p, o, r0| {
+                        if fused {
+                            block_dispatch::<true>(&job, p, o, r0)
+                        } else {
+                            block_dispatch::<false>(&job, p, o, r0)
+                        }
                     });
+                    for (name, got) in tiles {
+                        let bad = first_mismatch(&got, &want);
+                        assert_eq!(
+                            bad, None,
+                            "{name} {m}x{k}x{n} tiny={tiny} fused={fused}: first mismatch at {bad:?}"
+                        );
+                    }
                 }
-                for (name, got) in tiles {
+            }
+        }
+    }
+
+    /// The fused profile's reference: `acc = flush(fma(a, b, acc))` in k order.
+    fn matmul_reference_fused(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut out = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut acc = 0f32;
+                for p in 0..k {
+                    acc = flush(flush(a[i * k + p]).mul_add(flush(b[p * n + j]), acc));
+                }
+                out[i * n + j] = acc;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn fused_matmul_matches_its_reference_loop_bitwise() {
+        for (m, k, n) in [
+            (1, 1, 1),
+            (9, 513, 17),
+            (33, 64, 1030),
+            (128, 784, 256),
+            (7, 100, 1),
+        ] {
+            for tiny in [false, true] {
+                let (a, b) = if tiny {
+                    underflowing(m, k, n)
+                } else {
+                    (seeded(m * k, "a"), seeded(k * n, "b"))
+                };
+                let want = matmul_reference_fused(&a, &b, m, k, n);
+                for ftz in [false, true] {
+                    let got = crate::ftz::run_with(ftz, || matmul(&a, &b, m, k, n, true));
                     let bad = first_mismatch(&got, &want);
-                    assert_eq!(
-                        bad, None,
-                        "{name} {m}x{k}x{n} tiny={tiny}: first mismatch at {bad:?}"
-                    );
+                    assert_eq!(bad, None, "{m}x{k}x{n} tiny={tiny} ftz={ftz}: {bad:?}");
                 }
             }
         }

@@ -1,27 +1,29 @@
-//! `det_matmul` on the CPU backends (`cpu.rs`) and on CubeCL (`gpu.rs`: one thread per output,
-//! k in launches of `LOOP_BLOCK` steps, the accumulator carried between them).
+//! `det_matmul` on the CPU backends (`cpu.rs`) and on CubeCL (`gpu.rs`: the tiled kernel when
+//! both output dims are at least 8, else one thread per output; k in launches of `LOOP_BLOCK`
+//! steps, the accumulator carried between them).
 
 use super::{MatmulOps, cpu, gpu};
 use crate::seam::cube::{ONE, accumulate_in_blocks, empty, f32_only, grid};
 use crate::seam::host::{cpu_backends, dims2, read, upload};
 use burn::backend::{Cube, Shape, TensorMetadata, tensor::FloatTensor};
 use burn_cubecl::kernel::untile;
+use cubecl::prelude::{CubeCount, CubeDim};
 
 cpu_backends! {
     impl MatmulOps {
-        fn det_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+        fn det_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>, fused: bool) -> FloatTensor<Self> {
             let device = a.device();
             let ((av, sa), (bv, sb)) = (read::<Self>(a), read::<Self>(b));
             let ((m, k), (k2, n)) = (dims2(&sa, "det_matmul"), dims2(&sb, "det_matmul"));
             assert_eq!(k, k2, "det_matmul: inner dims differ: {sa:?} x {sb:?}");
-            let out = cpu::matmul(&av, &bv, m, k, n, false);
+            let out = cpu::matmul(&av, &bv, m, k, n, fused);
             upload::<Self>(out, Shape::new([m, n]), &device)
         }
     }
 }
 
 impl MatmulOps for Cube {
-    fn det_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn det_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>, fused: bool) -> FloatTensor<Self> {
         f32_only(&a, "det_matmul");
         f32_only(&b, "det_matmul");
         let (a, b) = (untile(a), untile(b));
@@ -30,6 +32,26 @@ impl MatmulOps for Cube {
         let shape = Shape::new([m, n]);
         if m * n == 0 {
             return empty(&a, shape);
+        }
+        if tiled(m, n) {
+            let (count, dim) = tiled_grid(m, n, 1);
+            return accumulate_in_blocks(&a, shape, k, |acc, out, p0, p1, first| {
+                gpu::matmul_tiled_kernel::launch(
+                    &out.client,
+                    count.clone(),
+                    dim,
+                    a.clone().into_tensor_arg(),
+                    b.clone().into_tensor_arg(),
+                    acc.into_tensor_arg(),
+                    out.clone().into_tensor_arg(),
+                    p0,
+                    p1,
+                    ONE,
+                    first,
+                    fused,
+                    false,
+                )
+            });
         }
         let (count, dim) = grid(&a, m * n);
         accumulate_in_blocks(&a, shape, k, |acc, out, p0, p1, first| {
@@ -45,7 +67,27 @@ impl MatmulOps for Cube {
                 p1,
                 ONE,
                 first,
+                fused,
             )
         })
     }
+}
+
+/// Whether `[m, n]` outputs take the tiled kernel (both dims at least 8: smaller products would
+/// leave most of a 64 x 64 tile idle). Either kernel gives the same bits.
+pub(crate) fn tiled(m: usize, n: usize) -> bool {
+    m >= 8 && n >= 8
+}
+
+/// The tiled kernel's grid: one cube per `TILE x TILE` block of outputs, `batch` deep.
+pub(crate) fn tiled_grid(m: usize, n: usize, batch: usize) -> (CubeCount, CubeDim) {
+    let blocks = |len: usize| u32::try_from(len.div_ceil(gpu::TILE)).expect("grid fits u32");
+    (
+        CubeCount::Static(
+            blocks(n),
+            blocks(m),
+            u32::try_from(batch).expect("batch fits u32"),
+        ),
+        CubeDim::new_2d(gpu::THREADS as u32, gpu::THREADS as u32),
+    )
 }

@@ -111,20 +111,25 @@ pub(crate) use unary_autodiff;
 
 /// A two-input method that keeps both inputs for the backward, which maps the incoming gradient
 /// `$g` to `$da` and `$db` with `$a`, `$b` bound to the inputs (each evaluated only when that
-/// input takes part, `$da` first).
+/// input takes part, `$da` first). Its other arguments `$c` are `Copy` constants, kept with the
+/// inputs and bound by their names in the backward.
 macro_rules! binary_autodiff {
-    (fn $name:ident, |$g:ident, $a:ident, $b:ident| ($da:expr, $db:expr)) => {
+    (fn $name:ident $(($($c:ident: $t:ty),*))?, |$g:ident, $a:ident, $b:ident| ($da:expr, $db:expr)) => {
         fn $name(
             a: ::burn::backend::tensor::FloatTensor<Self>,
             b: ::burn::backend::tensor::FloatTensor<Self>,
+            $($($c: $t),*)?
         ) -> ::burn::backend::tensor::FloatTensor<Self> {
             use ::burn::backend::autodiff::ops::{Backward as _, OpsKind};
             use ::burn::backend::tensor::FloatTensor;
-            let grad: $crate::seam::autodiff::Grad2Fn<B, (FloatTensor<B>, FloatTensor<B>)> =
-                |$g, ($a, $b), [need_a, need_b]| {
-                    let da = need_a.then(|| $da);
-                    [da, need_b.then(|| $db)]
-                };
+            #[allow(unused_parens)]
+            let grad: $crate::seam::autodiff::Grad2Fn<
+                B,
+                (FloatTensor<B>, FloatTensor<B>, ($($($t,)*)?)),
+            > = |$g, ($a, $b, ($($($c,)*)?)), [need_a, need_b]| {
+                let da = need_a.then(|| $da);
+                [da, need_b.then(|| $db)]
+            };
             let grad_fn = $crate::seam::autodiff::Grad::<B, _, 2>::new();
             match grad_fn
                 .prepare::<C>([a.node(), b.node()])
@@ -133,12 +138,14 @@ macro_rules! binary_autodiff {
             {
                 OpsKind::Tracked(prep) => {
                     let (pa, pb) = (a.primitive().clone(), b.primitive().clone());
-                    let out = B::$name(pa.clone(), pb.clone());
-                    prep.finish(((pa, pb), grad), out)
+                    let out = B::$name(pa.clone(), pb.clone() $($(, $c)*)?);
+                    prep.finish(((pa, pb, ($($($c,)*)?)), grad), out)
                 }
-                OpsKind::UnTracked(prep) => {
-                    prep.finish(B::$name(a.into_primitive(), b.into_primitive()))
-                }
+                OpsKind::UnTracked(prep) => prep.finish(B::$name(
+                    a.into_primitive(),
+                    b.into_primitive()
+                    $($(, $c)*)?
+                )),
             }
         }
     };

@@ -86,7 +86,7 @@ pub fn job_model(
     place: &Path,
 ) -> Result<Model, TrainError> {
     let bad = |what: String, fix: &str| TrainError::run_dir(place, what, fix);
-    let model = match (cfg.model.kind, custom) {
+    let mut model = match (cfg.model.kind, custom) {
         (ModelKind::Custom, None) => {
             return Err(bad(
                 "model.kind = \"custom\": the network is defined in Rust by the program that trained it, not in the config".into(),
@@ -120,6 +120,8 @@ pub fn job_model(
             "build the network with the config's kernel set",
         ));
     }
+    // The profile is the config's (a Rust-built network takes it from the job it runs in).
+    model.arith = cfg.train.arith;
     let params: Vec<Tensor<1>> = model
         .specs
         .iter()
@@ -230,6 +232,7 @@ pub fn train(
         );
     }
     let backend = backend::open(opts.backend, opts.threads, opts.device.as_deref())?;
+    backend.require_arith(cfg.train.arith)?;
     backend.warn_if_not_bitwise(cfg.train.kernels);
     let model = job_model(
         cfg,
@@ -382,10 +385,12 @@ pub fn resume(dir: &Path, opts_in: &RunOptions) -> Result<RunSummary, TrainError
         ));
     }
     let backend = backend::open(backend_kind, opts.threads, opts.device.as_deref())?;
+    backend.require_arith(cfg.train.arith)?;
     // Only the facts that decide this kernel set's bits: a lockstep-kernel run may continue on a
     // device that fuses plain code, flushes subnormals or rounds sqrt its own way.
     let lockstep = cfg.train.kernels == KernelSet::Lockstep;
-    let deciding = |k: &String| lockstep_kernels::profile::deciding_fact(k, lockstep);
+    let fused = cfg.train.arith.fused();
+    let deciding = |k: &String| lockstep_kernels::profile::deciding_fact(k, lockstep, fused);
     let recorded: BTreeMap<&String, &String> = manifest
         .placement
         .device
