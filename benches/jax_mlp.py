@@ -1,6 +1,8 @@
 """JAX-on-CPU reference for the Fashion-MNIST MLP (784-256-128-10, ReLU, Adam 1e-3, batch 128,
 last partial batch dropped, jax.jit step): prints median epoch time, samples/s and test
-accuracy as one JSON line. Run through benches/jax_mlp.sh, which also times lockstep."""
+accuracy as one JSON line. Run through benches/jax_mlp.sh, which also times lockstep.
+Environment: HIDDEN (default "256,128"), BATCH (default 128), MAX_STEPS (stop each epoch after
+that many steps; then samples/s is over those steps)."""
 import gzip, json, os, struct, sys, time
 import numpy as np
 import jax, jax.numpy as jnp
@@ -20,7 +22,10 @@ xte, yte = idx("t10k-images-idx3-ubyte.gz"), idx("t10k-labels-idx1-ubyte.gz")
 mean, std = xtr.mean(), xtr.std()
 xtr, xte = (xtr - mean) / std, (xte - mean) / std
 key = jax.random.PRNGKey(42)
-def init(key, sizes=(784, 256, 128, 10)):
+HIDDEN = [int(h) for h in os.environ.get("HIDDEN", "256,128").split(",")]
+BATCH = int(os.environ.get("BATCH", "128"))
+MAX_STEPS = int(os.environ.get("MAX_STEPS", "0"))
+def init(key, sizes=(784, *HIDDEN, 10)):
     ps = []
     for a, b in zip(sizes[:-1], sizes[1:]):
         key, k = jax.random.split(key)
@@ -51,12 +56,13 @@ times, t = [], 0
 for e in range(epochs):
     perm = rng.permutation(len(xtr))
     t0 = time.perf_counter()
-    for i in range(len(xtr) // 128):
-        idxs = perm[i * 128:(i + 1) * 128]
+    steps = len(xtr) // BATCH if MAX_STEPS == 0 else min(MAX_STEPS, len(xtr) // BATCH)
+    for i in range(steps):
+        idxs = perm[i * BATCH:(i + 1) * BATCH]
         t += 1
         ps, m, v = step(ps, m, v, t, xtr[idxs], ytr[idxs])
     jax.block_until_ready(ps)
     times.append(time.perf_counter() - t0)
 acc = float(jnp.mean(jnp.argmax(forward(ps, xte), 1) == yte))
 med = sorted(times[1:] or times)[len(times[1:] or times) // 2]
-print(json.dumps({"median_epoch_s": med, "samples_per_s": (len(xtr) // 128) * 128 / med, "test_accuracy": acc, "epochs": epochs}))
+print(json.dumps({"median_epoch_s": med, "samples_per_s": steps * BATCH / med, "steps_per_s": steps / med, "test_accuracy": acc, "epochs": epochs}))

@@ -1,31 +1,54 @@
 #!/usr/bin/env bash
-# lockstep vs JAX on the CPU: the Fashion-MNIST MLP (784-256-128-10, Adam 1e-3, batch 128),
-# same batch size and threads, epoch time and samples/s, ratio printed. Sets up its own venv
-# (jax[cpu] from PyPI) under .bench-venv/, builds lockstep in release, needs
-# dataset-fashion-mnist. Usage: benches/jax_mlp.sh [EPOCHS]   (default 3)
+# lockstep vs JAX on the CPU: the Fashion-MNIST MLP, Adam 1e-3, same batch and threads, samples/s
+# and the ratio to JAX printed for burn's stock ops and lockstep's kernels in both arithmetic
+# profiles (`train.arith = "unfused" | "fma"`). Sets up its own venv (jax[cpu] from PyPI) under
+# .bench-venv/ (or $JAX_VENV), builds lockstep in release, needs dataset-fashion-mnist.
+#
+#   benches/jax_mlp.sh [EPOCHS] [SIZE]
+#     SIZE small (default): 784-256-128-10, batch 128, EPOCHS epochs (default 3), median epoch
+#     SIZE large          : 784-2048-2048-10, batch 512, EPOCHS epochs of 40 steps each
 set -euo pipefail
 cd "$(dirname "$0")/.."
 epochs="${1:-3}"
+size="${2:-small}"
 venv="${JAX_VENV:-.bench-venv}"
 [ -x "$venv/bin/python" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q "jax[cpu]" numpy; }
 cargo build --release -q
 tmp=$(mktemp -d)
-sed -e "s/^epochs = 10/epochs = $epochs/" -e "s/^eval_every = 0/eval_every = 0\ndrop_last = true/" configs/fashion_mlp.toml > "$tmp/mlp.toml"
+case "$size" in
+    small) hidden="256,128"; batch=128; steps=0 ;;
+    large) hidden="2048,2048"; batch=512; steps=40 ;;
+    *) echo "jax_mlp.sh: SIZE is small or large, not '$size'" >&2; exit 2 ;;
+esac
+sed -e "s/^epochs = 10/epochs = $epochs/" -e "s/^eval_every = 0/eval_every = 0\ndrop_last = true/" \
+    -e "s/^hidden = .*/hidden = [$hidden]/" -e "s/^batch_size = .*/batch_size = $batch/" \
+    configs/fashion_mlp.toml > "$tmp/mlp.toml"
+extra=()
+# The large size times `steps` steps per epoch (the run stops there; timing.jsonl is its rate).
+[ "$steps" -gt 0 ] && extra=(--max-steps "$((steps * epochs))")
 bin="${CARGO_TARGET_DIR:-target}/release/lockstep"
-for kernels in burn lockstep; do
-    sed "s/^\[train\]/[train]\nkernels = \"$kernels\"/" "$tmp/mlp.toml" > "$tmp/$kernels.toml"
-    /usr/bin/time -f "%M" -o "$tmp/$kernels.rss" "$bin" train "$tmp/$kernels.toml" --out "$tmp/run-$kernels" --backend flex >/dev/null
+for run in burn lockstep lockstep-fma; do
+    case "$run" in
+        burn) set_train='kernels = "burn"' ;;
+        lockstep) set_train='kernels = "lockstep"' ;;
+        lockstep-fma) set_train='kernels = "lockstep"\narith = "fma"' ;;
+    esac
+    sed "s/^\[train\]/[train]\n$set_train/" "$tmp/mlp.toml" > "$tmp/$run.toml"
+    /usr/bin/time -f "%M" -o "$tmp/$run.rss" "$bin" train "$tmp/$run.toml" --out "$tmp/run-$run" --backend flex "${extra[@]}" >/dev/null
 done
-jax=$(/usr/bin/time -f "%M" -o "$tmp/jax.rss" "$venv/bin/python" benches/jax_mlp.py "$epochs")
-python3 - "$tmp" "$jax" <<'PY'
+jax=$(HIDDEN="$hidden" BATCH="$batch" MAX_STEPS="$steps" /usr/bin/time -f "%M" -o "$tmp/jax.rss" "$venv/bin/python" benches/jax_mlp.py "$epochs")
+python3 - "$tmp" "$jax" "$hidden" "$batch" <<'PY'
 import json, sys
-tmp, jax = sys.argv[1], json.loads(sys.argv[2])
-spe = 60000 // 128
-print(f"JAX-CPU        : {jax['median_epoch_s']:.3f} s/epoch, {jax['samples_per_s']:.0f} samples/s, test acc {jax['test_accuracy']:.4f}, peak RSS {int(open(tmp + '/jax.rss').read()) // 1024} MB")
-for k in ("burn", "lockstep"):
+tmp, jax, hidden, batch = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+print(f"MLP 784-{hidden.replace(',', '-')}-10, batch {batch}, flex backend for lockstep")
+print(f"JAX-CPU             : {jax['samples_per_s']:8.0f} samples/s, test acc {jax['test_accuracy']:.4f}, peak RSS {int(open(tmp + '/jax.rss').read()) // 1024} MB")
+for k in ("burn", "lockstep", "lockstep-fma"):
     t = [json.loads(l) for l in open(f"{tmp}/run-{k}/timing.jsonl")][-1]
-    acc = json.load(open(f"{tmp}/run-{k}/scores.json"))["splits"]["test"]["accuracy"]
+    try:  # a run stopped by --max-steps (the large size) has no final scores
+        acc = json.load(open(f"{tmp}/run-{k}/scores.json"))["splits"]["test"]["accuracy"]
+    except FileNotFoundError:
+        acc = float("nan")
     sps = t["samples_per_s"]
-    print(f"lockstep {k:<8}: {spe * 128 / sps:.3f} s/epoch, {sps:.0f} samples/s, test acc {acc:.4f}, peak RSS {int(open(f'{tmp}/{k}.rss').read()) // 1024} MB, throughput ratio vs JAX {sps / jax['samples_per_s']:.2f}x")
+    print(f"lockstep {k:<12}: {sps:8.0f} samples/s, test acc {acc:.4f}, peak RSS {int(open(f'{tmp}/{k}.rss').read()) // 1024} MB, throughput ratio vs JAX {sps / jax['samples_per_s']:.2f}x")
 PY
 rm -rf "$tmp"

@@ -34,6 +34,7 @@ pub mod bias;
 pub mod bmm;
 pub mod causal;
 pub mod dropout;
+pub mod embedding;
 pub mod ftz;
 pub mod im2col;
 pub mod layernorm;

@@ -61,6 +61,7 @@ ops! {
     im2col: Im2colOps { im2col },
     probe: ProbeOps { probe_mad },
     bmm: BmmOps { bmm, bmm_in },
+    embedding: EmbeddingOps { embedding },
     layernorm: LayerNormOps { layer_norm },
     causal: CausalOps { causal_softmax },
     #[cfg(test)] negate: NegateOps { negate },

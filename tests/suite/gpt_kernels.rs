@@ -32,6 +32,7 @@ const BMM_SHAPES: &[(usize, usize, usize, usize)] = &[
     (12, 7, 7, 8),
     (2, 17, 64, 33),
     (2, 9, 300, 3),
+    (3, 40, 33, 65), // the GPU's tiled kernel (both output dims >= 32), with row and column tails
 ];
 
 #[test]
@@ -609,4 +610,90 @@ fn a_reference_with_one_reordered_sum_is_caught() {
             &dgot,
         );
     }
+}
+
+/// `embedding` (row gather, segmented-sum backward) on every backend: forward and the table's
+/// gradient bit for bit against the suite's loops (each table row adds its positions' gradients
+/// from `+0` in position order), and against the one-hot matmuls it replaced in both arithmetic
+/// profiles — with repeated ids, unused ids, a vocabulary of one, `-0` and subnormal entries.
+#[test]
+fn embedding_gather_and_segmented_sum_match_the_loops_and_the_one_hot_matmul() {
+    let mut saw_negative_zero = false;
+    for (vocab, c, ids) in [
+        (1usize, 1usize, vec![0usize]),
+        (7, 5, vec![3, 0, 3, 6, 3, 1, 0]),
+        (
+            9,
+            33,
+            (0..70).map(|r| (r * 5 + r / 3) % 8).collect::<Vec<_>>(),
+        ),
+        (65, 128, (0..768).map(|r| (r * 37 + r / 5) % 61).collect()),
+    ] {
+        let n = ids.len();
+        let mut table = seeded(vocab * c, &format!("emb-t{vocab}"), -2.0, 2.0);
+        let mut g = seeded(n * c, &format!("emb-g{vocab}"), -1.0, 1.0);
+        for (i, v) in table.iter_mut().enumerate() {
+            match i % 17 {
+                3 => *v = -0.0,
+                5 => *v = -f32::from_bits(7),
+                _ => {}
+            }
+        }
+        for (i, v) in g.iter_mut().enumerate() {
+            if i % 23 == 4 {
+                *v = f32::from_bits(0x8000_0003);
+            }
+        }
+        // References: the gather `fl(+0 + fl(x))` and the segmented sum in position order.
+        let want: Vec<f32> = ids
+            .iter()
+            .flat_map(|&v| table[v * c..(v + 1) * c].iter().map(|&x| fadd(0.0, fl(x))))
+            .collect();
+        saw_negative_zero |= table.iter().any(|x| x.to_bits() == 0x8000_0000);
+        let mut dwant = vec![0f32; vocab * c];
+        for (r, &v) in ids.iter().enumerate() {
+            for j in 0..c {
+                dwant[v * c + j] = fadd(dwant[v * c + j], fl(g[r * c + j]));
+            }
+        }
+        let mut onehot = vec![0f32; n * vocab];
+        for (r, &v) in ids.iter().enumerate() {
+            onehot[r * vocab + v] = 1.0;
+        }
+        // The one-hot product in the unfused order gives the same bits (the doc's claim).
+        assert_bitwise(
+            "embedding vs one-hot loop",
+            &matmul_loop(&onehot, &table, n, vocab, c),
+            &want,
+        );
+        for (name, d) in devices() {
+            let ad = d.clone().autodiff();
+            let x = t2(&table, [vocab, c], &ad).require_grad();
+            let y = det::embedding(x.clone(), &ids);
+            let what = format!("embedding {vocab}x{c} at {n} ids on {name}");
+            assert_bitwise(&what, &want, &host(y.clone()));
+            let gs = (y * t2(&g, [n, c], &ad)).sum().backward();
+            assert_bitwise(
+                &format!("{what}: table grad"),
+                &dwant,
+                &host(x.grad(&gs).unwrap()),
+            );
+            for fused in [false, true] {
+                if fused && lockstep_kernels::profile::probe(&d).lockstep_fma != "fused" {
+                    continue; // no fma profile on this device (arith_profiles checks the refusal)
+                }
+                let x = t2(&table, [vocab, c], &ad).require_grad();
+                let y = det::matmul_in(t2(&onehot, [n, vocab], &ad), x.clone(), fused);
+                assert_bitwise(
+                    &format!("{what}: one-hot fused={fused}"),
+                    &want,
+                    &host(y.clone()),
+                );
+                let gs = (y * t2(&g, [n, c], &ad)).sum().backward();
+                let dx = host(x.grad(&gs).unwrap());
+                assert_bitwise(&format!("{what}: one-hot grad fused={fused}"), &dwant, &dx);
+            }
+        }
+    }
+    assert!(saw_negative_zero);
 }

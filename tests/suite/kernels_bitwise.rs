@@ -143,6 +143,7 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (5, 513, 9),
     (128, 10, 10),
     (2, 1000, 3),
+    (65, 300, 97), // the GPU's tiled kernel (both output dims >= 32) with tails, several k panels
 ];
 
 #[test]

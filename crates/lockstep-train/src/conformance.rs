@@ -461,6 +461,46 @@ fn attention_cases() -> Vec<Case> {
             }));
         }
     }
+    // Embedding rows gathered by id (repeats, unused ids, one row), and the table's gradient.
+    for (vocab, c, ids) in [
+        (1usize, 1usize, vec![0usize]),
+        (7, 5, vec![3, 0, 3, 6, 3, 1, 0]),
+        (65, 128, (0..768).map(|r| (r * 37 + r / 5) % 61).collect()),
+    ] {
+        let table = seeded(vocab * c, &format!("emb-t{vocab}x{c}"), -2.0, 2.0);
+        let g = seeded(ids.len() * c, &format!("emb-g{vocab}x{c}"), -1.0, 1.0);
+        let shape = format!("{vocab}x{c} at {} ids", ids.len());
+        let n = ids.len();
+        for (kernels, lock) in [("burn", false), ("lockstep", true)] {
+            let ids1 = ids.clone();
+            let emb = move |x: Tensor<2>| {
+                if lock {
+                    det::embedding(x, &ids1)
+                } else {
+                    let dev = x.device();
+                    let idx: Vec<i64> = ids1.iter().map(|&i| i as i64).collect();
+                    x.select(
+                        0,
+                        Tensor::<1, burn::tensor::Int>::from_data(
+                            TensorData::new(idx, [ids1.len()]),
+                            &dev,
+                        ),
+                    )
+                }
+            };
+            let (t1, emb1) = (table.clone(), emb.clone());
+            out.push(case("embedding", kernels, shape.clone(), move |d| {
+                host(emb1(t(&t1, [vocab, c], d)))
+            }));
+            let (t1, g1) = (table.clone(), g.clone());
+            out.push(case("embedding_grad", kernels, shape.clone(), move |d| {
+                let ad = d.clone().autodiff();
+                let x = t(&t1, [vocab, c], &ad).require_grad();
+                let gs = (emb(x.clone()) * t(&g1, [n, c], &ad)).sum().backward();
+                host(x.grad(&gs).expect("grad"))
+            }));
+        }
+    }
     let eps = 1e-5;
     for (m, c) in [(5, 37), (64, 768)] {
         let x = seeded(m * c, &format!("ln-x{m}x{c}"), -3.0, 3.0);

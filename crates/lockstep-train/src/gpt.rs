@@ -5,11 +5,11 @@
 //! (row `b * t + i` predicts the token after position `i` of sequence `b`).
 //!
 //! ```text
-//! h = onehot(tokens) @ wte + onehot(positions) @ wpe          embeddings as matmuls: the
-//! h = dropout("drop", h)                                       gradient of a table row is the
-//! for each block i:                                            sum of its positions' gradients
-//!     h = h + dropout(attn(ln_1(h)))                           in position order (the matmul's
-//!     h = h + dropout(c_proj(gelu(c_fc(ln_2(h)))))            fixed k order), never a scatter
+//! h = wte[tokens] + wpe[positions]       `embedding`: a row gather whose backward sums each
+//! h = dropout("drop", h)                  table row's positions' gradients in position order
+//! for each block i:                       (a segmented sum, never a scatter); bit for bit the
+//!     h = h + dropout(attn(ln_1(h)))      one-hot matmuls this model used before
+//!     h = h + dropout(c_proj(gelu(c_fc(ln_2(h)))))
 //! logits = ln_f(h) @ wteᵀ   (or @ lm_head.weight when tie_weights = false)
 //! attn(x): q, k, v = split(x @ c_attn + b) into n_head heads of n_embd / n_head
 //!          att = causal_softmax(q @ kᵀ, scale = f32(1 / sqrt(head_dim)))   (bmm, rows masked
@@ -32,10 +32,10 @@
 //! (exact copies, no arithmetic).
 
 use crate::nn::{Ctx, InitRule, Network, ParamSpec, Params, add, dropout};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use lockstep_core::config::GptConfig;
 use lockstep_kernels as det;
-use lockstep_kernels::ops::{bmm_in, causal_softmax, layer_norm, matmul_in};
+use lockstep_kernels::ops::{bmm_in, causal_softmax, embedding, layer_norm, matmul_in};
 
 pub const LN_EPS: f32 = 1e-5;
 
@@ -141,14 +141,6 @@ impl Gpt {
 }
 
 /// Row-major one-hot rows `[ids.len(), width]`.
-fn one_hot(ids: impl Iterator<Item = usize>, rows: usize, width: usize) -> Vec<f32> {
-    let mut v = vec![0.0; rows * width];
-    for (r, id) in ids.enumerate() {
-        v[r * width + id] = 1.0;
-    }
-    v
-}
-
 impl Network for Gpt {
     fn params(&self) -> Vec<ParamSpec> {
         let (c, l) = (self.cfg.n_embd, self.cfg.n_layer);
@@ -192,26 +184,14 @@ impl Network for Gpt {
             "gpt: sequence length {t} outside 1..={}",
             self.cfg.block_size
         );
-        let device = x.device();
         let ids: Vec<f32> = x.try_into_vec_as::<f32>().expect("token ids read back");
         let vocab = self.vocab;
-        let tok = one_hot(
-            ids.iter().map(|&v| (v as usize).min(vocab - 1)),
-            b * t,
-            vocab,
-        );
-        let pos = one_hot((0..b * t).map(|r| r % t), b * t, self.cfg.block_size);
-        let tok = Tensor::<2>::from_data(TensorData::new(tok, [b * t, vocab]), &device);
-        let pos =
-            Tensor::<2>::from_data(TensorData::new(pos, [b * t, self.cfg.block_size]), &device);
+        let tok: Vec<usize> = ids.iter().map(|&v| (v as usize).min(vocab - 1)).collect();
+        let pos: Vec<usize> = (0..b * t).map(|r| r % t).collect();
         let fused = ctx.arith.fused();
         let wte: Tensor<2> = p.get("wte.weight");
         let wpe: Tensor<2> = p.get("wpe.weight");
-        let mut h = add(
-            matmul_in(tok, wte.clone(), fused),
-            matmul_in(pos, wpe, fused),
-            ctx,
-        );
+        let mut h = add(embedding(wte.clone(), &tok), embedding(wpe, &pos), ctx);
         h = dropout("drop", self.dropout, h, ctx);
         for i in 0..self.cfg.n_layer {
             let a = self.ln(p, &format!("h.{i}.ln_1"), h.clone());

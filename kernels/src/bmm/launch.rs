@@ -1,5 +1,5 @@
 //! `det_bmm` on the CPU backends (`cpu.rs`) and on CubeCL (`matmul`'s tiled kernel, one cube
-//! layer per batch element, when both output dims are at least 8, else `gpu.rs`: one thread per
+//! layer per batch element, when both output dims are at least 32, else `gpu.rs`: one thread per
 //! output; k in launches of `LOOP_BLOCK` steps, the accumulator carried between them).
 
 use super::{BmmOps, cpu, gpu};

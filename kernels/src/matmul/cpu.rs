@@ -184,8 +184,9 @@ impl SafeTiles<'_> {
     }
 }
 
-/// The widest register tile this CPU runs. Only speed depends on the choice: every tile computes
-/// each output with its own accumulator in k order, so all of them give the same bits.
+/// The widest register tile this CPU runs (or, for panels 8 columns wide, its 8-column form).
+/// Only speed depends on the choice: every tile computes each output with its own accumulator in
+/// k order, so all of them give the same bits.
 fn block_dispatch<const FUSED: bool>(job: &Job, panel: &Panel, out: &mut [f32], r0: usize) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -210,20 +211,33 @@ fn block_dispatch<const FUSED: bool>(job: &Job, panel: &Panel, out: &mut [f32], 
     rows_block::<FUSED, 4, 8>(job, panel, out, r0)
 }
 
-/// 8 rows x 32 columns of accumulators in 16 zmm registers (`a * b + c` stays two roundings:
-/// rustc never contracts; FMA is used only by `mul_add`).
+/// 8 rows x 32 columns of accumulators in 16 zmm registers (8 x 8 for narrow panels; `a * b +
+/// c` stays two roundings: rustc never contracts; FMA is used only by `mul_add`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 fn block_avx512<const FUSED: bool>(job: &Job, panel: &Panel, out: &mut [f32], r0: usize) {
-    rows_block::<FUSED, 8, 32>(job, panel, out, r0)
+    if panel.w == NARROW {
+        rows_block::<FUSED, 8, NARROW>(job, panel, out, r0)
+    } else {
+        rows_block::<FUSED, 8, 32>(job, panel, out, r0)
+    }
 }
 
-/// 6 rows x 16 columns of accumulators in 12 ymm registers (BLIS's Haswell shape).
+/// 6 rows x 16 columns of accumulators in 12 ymm registers (BLIS's Haswell shape; 6 x 8 for
+/// narrow panels).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn block_avx2<const FUSED: bool>(job: &Job, panel: &Panel, out: &mut [f32], r0: usize) {
-    rows_block::<FUSED, 6, 16>(job, panel, out, r0)
+    if panel.w == NARROW {
+        rows_block::<FUSED, 6, NARROW>(job, panel, out, r0)
+    } else {
+        rows_block::<FUSED, 6, 16>(job, panel, out, r0)
+    }
 }
+
+/// The strip width for products of at most this many columns (a convolution's few output
+/// channels): a wider tile would mostly compute padding.
+const NARROW: usize = 8;
 
 /// One multiply-add step; `FLUSH` applies `arith`'s rule to each rounded value.
 #[inline(always)]
@@ -295,8 +309,12 @@ impl Panel {
     }
 }
 
-/// The register tile width (columns) of the widest tile this CPU runs (`block_dispatch`).
-fn tile_width() -> usize {
+/// The register tile width (columns) `block_dispatch` runs for `n` output columns: `NARROW`
+/// when `n` is at most that, else the widest tile this CPU has.
+fn tile_width(n: usize) -> usize {
+    if n <= NARROW {
+        return NARROW;
+    }
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f")
@@ -316,7 +334,7 @@ fn tile_width() -> usize {
 /// steps in order, pack the panel once, then threads over blocks of `ROWS` rows run the
 /// register tiles over it. Every output still sees `p = 0, 1, ..., k-1` in order.
 fn blocked<const FUSED: bool>(job: &Job, b: &[f32], c: &mut [f32]) {
-    panels(job, b, c, tile_width(), &|panel, out, r0| {
+    panels(job, b, c, tile_width(job.n), &|panel, out, r0| {
         block_dispatch::<FUSED>(job, panel, out, r0)
     })
 }
@@ -623,7 +641,9 @@ mod tests {
                     shape!("6x16", 6, 16);
                     shape!("4x16", 4, 16);
                     shape!("8x32", 8, 32);
-                    run("dispatch", tile_width(), &|p, o, r0| {
+                    shape!("6x8", 6, 8);
+                    shape!("8x8", 8, 8);
+                    run("dispatch", tile_width(n), &|p, o, r0| {
                         if fused {
                             block_dispatch::<true>(&job, p, o, r0)
                         } else {

@@ -1,5 +1,5 @@
 //! `det_matmul` on the CPU backends (`cpu.rs`) and on CubeCL (`gpu.rs`: the tiled kernel when
-//! both output dims are at least 8, else one thread per output; k in launches of `LOOP_BLOCK`
+//! both output dims are at least 32, else one thread per output; k in launches of `LOOP_BLOCK`
 //! steps, the accumulator carried between them).
 
 use super::{MatmulOps, cpu, gpu};
@@ -73,10 +73,11 @@ impl MatmulOps for Cube {
     }
 }
 
-/// Whether `[m, n]` outputs take the tiled kernel (both dims at least 8: smaller products would
-/// leave most of a 64 x 64 tile idle). Either kernel gives the same bits.
+/// Whether `[m, n]` outputs take the tiled kernel (both dims at least 32: narrower products,
+/// such as a convolution's 8 output channels, would leave most of a 64 x 64 tile idle). Either
+/// kernel gives the same bits.
 pub(crate) fn tiled(m: usize, n: usize) -> bool {
-    m >= 8 && n >= 8
+    m >= 32 && n >= 32
 }
 
 /// The tiled kernel's grid: one cube per `TILE x TILE` block of outputs, `batch` deep.

@@ -13,7 +13,8 @@
 //! - CPU (`cpu.rs`), blocked like BLIS but never along the order: for each panel of 256
 //!   columns and each block of 256 consecutive k steps (in order), the panel of `b` is packed
 //!   once into strips as wide as a register tile; threads then take blocks of 24 rows and run
-//!   register tiles of `R x W` outputs over it (AVX-512: 8x32, AVX2: 6x16, portable: 4x8; row
+//!   register tiles of `R x W` outputs over it (AVX-512: 8x32, AVX2: 6x16, portable: 4x8; 8 or 6
+//!   rows x 8 when `n <= 8`, as a convolution's few output channels; row
 //!   and column tails run the same tile over zero padding that is never stored). A tile loads its
 //!   accumulators from the output, adds its k block's terms in order and stores them: between
 //!   blocks an accumulator rests in memory as the same f32 — a pause, not a split. SIMD lanes run
@@ -24,7 +25,7 @@
 //!   (`cpu::SAFE_UNFUSED`, `cpu::SAFE_FUSED`): then the plain loop gives the flushed loop's bits.
 //!   `fma` runs `f32::mul_add`: one `vfmadd` where the CPU has FMA3 (the tiles are compiled for
 //!   it), a correctly rounded software `fmaf` elsewhere (slow, same bits).
-//! - GPU (`gpu.rs`): when both output dims are at least 8, the tiled kernel: a cube of 16 x 16
+//! - GPU (`gpu.rs`): when both output dims are at least 32, the tiled kernel: a cube of 16 x 16
 //!   units computes a 64 x 64 block of outputs, each unit a 4 x 4 register tile; k advances 16
 //!   steps at a time through shared-memory panels of `a` and `b` loaded by the whole cube, and
 //!   every register adds its steps one after another (no split-K, no atomics, padded steps never
