@@ -3,8 +3,7 @@
 //! output; k in launches of `LOOP_BLOCK` steps, the accumulator carried between them).
 
 use super::{BmmOps, cpu, gpu};
-use crate::matmul::gpu::matmul_tiled_kernel;
-use crate::matmul::launch::{tiled, tiled_grid};
+use crate::matmul::launch::{tiled, tiled_product};
 use crate::seam::cube::{ONE, accumulate_in_blocks, empty, f32_only, grid};
 use crate::seam::host::{cpu_backends, dims3, read, upload};
 use burn::backend::{Cube, Shape, TensorMetadata, tensor::FloatTensor};
@@ -36,24 +35,7 @@ impl BmmOps for Cube {
             return empty(&a, shape);
         }
         if tiled(m, n) {
-            let (count, dim) = tiled_grid(m, n, bt);
-            return accumulate_in_blocks(&a, shape, k, |acc, out, p0, p1, first| {
-                matmul_tiled_kernel::launch(
-                    &out.client,
-                    count.clone(),
-                    dim,
-                    a.clone().into_tensor_arg(),
-                    b.clone().into_tensor_arg(),
-                    acc.into_tensor_arg(),
-                    out.clone().into_tensor_arg(),
-                    p0,
-                    p1,
-                    ONE,
-                    first,
-                    fused,
-                    true,
-                )
-            });
+            return tiled_product(&a, &b, shape, (bt, m, k, n), fused);
         }
         let (count, dim) = grid(&a, units);
         accumulate_in_blocks(&a, shape, k, |acc, out, p0, p1, first| {

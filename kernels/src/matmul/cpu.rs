@@ -441,12 +441,29 @@ fn tile<const FUSED: bool, const FLUSH: bool, const R: usize, const W: usize>(
 /// The plain triple loop: the reference the fast version must match bit for bit. Every read,
 /// product and sum flushed (`arith`), no shortcuts.
 pub fn matmul_reference(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    matmul_reference_in(a, b, m, k, n, false)
+}
+
+/// `matmul_reference` in the profile `fused` selects: `acc = flush(fma(a, b, acc))` when fused.
+pub fn matmul_reference_in(
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    fused: bool,
+) -> Vec<f32> {
     let mut out = vec![0f32; m * n];
     for i in 0..m {
         for j in 0..n {
             let mut acc = 0f32;
             for p in 0..k {
-                acc = crate::arith::mad(flush(a[i * k + p]), flush(b[p * n + j]), acc);
+                let (x, y) = (flush(a[i * k + p]), flush(b[p * n + j]));
+                acc = if fused {
+                    flush(x.mul_add(y, acc))
+                } else {
+                    crate::arith::mad(x, y, acc)
+                };
             }
             out[i * n + j] = acc;
         }
@@ -600,7 +617,7 @@ mod tests {
                 };
                 for fused in [false, true] {
                     let want = if fused {
-                        matmul_reference_fused(&a, &b, m, k, n)
+                        matmul_reference_in(&a, &b, m, k, n, true)
                     } else {
                         matmul_reference(&a, &b, m, k, n)
                     };
@@ -662,21 +679,6 @@ mod tests {
         }
     }
 
-    /// The fused profile's reference: `acc = flush(fma(a, b, acc))` in k order.
-    fn matmul_reference_fused(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
-        let mut out = vec![0f32; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                let mut acc = 0f32;
-                for p in 0..k {
-                    acc = flush(flush(a[i * k + p]).mul_add(flush(b[p * n + j]), acc));
-                }
-                out[i * n + j] = acc;
-            }
-        }
-        out
-    }
-
     #[test]
     fn fused_matmul_matches_its_reference_loop_bitwise() {
         for (m, k, n) in [
@@ -692,7 +694,7 @@ mod tests {
                 } else {
                     (seeded(m * k, "a"), seeded(k * n, "b"))
                 };
-                let want = matmul_reference_fused(&a, &b, m, k, n);
+                let want = matmul_reference_in(&a, &b, m, k, n, true);
                 for ftz in [false, true] {
                     let got = crate::ftz::run_with(ftz, || matmul(&a, &b, m, k, n, true));
                     let bad = first_mismatch(&got, &want);

@@ -7,6 +7,7 @@ use crate::seam::cube::{ONE, accumulate_in_blocks, empty, f32_only, grid};
 use crate::seam::host::{cpu_backends, dims2, read, upload};
 use burn::backend::{Cube, Shape, TensorMetadata, tensor::FloatTensor};
 use burn_cubecl::kernel::untile;
+use burn_cubecl::tensor::CubeTensor;
 use cubecl::prelude::{CubeCount, CubeDim};
 
 cpu_backends! {
@@ -34,24 +35,7 @@ impl MatmulOps for Cube {
             return empty(&a, shape);
         }
         if tiled(m, n) {
-            let (count, dim) = tiled_grid(m, n, 1);
-            return accumulate_in_blocks(&a, shape, k, |acc, out, p0, p1, first| {
-                gpu::matmul_tiled_kernel::launch(
-                    &out.client,
-                    count.clone(),
-                    dim,
-                    a.clone().into_tensor_arg(),
-                    b.clone().into_tensor_arg(),
-                    acc.into_tensor_arg(),
-                    out.clone().into_tensor_arg(),
-                    p0,
-                    p1,
-                    ONE,
-                    first,
-                    fused,
-                    false,
-                )
-            });
+            return tiled_product(&a, &b, shape, (1, m, k, n), fused);
         }
         let (count, dim) = grid(&a, m * n);
         accumulate_in_blocks(&a, shape, k, |acc, out, p0, p1, first| {
@@ -80,8 +64,38 @@ pub(crate) fn tiled(m: usize, n: usize) -> bool {
     m >= 32 && n >= 32
 }
 
+/// `a · b` by the tiled kernel: `[m, k] x [k, n]` when `batch` is 1 and the operands are rank 2,
+/// else `batch` products of rank-3 operands (`bmm`), in launches of `LOOP_BLOCK` k steps.
+pub(crate) fn tiled_product(
+    a: &CubeTensor,
+    b: &CubeTensor,
+    shape: Shape,
+    (batch, m, k, n): (usize, usize, usize, usize),
+    fused: bool,
+) -> CubeTensor {
+    let batched = shape.num_dims() == 3;
+    let (count, dim) = tiled_grid(m, n, batch);
+    accumulate_in_blocks(a, shape, k, |acc, out, p0, p1, first| {
+        gpu::matmul_tiled_kernel::launch(
+            &out.client,
+            count.clone(),
+            dim,
+            a.clone().into_tensor_arg(),
+            b.clone().into_tensor_arg(),
+            acc.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            p0,
+            p1,
+            ONE,
+            first,
+            fused,
+            batched,
+        )
+    })
+}
+
 /// The tiled kernel's grid: one cube per `TILE x TILE` block of outputs, `batch` deep.
-pub(crate) fn tiled_grid(m: usize, n: usize, batch: usize) -> (CubeCount, CubeDim) {
+fn tiled_grid(m: usize, n: usize, batch: usize) -> (CubeCount, CubeDim) {
     let blocks = |len: usize| u32::try_from(len.div_ceil(gpu::TILE)).expect("grid fits u32");
     (
         CubeCount::Static(
