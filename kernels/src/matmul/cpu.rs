@@ -339,7 +339,10 @@ fn blocked<const FUSED: bool>(job: &Job, b: &[f32], c: &mut [f32]) {
     })
 }
 
-/// The loops of `blocked` around `run(panel, rows of c, first row)`, strips `w` wide.
+/// The loops of `blocked` around `run(panel, rows of c, first row)`, strips `w` wide: every
+/// panel packed first (in parallel), then one parallel pass in which each task takes a block of
+/// rows through all panels — per column panel, its k blocks in order. Two thread hand-offs per
+/// product, however many panels.
 fn panels(
     job: &Job,
     b: &[f32],
@@ -348,15 +351,31 @@ fn panels(
     run: &(dyn Fn(&Panel, &mut [f32], usize) + Sync),
 ) {
     let (k, n) = (job.k, job.n);
+    let mut list = Vec::new();
     for j0 in (0..n).step_by(NC) {
-        let nc = NC.min(n - j0);
         for p0 in (0..k).step_by(KC) {
-            let panel = Panel::pack(b, n, (p0, KC.min(k - p0)), (j0, nc), w);
-            c.par_chunks_mut(n * ROWS)
-                .enumerate()
-                .for_each(|(blk, out)| run(&panel, out, blk * ROWS));
+            list.push(((p0, KC.min(k - p0)), (j0, NC.min(n - j0))));
         }
     }
+    let packed: Vec<Panel> = list
+        .into_par_iter()
+        .map(|(ks, js)| Panel::pack(b, n, ks, js, w))
+        .collect();
+    let rows = rows_per_task(c.len() / n.max(1));
+    c.par_chunks_mut(n * rows)
+        .enumerate()
+        .for_each(|(blk, out)| {
+            for panel in &packed {
+                run(panel, out, blk * rows);
+            }
+        });
+}
+
+/// Rows per parallel task for `m` output rows: about two tasks per thread, a multiple of `ROWS`
+/// (so of every tile's row count). Only speed depends on it.
+fn rows_per_task(m: usize) -> usize {
+    let tasks = 2 * rayon::current_num_threads().max(1);
+    m.div_ceil(tasks).div_ceil(ROWS).max(1) * ROWS
 }
 
 /// Rows `r0..` of `out` (`[rows, n]`, holding each output's accumulator so far) over one
