@@ -1,4 +1,4 @@
-//! The attention and normalisation kernels (`bmm`, `layer_norm`, `causal_softmax`): the same bits
+//! The transformer's kernels (`bmm`, `layer_norm`, `causal_softmax`, `embedding`): the same bits
 //! on every backend (ndarray and flex run the CPU loops, wgpu the CubeCL kernels), forward and
 //! backward, on odd shapes (a batch of one, one head, `t = 1`, `k` and `c` no multiple of any
 //! tile), against the suite's own loops in the documented orders (`reference`: bit for bit),
@@ -444,6 +444,33 @@ fn attention_kernel_backward_passes_match_finite_differences_and_stock_ops() {
         &grad_on(&cpu, &b, [bt, k, n], &g, &|x| det::bmm(at3.clone(), x)),
         &central_differences(&b, &|x| bmm64(&a64, x)),
         &grad_on(&cpu, &b, [bt, k, n], &g, &|x| at3s.clone().matmul(x)),
+    );
+    // embedding: a [5, 3] table at ids with repeats and an unused row.
+    let (vocab, ce, ids) = (5usize, 3usize, vec![2usize, 0, 2, 4, 2, 0]);
+    let tab = seeded(vocab * ce, "fd-emb-t", -1.0, 1.0);
+    let ge = seeded(ids.len() * ce, "fd-emb-g", -1.0, 1.0);
+    let emb64 = |t: &[f64]| -> f64 {
+        ids.iter()
+            .enumerate()
+            .map(|(r, &id)| {
+                (0..ce)
+                    .map(|j| t[id * ce + j] * ge[r * ce + j] as f64)
+                    .sum::<f64>()
+            })
+            .sum()
+    };
+    let idx = Tensor::<1, burn::tensor::Int>::from_data(
+        TensorData::new(
+            ids.iter().map(|&i| i as i64).collect::<Vec<_>>(),
+            [ids.len()],
+        ),
+        &cpu.clone().autodiff(),
+    );
+    check(
+        "embedding dTable",
+        &grad_on(&cpu, &tab, [vocab, ce], &ge, &|x| det::embedding(x, &ids)),
+        &central_differences(&tab, &emb64),
+        &grad_on(&cpu, &tab, [vocab, ce], &ge, &|x| x.select(0, idx.clone())),
     );
     // layer norm [3, 7]
     let (ln_n, c, eps) = (3, 7, 1e-5f32);
