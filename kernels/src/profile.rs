@@ -14,7 +14,7 @@
 //!   `fused` when every output is bitwise that loop's, `unfused` when the pair came out with two
 //!   roundings (the device's `fma` is a multiply then an add: Vulkan only asks its precision to be
 //!   that of the two), `wrong` otherwise. A `train.arith = "fma"` run needs `fused`; there is no
-//!   fallback (`require_fma`).
+//!   fallback (`lockstep_train::backend::Backend::require_arith` refuses the job).
 //! - `div_exact` / `sqrt_exact`: stock `/` and `sqrt` equal IEEE correctly rounded results on
 //!   4096 seeded inputs. Information only: lockstep's kernels use neither (NVIDIA's Vulkan driver
 //!   was measured `false` for both); the stock Adam update does.
@@ -27,8 +27,8 @@
 //!   barriers behave as `arith` assumes.
 //!
 //! `lockstep_bitwise()` (lockstep's kernels give the CPU's bits here) needs `lockstep_mad`
-//! unfused and `optim_exact` (and, for an `fma` run, `lockstep_fma` fused): a device may fuse plain code, flush subnormals and approximate
-//! `sqrt`/`/` and still pass. Training with the lockstep kernels on a device without it warns
+//! unfused and `optim_exact` (and an `fma` run also `lockstep_fma` fused): a device may fuse
+//! plain code, flush subnormals and approximate `sqrt`/`/` and still pass. Training with the lockstep kernels on a device without it warns
 //! loudly; `resume` refuses a device whose deciding facts differ from the recorded ones
 //! (`deciding_fact`), `verify` likewise for stock-kernel runs.
 
@@ -196,7 +196,7 @@ pub fn probe(device: &Device) -> ArithmeticProfile {
 /// `mul_add` loop. `x = 1 + 2^-12`: `-1 + x*x` keeps `2^-24` only when fused.
 fn probe_fma(device: &Device, x: f32) -> &'static str {
     let (m, k) = (64, 97);
-    let mut s = SeedStream::new(0, "profile/fma-probe");
+    let mut s = SeedStream::new(0, lockstep_core::streams::PROFILE_FMA_PROBE);
     // Row 0: `-1*1` then `x*x` added to it (`[-1, x, 0, ...] . [1, x, ...]`); row 1 zeros.
     let mut a: Vec<f32> = vec![-1.0, x];
     a.resize(2 * k, 0.0);

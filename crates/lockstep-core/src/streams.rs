@@ -33,6 +33,9 @@ pub fn conformance(name: &str) -> String {
 /// The start-up arithmetic probe's inputs.
 pub const PROFILE_PROBE: &str = "profile/probe";
 
+/// The inputs of the start-up probe of the `fma` profile (`arith.lockstep_fma`).
+pub const PROFILE_FMA_PROBE: &str = "profile/fma-probe";
+
 /// The start offsets of the training windows of optimizer step `step` (language models).
 pub fn batch(step: u64) -> String {
     format!("batch/step-{step}")
