@@ -10,17 +10,18 @@
 //! - CPU (`cpu.rs`): threads over batch elements, each running `matmul`'s CPU code
 //!   (`matmul::cpu::matmul_into`: its register tiles, threads over blocks of rows); neither
 //!   changes any output's order.
-//! - GPU (`gpu.rs`): one thread per output element, reading both inputs through their strides
-//!   (the transposed views of the backward and of `q·kᵀ` cost no copy); reads, products and sums
-//!   pass `arith::gpu::pin`. k runs in launches of 32768 steps, `acc` carried between them as
-//!   f32 (`arith::gpu::LOOP_BLOCK`), as in `matmul`.
+//! - GPU: `matmul`'s two kernels in their batched form (`matmul::gpu`, `batched = true`; no
+//!   kernel of its own): the tiled one, one cube layer per batch element, when both output dims
+//!   are at least 32, else one thread per output element. Both read the inputs through their
+//!   strides (the transposed views of the backward and of `q·kᵀ` cost no copy); reads, products
+//!   and sums pass `arith::gpu::pin`. k runs in launches of 32768 steps, `acc` carried between
+//!   them as f32 (`arith::gpu::LOOP_BLOCK`), as in `matmul`.
 //!
 //! Backward (`backward.rs`): `dA = G · Bᵀ`, `dB = Aᵀ · G` per batch element, both with this same
 //! kernel (the transposes swap the last two dims: views, no arithmetic).
 
 mod backward;
 pub mod cpu;
-pub mod gpu;
 mod launch;
 
 use burn::backend::{Backend, Dispatch, backend_extension, tensor::FloatTensor};

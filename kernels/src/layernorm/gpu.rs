@@ -29,6 +29,12 @@ pub fn row_stats(
     (mean, rsqrt_fixed(pin(var + eps, one), one))
 }
 
+/// `y = (x - mean) * rstd`, each rounding pinned.
+#[cube]
+fn normalized(x: f32, mean: f32, rstd: f32, one: f32) -> f32 {
+    pin(pin(pin(x, one) - mean, one) * rstd, one)
+}
+
 #[cube(launch)]
 pub fn layer_norm_forward_kernel(
     x: &Tensor<f32>,
@@ -47,7 +53,7 @@ pub fn layer_norm_forward_kernel(
     let eps = pin(eps, one);
     let (mean, rstd) = row_stats(x, base, c, inv_c, eps, one);
     for j in 0..c {
-        y[base + j] = pin(pin(pin(x[base + j], one) - mean, one) * rstd, one);
+        y[base + j] = normalized(x[base + j], mean, rstd, one);
     }
 }
 
@@ -73,7 +79,7 @@ pub fn layer_norm_backward_kernel(
     let mut sgy = zero(one);
     for j in 0..c {
         let gj = pin(g[base + j], one);
-        let yj = pin(pin(pin(x[base + j], one) - mean, one) * rstd, one);
+        let yj = normalized(x[base + j], mean, rstd, one);
         sg = pin(sg + gj, one);
         sgy = mad(gj, yj, sgy, one);
     }
@@ -81,7 +87,7 @@ pub fn layer_norm_backward_kernel(
     let mgy = pin(sgy * inv_c, one);
     for j in 0..c {
         let gj = pin(g[base + j], one);
-        let yj = pin(pin(pin(x[base + j], one) - mean, one) * rstd, one);
+        let yj = normalized(x[base + j], mean, rstd, one);
         let t = pin(pin(gj - mg, one) - pin(yj * mgy, one), one);
         d[base + j] = pin(rstd * t, one);
     }

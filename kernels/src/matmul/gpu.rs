@@ -1,12 +1,15 @@
-//! GPU matmul kernel (CubeCL): one thread per output, k in order, every read, product and sum
-//! pinned (flushed, unfused; see `matmul`'s module doc and `arith`).
+//! GPU matmul kernels (CubeCL), naive and tiled, for `matmul` (rank 2) and `bmm` (rank 3,
+//! `batched`): k in order, every read, product and sum pinned (see `matmul`'s module doc and
+//! `arith`).
 
 use crate::arith::gpu::{mad_in, pin, zero};
 use cubecl::prelude::*;
 
-/// Outputs `acc_in + sum over p in p0..p1` (one launch per block of k, see `LOOP_BLOCK`):
-/// `first` starts from 0.0 instead of `acc_in`. Launched for consecutive blocks in order, the
-/// accumulator only passes through memory as the same f32 it was in the register.
+/// One thread per output (`batched`: `out` is `[bt, m, n]`, one `[m, n]` product per batch
+/// element, rank-3 operands read through their strides). Outputs `acc_in + sum over p in
+/// p0..p1` (one launch per block of k, see `LOOP_BLOCK`): `first` starts from 0.0 instead of
+/// `acc_in`. Launched for consecutive blocks in order, the accumulator only passes through
+/// memory as the same f32 it was in the register.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_kernel(
@@ -19,25 +22,33 @@ pub fn matmul_kernel(
     one: f32,
     #[comptime] first: bool,
     #[comptime] fused: bool,
+    #[comptime] batched: bool,
 ) {
     let pos = ABSOLUTE_POS;
     if pos >= out.len() {
         terminate!();
     }
-    let n = out.shape(1);
-    let i = pos / n;
+    let d = comptime!(if batched { 1usize } else { 0usize });
+    let m = out.shape(d);
+    let n = out.shape(d + 1);
     let j = pos % n;
-    let a_row = i * a.stride(0);
-    let a_s1 = a.stride(1);
-    let b_col = j * b.stride(1);
-    let b_s0 = b.stride(0);
+    let i = (pos / n) % m;
+    let mut a_row = i * a.stride(d);
+    let mut b_col = j * b.stride(d + 1);
+    if batched {
+        let e = pos / (m * n);
+        a_row += e * a.stride(0);
+        b_col += e * b.stride(0);
+    }
+    let a_s = a.stride(d + 1);
+    let b_s = b.stride(d);
     let mut acc = zero(one);
     if !first {
         acc = acc_in[pos];
     }
     for p in (p0 as usize)..(p1 as usize) {
-        let av = pin(a[a_row + p * a_s1], one);
-        let bv = pin(b[p * b_s0 + b_col], one);
+        let av = pin(a[a_row + p * a_s], one);
+        let bv = pin(b[p * b_s + b_col], one);
         acc = mad_in(av, bv, acc, one, fused);
     }
     out[pos] = acc;

@@ -1,6 +1,6 @@
-//! `det_matmul` on the CPU backends (`cpu.rs`) and on CubeCL (`gpu.rs`: the tiled kernel when
-//! both output dims are at least 32, else one thread per output; k in launches of `LOOP_BLOCK`
-//! steps, the accumulator carried between them).
+//! `det_matmul` on the CPU backends (`cpu.rs`) and on CubeCL (`product`, shared with `bmm`:
+//! `gpu.rs`'s tiled kernel when both output dims are at least 32, else one thread per output; k
+//! in launches of `LOOP_BLOCK` steps, the accumulator carried between them).
 
 use super::{MatmulOps, cpu, gpu};
 use crate::seam::cube::{ONE, accumulate_in_blocks, empty, f32_only, grid};
@@ -30,67 +30,78 @@ impl MatmulOps for Cube {
         let (a, b) = (untile(a), untile(b));
         let ([m, k], [k2, n]) = (a.shape().dims::<2>(), b.shape().dims::<2>());
         assert_eq!(k, k2, "det_matmul: inner dims differ");
-        let shape = Shape::new([m, n]);
-        if m * n == 0 {
-            return empty(&a, shape);
-        }
-        if tiled(m, n) {
-            return tiled_product(&a, &b, shape, (1, m, k, n), fused);
-        }
-        let (count, dim) = grid(&a, m * n);
-        accumulate_in_blocks(&a, shape, k, |acc, out, p0, p1, first| {
-            gpu::matmul_kernel::launch(
-                &out.client,
-                count.clone(),
-                dim,
-                a.clone().into_tensor_arg(),
-                b.clone().into_tensor_arg(),
-                acc.into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                p0,
-                p1,
-                ONE,
-                first,
-                fused,
-            )
-        })
+        product(&a, &b, Shape::new([m, n]), (1, m, k, n), fused)
     }
 }
 
 /// Whether `[m, n]` outputs take the tiled kernel (both dims at least 32: narrower products,
 /// such as a convolution's 8 output channels, would leave most of a 64 x 64 tile idle). Either
 /// kernel gives the same bits.
-pub(crate) fn tiled(m: usize, n: usize) -> bool {
+fn tiled(m: usize, n: usize) -> bool {
     m >= 32 && n >= 32
 }
 
-/// `a · b` by the tiled kernel: `[m, k] x [k, n]` when `batch` is 1 and the operands are rank 2,
-/// else `batch` products of rank-3 operands (`bmm`), in launches of `LOOP_BLOCK` k steps.
-pub(crate) fn tiled_product(
+/// `a · b` on CubeCL: `[m, k] x [k, n]` when `shape` has rank 2 (`batch` 1), else `batch`
+/// products of rank-3 operands (`bmm`); the tiled kernel when `tiled(m, n)`, else one thread per
+/// output, in launches of `LOOP_BLOCK` k steps. Both kernels give the same bits.
+pub(crate) fn product(
     a: &CubeTensor,
     b: &CubeTensor,
     shape: Shape,
     (batch, m, k, n): (usize, usize, usize, usize),
     fused: bool,
 ) -> CubeTensor {
+    let units = batch * m * n;
+    if units == 0 {
+        return empty(a, shape);
+    }
     let batched = shape.num_dims() == 3;
-    let (count, dim) = tiled_grid(m, n, batch);
+    let tile = tiled(m, n);
+    let (count, dim) = if tile {
+        tiled_grid(m, n, batch)
+    } else {
+        grid(a, units)
+    };
     accumulate_in_blocks(a, shape, k, |acc, out, p0, p1, first| {
-        gpu::matmul_tiled_kernel::launch(
-            &out.client,
-            count.clone(),
-            dim,
+        let args = (
             a.clone().into_tensor_arg(),
             b.clone().into_tensor_arg(),
             acc.into_tensor_arg(),
             out.clone().into_tensor_arg(),
-            p0,
-            p1,
-            ONE,
-            first,
-            fused,
-            batched,
-        )
+        );
+        if tile {
+            gpu::matmul_tiled_kernel::launch(
+                &out.client,
+                count.clone(),
+                dim,
+                args.0,
+                args.1,
+                args.2,
+                args.3,
+                p0,
+                p1,
+                ONE,
+                first,
+                fused,
+                batched,
+            )
+        } else {
+            gpu::matmul_kernel::launch(
+                &out.client,
+                count.clone(),
+                dim,
+                args.0,
+                args.1,
+                args.2,
+                args.3,
+                p0,
+                p1,
+                ONE,
+                first,
+                fused,
+                batched,
+            )
+        }
     })
 }
 
