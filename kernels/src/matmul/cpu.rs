@@ -28,14 +28,22 @@ pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, fused: bool) -
     c
 }
 
-/// `matmul` written into `c` (`[m, n]`, any contents: it is overwritten), the same bits. For
-/// callers that run many products into one buffer (`bmm`, one batch element each).
-pub fn matmul_into(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize, fused: bool) {
+/// `matmul` written into `c` (`[m, n]`, holding `+0.0` everywhere, as `vec![0.0; m * n]`
+/// gives: the tiles load their accumulators from it), the same bits. For callers that run many
+/// products into one zeroed buffer (`bmm`, one batch element each).
+pub(crate) fn matmul_into(
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    fused: bool,
+) {
     assert!(
         a.len() == m * k && b.len() == k * n && c.len() == m * n,
         "matmul_into: shapes"
     );
-    c.fill(0.0);
     if n == 0 || m == 0 {
         return;
     }
