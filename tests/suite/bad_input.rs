@@ -443,10 +443,11 @@ fn absurd_thread_counts_are_refused_with_the_bound() {
     );
     assert_clean_failure(&o, "train.threads");
     assert!(!out.exists());
-    // Threads the OS cannot start: an error, not a hang. The limit is 180 MB of address space:
-    // one thread trains within 100 MB, while 64 threads' stacks alone need 128 MB more, so the
-    // pool cannot start however the threads' malloc arenas race (at 300 MB the stacks fit
-    // unless early arenas took the room first, and the check was flaky under load).
+    // Threads the OS cannot start: an error, not a hang or an abort. Under a 150 MB
+    // address-space limit about 75 MB is left when the pool is sized, and 64 threads' stacks
+    // need 144 MB, so the pre-flight check refuses before any thread exists. (Spawning into
+    // the shortage instead raced: a thread the OS created but could not give a signal stack
+    // aborted the process inside the standard library, seen once in CI at 180 MB.)
     let has_prlimit = std::process::Command::new("prlimit")
         .arg("--version")
         .output()
@@ -457,7 +458,7 @@ fn absurd_thread_counts_are_refused_with_the_bound() {
         "prlimit (util-linux) is not installed",
     ) {
         let o = std::process::Command::new("prlimit")
-            .arg(format!("--as={}", 180 << 20))
+            .arg(format!("--as={}", 150 << 20))
             .arg(env!("CARGO_BIN_EXE_lockstep"))
             .args([
                 "train",
@@ -470,6 +471,7 @@ fn absurd_thread_counts_are_refused_with_the_bound() {
             .output()
             .unwrap();
         assert_clean_failure(&o, "cannot start a pool of 64 threads");
+        assert!(stderr(&o).contains("RLIMIT_AS"), "{}", stderr(&o));
         assert!(!out.exists());
     }
 }

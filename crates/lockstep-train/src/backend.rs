@@ -340,6 +340,46 @@ pub fn max_threads(cores: usize) -> usize {
     (4 * cores).clamp(64, lockstep_core::config::MAX_THREADS)
 }
 
+/// Stack size of each pool thread (the standard library's default for spawned threads).
+const POOL_STACK: usize = 2 << 20;
+
+/// Address space one pool thread takes beyond its stack: guard page, signal stack, TLS and
+/// slack, rounded up generously.
+const POOL_THREAD_EXTRA: usize = 256 << 10;
+
+/// `Some(reason)` when `threads` pool threads' stacks would not fit in the address space left
+/// under the process's `RLIMIT_AS` (read from `/proc/self/limits` and `/proc/self/status`);
+/// `None` when they fit, the limit is unlimited, or the files are unreadable (not Linux).
+fn address_space_shortfall(threads: usize) -> Option<String> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let limit: u64 = limits
+        .lines()
+        .find(|l| l.starts_with("Max address space"))?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()?;
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let used_kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmSize:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    let used = used_kib * 1024;
+    let need = threads as u64 * (POOL_STACK + POOL_THREAD_EXTRA) as u64;
+    let left = limit.saturating_sub(used);
+    (need > left).then(|| {
+        format!(
+            "their stacks need {} MiB of address space and only {} MiB is left under this process's limit of {} MiB (RLIMIT_AS, `ulimit -v`)",
+            need >> 20,
+            left >> 20,
+            limit >> 20
+        )
+    })
+}
+
 /// Size the CPU thread pools. Must run before any tensor work; `0` keeps the default size.
 /// Rayon (ndarray element-wise ops, flex, the lockstep kernels' CPU loops) gets `threads`;
 /// matrixmultiply (ndarray's stock matmul) reads `MATMUL_NUM_THREADS`, which the binary sets
@@ -374,7 +414,20 @@ pub fn configure_threads(threads: usize) -> Result<(), TrainError> {
     if threads == 0 && !ftz {
         return Ok(());
     }
-    let mut pool = rayon::ThreadPoolBuilder::new();
+    let cannot = |e: String| {
+        TrainError::Backend {
+        backend: "cpu".into(),
+        what: format!("cannot start a pool of {threads} threads: {e}"),
+        fix: "use fewer --threads / train.threads (0 = all cores), or raise the process's thread and memory limits".into(),
+    }
+    };
+    // Refuse up front when the stacks cannot fit under the address-space limit: a thread that
+    // the OS creates but cannot finish setting up (its signal stack, its TLS) aborts the whole
+    // process inside the standard library, which no error path here can catch.
+    if let Some(short) = address_space_shortfall(if threads > 0 { threads } else { cores }) {
+        return Err(cannot(short));
+    }
+    let mut pool = rayon::ThreadPoolBuilder::new().stack_size(POOL_STACK);
     if threads > 0 {
         pool = pool.num_threads(threads);
     }
@@ -387,13 +440,6 @@ pub fn configure_threads(threads: usize) -> Result<(), TrainError> {
         }
         STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     });
-    let cannot = |e: String| {
-        TrainError::Backend {
-        backend: "cpu".into(),
-        what: format!("cannot start a pool of {threads} threads: {e}"),
-        fix: "use fewer --threads / train.threads (0 = all cores), or raise the process's thread and memory limits".into(),
-    }
-    };
     pool.build_global().map_err(|e| cannot(e.to_string()))?;
     let want = rayon::current_num_threads();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
