@@ -135,6 +135,7 @@ fn main() -> anyhow::Result<()> {
         },
         reuse: false,
         model: None,
+        workers: Default::default(),
     };
     let summary = match resume_dir {
         Some(run) => resume(&run, &opts)?,

@@ -4,12 +4,20 @@
 #   mesa-vulkan-drivers    lavapipe, the software Vulkan driver the wgpu backend is tested on
 #   python3-venv           the venv scripts/test.sh builds for the Python reference checks
 #   fortunes               English text under /usr/share/games/fortunes (configs/gpt_char.toml)
+#   openmpi-bin, libopenmpi-dev, libclang-dev
+#                          Open MPI's mpirun and library, and the libclang rsmpi's bindgen needs:
+#                          the `mpi` feature (`mpirun -n N lockstep train`, tests/suite/workers.rs)
 set -euo pipefail
 need=()
 [ -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)
 ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1 || need+=(mesa-vulkan-drivers)
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || need+=(python3-venv)
 [ -e /usr/share/games/fortunes/songs-poems ] || need+=(fortunes)
+command -v mpirun >/dev/null 2>&1 || need+=(openmpi-bin)
+[ -e /usr/include/x86_64-linux-gnu/openmpi/mpi.h ] || [ -e /usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h ] \
+    || pkg-config --exists ompi-c 2>/dev/null || need+=(libopenmpi-dev)
+ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 \
+    || need+=(libclang-dev)
 if ((${#need[@]})); then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"

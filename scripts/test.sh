@@ -32,7 +32,8 @@ log=$(mktemp)
 skips=$(mktemp)
 export LOCKSTEP_SKIP_LOG="$skips"
 status=0
-cargo test --release --workspace "$@" 2>&1 | tee "$log" || status=$?
+# `lockstep/mpi`: the binary the tests launch under `mpirun` (tests/suite/workers.rs).
+cargo test --release --workspace --features lockstep/mpi "$@" 2>&1 | tee "$log" || status=$?
 # One closing line over every test binary (cargo prints one `test result:` line per binary,
 # the last of which is an empty doc-test run); skips are the checks that found something
 # missing (tests/suite/harness.rs `require`), listed above the line.

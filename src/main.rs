@@ -5,10 +5,13 @@ use clap::{Parser, Subcommand};
 use lockstep_core::config::BackendKind;
 use lockstep_core::{load_config, sha256_hex};
 use lockstep_train::checkpoint::Checkpoint;
-use lockstep_train::{BuildInfo, RunOptions};
+use lockstep_train::workers::Workers;
+use lockstep_train::{BuildInfo, RunOptions, RunSummary};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+mod workers;
 
 #[derive(Parser)]
 #[command(
@@ -232,6 +235,16 @@ fn set_threads(threads: usize) -> Result<()> {
     Ok(())
 }
 
+/// The end of a `train`/`resume` on this worker: rank 0 reports the run; an error that only
+/// this rank of several found aborts the job (`workers::fail`).
+fn finish(workers: &Workers, r: Result<RunSummary>) -> Result<()> {
+    match r {
+        Ok(s) if workers.writes() => report(&s),
+        Ok(_) => Ok(()),
+        Err(e) => Err(workers::fail(workers, e)),
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     let progress = std::io::stderr().is_terminal();
     // Train and resume size the pools themselves; every other command still honours
@@ -254,6 +267,7 @@ fn run(cli: Cli) -> Result<()> {
             let cfg = load_config(&config)?;
             let text = std::fs::read_to_string(&config)
                 .with_context(|| format!("reading {}", config.display()))?;
+            let out = out.unwrap_or_else(|| Path::new("runs").join(&cfg.name));
             let backend = match backend {
                 Some(b) => parse_backend(&b)?,
                 None => cfg.train.backend,
@@ -263,7 +277,8 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("--max-steps 0 would take no step; use a positive number");
             }
             set_threads(threads)?;
-            let out = out.unwrap_or_else(|| Path::new("runs").join(&cfg.name));
+            let workers = workers::start()?;
+            let command = format!("train --out {} --max-steps {max_steps:?}", out.display());
             let opts = RunOptions {
                 backend,
                 device,
@@ -273,9 +288,11 @@ fn run(cli: Cli) -> Result<()> {
                 build: build_info(),
                 reuse,
                 model: None,
+                workers: workers.clone(),
             };
-            let s = lockstep_train::train(&cfg, &text, &out, &opts)?;
-            report(&s)?;
+            let r = workers::agree_on_job(&workers, &command, Some(text.as_bytes()))
+                .and_then(|()| Ok(lockstep_train::train(&cfg, &text, &out, &opts)?));
+            finish(&workers, r)?;
         }
         Command::Resume {
             run,
@@ -286,6 +303,8 @@ fn run(cli: Cli) -> Result<()> {
             let manifest = lockstep_train::run::read_manifest(&run)?;
             let threads = threads.unwrap_or(manifest.placement.threads);
             set_threads(threads)?;
+            let workers = workers::start()?;
+            let command = format!("resume {} --max-steps {max_steps:?}", run.display());
             let opts = RunOptions {
                 backend: BackendKind::Ndarray,
                 device,
@@ -295,9 +314,11 @@ fn run(cli: Cli) -> Result<()> {
                 build: build_info(),
                 reuse: false,
                 model: None,
+                workers: workers.clone(),
             };
-            let s = lockstep_train::resume(&run, &opts)?;
-            report(&s)?;
+            let r = workers::agree_on_job(&workers, &command, None)
+                .and_then(|()| Ok(lockstep_train::resume(&run, &opts)?));
+            finish(&workers, r)?;
         }
         Command::Configs { name } => match name {
             None => {
@@ -627,6 +648,7 @@ fn main() -> ExitCode {
         {
             ExitCode::SUCCESS
         }
+        Err(e) if e.downcast_ref::<workers::Reported>().is_some() => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

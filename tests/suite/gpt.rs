@@ -9,7 +9,7 @@ use std::path::Path;
 
 /// A 30-step GPT (2 layers, 2 heads, d = 64, context 32) with dropout on, so every stream and
 /// kernel takes part.
-fn short_gpt(text: &Path, extra_model: &str) -> String {
+pub(crate) fn short_gpt(text: &Path, extra_model: &str) -> String {
     format!(
         r#"
 name = "gpt_short"

@@ -399,18 +399,40 @@ fn cross_entropy_forward_and_backward_should_match_reference_backend() {
 
 #[test]
 fn dropout_masks_made_on_device_match_the_host_stream() {
+    // `first` > 0 is a shard's part of a batch's mask: it starts mid-block (1, 15, 17, 37) or
+    // on a block boundary (16, 4800), and past 2^32 blocks (the counter's high word).
+    let firsts = [0u64, 1, 15, 16, 17, 37, 4800, (1u64 << 36) + 5];
     for &(m, n) in &[(1, 1), (1, 15), (1, 16), (1, 17), (64, 128), (333, 301)] {
-        // `dropout`'s documented definition, from the host's seed stream (`lockstep_core`):
-        // element i is `scale` if the stream's i-th `uniform_f32()` is >= p, else 0.
-        let (p, scale) = (0.3f32, (1.0f64 / 0.7) as f32);
-        let mut s = SeedStream::new(42, "dropout/l0/step-9");
-        let want: Vec<f32> = (0..m * n)
-            .map(|_| if s.uniform_f32() >= p { scale } else { 0.0 })
-            .collect();
-        for (name, d) in devices() {
-            let like = Tensor::<2>::zeros([m, n], &d);
-            let got = det::dropout_mask(&like, 42, "dropout/l0/step-9", p);
-            assert_bitwise(&format!("dropout {m}x{n} on {name}"), &want, &host(got));
+        for &first in &firsts {
+            if first > 0 && m * n > 20_000 {
+                continue;
+            }
+            // `dropout`'s documented definition, from the host's seed stream (`lockstep_core`):
+            // element i is `scale` if the stream's (first + i)-th `uniform_f32()` is >= p, else 0.
+            let (p, scale) = (0.3f32, (1.0f64 / 0.7) as f32);
+            let want: Vec<f32> = if first < 1 << 20 {
+                let mut s = SeedStream::new(42, "dropout/l0/step-9");
+                (0..first as usize + m * n)
+                    .map(|_| if s.uniform_f32() >= p { scale } else { 0.0 })
+                    .skip(first as usize)
+                    .collect()
+            } else {
+                // Too far to draw word by word: the stream's own seek (rand_chacha's word pos).
+                let mut s = SeedStream::new(42, "dropout/l0/step-9");
+                s.set_word_pos(first as u128);
+                (0..m * n)
+                    .map(|_| if s.uniform_f32() >= p { scale } else { 0.0 })
+                    .collect()
+            };
+            for (name, d) in devices() {
+                let like = Tensor::<2>::zeros([m, n], &d);
+                let got = det::dropout_mask(&like, 42, "dropout/l0/step-9", first, p);
+                assert_bitwise(
+                    &format!("dropout {m}x{n} from word {first} on {name}"),
+                    &want,
+                    &host(got),
+                );
+            }
         }
     }
 }

@@ -25,3 +25,4 @@ mod seed_streams;
 mod subnormals;
 mod tracking;
 mod verify;
+mod workers;

@@ -218,6 +218,7 @@ fn options(model: Option<Model>) -> lockstep_train::RunOptions {
         },
         reuse: false,
         model,
+        workers: Default::default(),
     }
 }
 

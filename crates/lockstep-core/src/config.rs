@@ -106,6 +106,7 @@ struct RawTrain {
     kernels: Option<String>,
     grad_clip: Option<f64>,
     arith: Option<String>,
+    shards: Option<i64>,
 }
 
 /// A validated training job. Every field is explicit; see `configs/` for annotated examples.
@@ -473,7 +474,24 @@ pub struct TrainConfig {
     /// `unfused`, so runs from before the key keep their hashes).
     #[serde(default, skip_serializing_if = "Arith::is_unfused")]
     pub arith: Arith,
+    /// The global batch is cut into this many fixed shards (contiguous runs of its samples),
+    /// each a forward/backward whose gradient is combined with the others' in one binary tree
+    /// over shard index; workers (`mpirun -n N`, N dividing `shards`) share the shards out.
+    /// Part of the identity (absent when 1, so runs from before the key keep their hashes).
+    #[serde(default = "one_shard", skip_serializing_if = "is_one_shard")]
+    pub shards: usize,
 }
+
+fn one_shard() -> usize {
+    1
+}
+
+fn is_one_shard(s: &usize) -> bool {
+    *s == 1
+}
+
+/// The most shards a batch may be cut into (`train.shards`).
+pub const MAX_SHARDS: usize = 4096;
 
 impl Config {
     /// SHA-256 of the canonical JSON of the config with the run-placement fields (backend,
@@ -1605,7 +1623,25 @@ impl Validator {
                 "remove train.arith, or set train.kernels = \"lockstep\"",
             ));
         }
+        let shards = self.positive("train.shards", t.shards.unwrap_or(1))?;
+        if shards > MAX_SHARDS {
+            return Err(self.err(
+                "train.shards",
+                shards,
+                &format!("is more than {MAX_SHARDS} shards"),
+                "use as many shards as the most workers you will run on (e.g. 4 or 8)",
+            ));
+        }
+        if !batch_size.is_multiple_of(shards) {
+            return Err(self.err(
+                "train.shards",
+                shards,
+                &format!("does not divide train.batch_size = {batch_size}: every shard of a full batch must hold the same number of samples"),
+                &format!("pick shards dividing {batch_size} (e.g. {}), or a batch_size that is a multiple of {shards}", largest_divisor_at_most(batch_size, shards)),
+            ));
+        }
         Ok(TrainConfig {
+            shards,
             grad_clip,
             arith,
             batch_size,
@@ -1620,6 +1656,14 @@ impl Validator {
             kernels,
         })
     }
+}
+
+/// The largest divisor of `n` that is at most `k` (a suggestion in an error message).
+fn largest_divisor_at_most(n: usize, k: usize) -> usize {
+    (1..=k.min(n))
+        .rev()
+        .find(|d| n.is_multiple_of(*d))
+        .unwrap_or(1)
 }
 
 /// Learning rate at optimizer step `step` (0-based): linear warm-up from 0, then the schedule.

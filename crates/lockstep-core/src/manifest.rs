@@ -33,6 +33,14 @@ pub struct Placement {
     pub git_dirty: Option<bool>,
     pub cargo_lock_sha256: String,
     pub rustc: String,
+    /// Worker processes that started the run (`mpirun -n N`; 1 without MPI). Placement, not
+    /// identity: a resume may use any count dividing `train.shards` (recorded in `timing.jsonl`).
+    #[serde(default = "one_worker")]
+    pub workers: usize,
+}
+
+fn one_worker() -> usize {
+    1
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

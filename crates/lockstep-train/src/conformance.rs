@@ -307,7 +307,7 @@ pub fn cases() -> Vec<Case> {
             let kernels = set.name();
             let (x1, t1) = (x.clone(), tg.clone());
             out.push(case("cross_entropy", kernels, shape.clone(), move |d| {
-                host(set.cross_entropy(t(&x1, [m, c], d), t(&t1, [m, c], d)))
+                host(set.cross_entropy(t(&x1, [m, c], d), t(&t1, [m, c], d), m))
             }));
             let (x1, t1) = (x.clone(), tg.clone());
             let op = if kernels == "burn" {
@@ -319,7 +319,7 @@ pub fn cases() -> Vec<Case> {
                 let ad = d.clone().autodiff();
                 let xt = t(&x1, [m, c], &ad).require_grad();
                 let gs = set
-                    .cross_entropy(xt.clone(), t(&t1, [m, c], &ad))
+                    .cross_entropy(xt.clone(), t(&t1, [m, c], &ad), m)
                     .sum()
                     .backward();
                 host(xt.grad(&gs).expect("grad"))
@@ -336,6 +336,7 @@ pub fn cases() -> Vec<Case> {
                     &Tensor::<2>::zeros([m, n], d),
                     7,
                     "dropout/l0/step-0",
+                    0,
                     0.3,
                 ))
             },

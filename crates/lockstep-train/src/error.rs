@@ -36,6 +36,14 @@ pub enum TrainError {
         fix: String,
     },
 
+    /// Something the workers of a multi-process job found together (each worker reports it).
+    #[error("workers: {what}\n  fix: {fix}")]
+    Workers { what: String, fix: String },
+
+    /// An error every worker of a multi-process job met alike (each reports it).
+    #[error("{0}")]
+    Everywhere(Box<TrainError>),
+
     #[error(
         "step {step}: {tensor} is not finite ({value}); training stopped, the last good checkpoint is kept\n  fix: lower optimizer.lr, check the data, or resume from an earlier checkpoint"
     )]

@@ -24,6 +24,7 @@ pub mod task;
 pub mod text;
 pub mod tracking;
 pub mod verify;
+pub mod workers;
 
 pub use error::TrainError;
 pub use run::{BuildInfo, RunOptions, RunSummary, resume, train};

@@ -116,11 +116,24 @@ impl Model {
         x: Tensor<2>,
         dropout: Option<(u64, u64)>,
     ) -> Tensor<2> {
+        self.forward_shard(params, x, dropout, (0, 0))
+    }
+
+    /// `forward` of one shard of a training batch: `shard = (index of its first sample in the
+    /// whole batch, samples it holds)` places its dropout masks (`Ctx::shard`).
+    pub fn forward_shard(
+        &self,
+        params: &[Tensor<1>],
+        x: Tensor<2>,
+        dropout: Option<(u64, u64)>,
+        shard: (u64, usize),
+    ) -> Tensor<2> {
         let ctx = Ctx {
             kernels: self.kernels,
             arith: self.arith,
             seed: dropout.map_or(0, |d| d.0),
             step: dropout.map(|d| d.1),
+            shard,
         };
         self.net.forward(&Params::new(&self.specs, params), x, &ctx)
     }
@@ -241,7 +254,8 @@ impl Network for Cnn {
 /// Mean cross-entropy `[1, 1]` of `logits` against one-hot `targets` (both `[batch, classes]`),
 /// in the kernel set's order (`opset::OpSet::cross_entropy`).
 pub fn cross_entropy(kernels: KernelSet, logits: Tensor<2>, targets: Tensor<2>) -> Tensor<2> {
-    crate::opset::ops(kernels).cross_entropy(logits, targets)
+    let rows = logits.dims()[0];
+    crate::opset::ops(kernels).cross_entropy(logits, targets, rows)
 }
 
 pub use crate::nn::conv2d_im2col;

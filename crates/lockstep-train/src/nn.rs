@@ -153,6 +153,11 @@ pub struct Ctx {
     pub seed: u64,
     /// `Some(step)` while training (dropout active), `None` in evaluation and inference.
     pub step: Option<u64>,
+    /// Where this forward's inputs sit in the step's whole batch: `(index of its first sample
+    /// in the batch, samples it runs)`. `(0, 0)` for a whole batch. A shard (`train.shards`) draws
+    /// its dropout masks from the word of the stream its first element has in the whole batch's
+    /// activation (activations are batch-major: each sample owns the same number of elements).
+    pub shard: (u64, usize),
 }
 
 impl Ctx {
@@ -163,6 +168,18 @@ impl Ctx {
     /// The kernel set (and profile) this forward pass runs.
     pub fn ops(&self) -> &'static dyn OpSet {
         crate::opset::ops_in(self.kernels, self.arith)
+    }
+
+    /// The stream word of element 0 of activation `x` (`shard`): `first sample * elements per
+    /// sample`, where a sample owns `numel(x) / samples in x` elements.
+    pub fn first_word(&self, x: &Tensor<2>) -> u64 {
+        let (first, samples) = self.shard;
+        if first == 0 {
+            return 0;
+        }
+        let [rows, cols] = x.dims();
+        let samples = samples.max(1) as u64;
+        first * ((rows * cols) as u64 / samples)
     }
 }
 
@@ -298,13 +315,15 @@ pub fn add(a: Tensor<2>, b: Tensor<2>, ctx: &Ctx) -> Tensor<2> {
 }
 
 /// Inverted dropout with probability `p`, its mask from stream `dropout/<name>/step-<s>`
-/// (element `i` of the row-major activation kept iff the stream's `i`-th `uniform_f32 >= p`,
-/// kept values scaled by `f32(1 / (1 - p))`). The identity outside training or at `p = 0`.
+/// (element `i` of the whole batch's row-major activation kept iff the stream's `i`-th
+/// `uniform_f32 >= p`, kept values scaled by `f32(1 / (1 - p))`; a shard's forward uses its own
+/// elements' words, `Ctx::first_word`). The identity outside training or at `p = 0`.
 pub fn dropout(name: &str, p: f64, x: Tensor<2>, ctx: &Ctx) -> Tensor<2> {
     match ctx.step.filter(|_| p > 0.0) {
         Some(step) => {
-            ctx.ops()
-                .dropout(x, ctx.seed, &lockstep_core::streams::dropout(name, step), p)
+            let first = ctx.first_word(&x);
+            let stream = lockstep_core::streams::dropout(name, step);
+            ctx.ops().dropout(x, ctx.seed, &stream, first, p)
         }
         None => x,
     }

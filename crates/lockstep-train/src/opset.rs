@@ -25,10 +25,13 @@ pub trait OpSet: Send + Sync {
     fn pool2(&self, max: bool, x: Tensor<4>) -> Tensor<4>;
     /// Element-wise `a + b`, same shapes.
     fn add(&self, a: Tensor<2>, b: Tensor<2>) -> Tensor<2>;
-    /// Inverted dropout of `x` with the mask of stream `stream` (`crate::nn::dropout`).
-    fn dropout(&self, x: Tensor<2>, seed: u64, stream: &str, p: f64) -> Tensor<2>;
-    /// Mean cross-entropy `[1, 1]` of `logits` against one-hot `targets`.
-    fn cross_entropy(&self, logits: Tensor<2>, targets: Tensor<2>) -> Tensor<2>;
+    /// Inverted dropout of `x` with the mask of stream `stream` from word `first` on
+    /// (`crate::nn::dropout`).
+    fn dropout(&self, x: Tensor<2>, seed: u64, stream: &str, first: u64, p: f64) -> Tensor<2>;
+    /// Cross-entropy `[1, 1]` of `logits` against one-hot `targets`, summed over the rows and
+    /// multiplied by `f32(1 / rows)`: the mean when `rows` is the batch's row count, a shard's
+    /// share of the whole batch's mean when it is the whole batch's.
+    fn cross_entropy(&self, logits: Tensor<2>, targets: Tensor<2>, rows: usize) -> Tensor<2>;
     /// One optimizer update of `w` with gradient `g` (`crate::optim` states the arithmetic);
     /// `slots` follow `optim::slot_names`, `step` is 1-based.
     fn optimizer_step(
@@ -124,16 +127,15 @@ impl OpSet for Lockstep {
         let [m, n] = a.dims();
         det::add_bias(a.reshape([1, m * n]), b.reshape([1, m * n])).reshape([m, n])
     }
-    fn dropout(&self, x: Tensor<2>, seed: u64, stream: &str, p: f64) -> Tensor<2> {
-        let mask = det::dropout_mask(&x, seed, stream, p as f32);
+    fn dropout(&self, x: Tensor<2>, seed: u64, stream: &str, first: u64, p: f64) -> Tensor<2> {
+        let mask = det::dropout_mask(&x, seed, stream, first, p as f32);
         det::ops::mul(x, mask)
     }
-    /// The fused `xent` kernel per row, `sum_rows` over the batch in order, then one flushed
-    /// product with `f32(1 / batch)`.
-    fn cross_entropy(&self, logits: Tensor<2>, targets: Tensor<2>) -> Tensor<2> {
-        let batch = logits.dims()[0];
+    /// The fused `xent` kernel per row, `sum_rows` over the rows in order, then one flushed
+    /// product with `f32(1 / rows)`.
+    fn cross_entropy(&self, logits: Tensor<2>, targets: Tensor<2>, rows: usize) -> Tensor<2> {
         let sum = det::sum_rows(det::cross_entropy_nll(logits, targets));
-        let scale = Tensor::<2>::full([1, 1], 1.0 / batch as f32, &sum.device());
+        let scale = Tensor::<2>::full([1, 1], 1.0 / rows as f32, &sum.device());
         det::ops::mul(sum, scale)
     }
     fn optimizer_step(
@@ -206,17 +208,16 @@ impl OpSet for Stock {
         a + b
     }
     /// The same mask drawn on the host (`lockstep_kernels::dropout::cpu::mask`), uploaded.
-    fn dropout(&self, x: Tensor<2>, seed: u64, stream: &str, p: f64) -> Tensor<2> {
+    fn dropout(&self, x: Tensor<2>, seed: u64, stream: &str, first: u64, p: f64) -> Tensor<2> {
         let [batch, width] = x.dims();
         let keep = (1.0 / (1.0 - p)) as f32;
-        let m = det::dropout::cpu::mask(seed, stream, batch * width, p as f32, keep);
+        let m = det::dropout::cpu::mask(seed, stream, first, batch * width, p as f32, keep);
         let device = x.device();
         x * Tensor::<2>::from_data(TensorData::new(m, [batch, width]), &device)
     }
     /// Reduced with `sum_dim` only (per row, then over the batch column).
-    fn cross_entropy(&self, logits: Tensor<2>, targets: Tensor<2>) -> Tensor<2> {
-        let batch = logits.dims()[0];
-        (log_softmax(logits, 1) * targets).sum_dim(1).sum_dim(0) * (-1.0 / batch as f32)
+    fn cross_entropy(&self, logits: Tensor<2>, targets: Tensor<2>, rows: usize) -> Tensor<2> {
+        (log_softmax(logits, 1) * targets).sum_dim(1).sum_dim(0) * (-1.0 / rows as f32)
     }
     fn optimizer_step(
         &self,

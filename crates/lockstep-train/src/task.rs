@@ -3,15 +3,23 @@
 //! go through it; classification (one-hot targets, mean cross-entropy, accuracy) is the task of
 //! every shipped model, and language modelling is the next implementation.
 
-use crate::model::{cross_entropy, one_hot};
+use crate::model::one_hot;
 use burn::tensor::{Device, Tensor, TensorData};
 use lockstep_core::config::KernelSet;
 
 pub trait Task: Send + Sync {
     /// The targets of a batch with `labels`, for a model with `outputs` logits per sample.
     fn targets(&self, labels: &[u32], outputs: usize, device: &Device) -> Tensor<2>;
-    /// The batch's mean training loss `[1, 1]`, through the kernel set's reductions.
-    fn loss(&self, kernels: KernelSet, logits: Tensor<2>, targets: Tensor<2>) -> Tensor<2>;
+    /// The training loss `[1, 1]` of `logits`' rows as a share of a batch of `rows` logit rows
+    /// (the rows' summed loss times `f32(1 / rows)`: the batch mean when `logits` is the whole
+    /// batch, one shard's part of it otherwise), through the kernel set's reductions.
+    fn loss(
+        &self,
+        kernels: KernelSet,
+        logits: Tensor<2>,
+        targets: Tensor<2>,
+        rows: usize,
+    ) -> Tensor<2>;
     /// (mean loss, metric) of an evaluation: on the host in f64, samples in index order.
     fn score(&self, logits: &[f32], labels: &[u32], outputs: usize) -> (f64, f64);
 }
@@ -29,8 +37,14 @@ impl Task for Classification {
         )
     }
 
-    fn loss(&self, kernels: KernelSet, logits: Tensor<2>, targets: Tensor<2>) -> Tensor<2> {
-        cross_entropy(kernels, logits, targets)
+    fn loss(
+        &self,
+        kernels: KernelSet,
+        logits: Tensor<2>,
+        targets: Tensor<2>,
+        rows: usize,
+    ) -> Tensor<2> {
+        crate::opset::ops(kernels).cross_entropy(logits, targets, rows)
     }
 
     fn score(&self, logits: &[f32], labels: &[u32], classes: usize) -> (f64, f64) {

@@ -5,5 +5,5 @@ use crate::seam::autodiff::no_grad;
 use burn::backend::{Autodiff, autodiff::checkpoint::strategy::CheckpointStrategy};
 
 impl<B: DropoutOps, C: CheckpointStrategy> DropoutOps for Autodiff<B, C> {
-    no_grad!(fn det_dropout_mask(&like; key: [u32; 8], p: f32, scale: f32));
+    no_grad!(fn det_dropout_mask(&like; key: [u32; 8], first: u64, p: f32, scale: f32));
 }

@@ -1,27 +1,27 @@
 //! CPU dropout masks and the ChaCha8 block function the GPU kernel implements.
 
-use lockstep_core::SeedStream;
-
-/// Mask of `len` elements from stream `name` under `seed` (see `dropout`'s module doc).
-pub fn mask(seed: u64, name: &str, len: usize, p: f32, scale: f32) -> Vec<f32> {
-    let mut s = SeedStream::new(seed, name);
-    (0..len)
-        .map(|_| if s.uniform_f32() >= p { scale } else { 0.0 })
-        .collect()
+/// Mask of `len` elements from stream `name` under `seed`, from stream word `first` on (see
+/// `dropout`'s module doc).
+pub fn mask(seed: u64, name: &str, first: u64, len: usize, p: f32, scale: f32) -> Vec<f32> {
+    let key = key_words(&lockstep_core::seed::stream_key(seed, name));
+    mask_from_key(&key, first, len, p, scale)
 }
 
-/// The same mask from the stream's key words (`key_words`), block by block: what the CPU
-/// backends run (the GPU kernel computes the same blocks, one thread each).
-pub fn mask_from_key(key: &[u32; 8], len: usize, p: f32, scale: f32) -> Vec<f32> {
+/// The same mask from the stream's key words (`key_words`), block by block, starting at stream
+/// word `first`: what the CPU backends run (the GPU kernel computes the same blocks, one thread
+/// each). `first` is how a shard of a batch draws exactly its rows of the whole batch's mask.
+pub fn mask_from_key(key: &[u32; 8], first: u64, len: usize, p: f32, scale: f32) -> Vec<f32> {
     let mut out = Vec::with_capacity(len);
-    let mut blk = 0u64;
+    let mut blk = first / 16;
+    let mut skip = (first % 16) as usize;
     while out.len() < len {
-        for w in chacha8_block(key, blk, 0) {
+        for w in chacha8_block(key, blk, 0).into_iter().skip(skip) {
             if out.len() < len {
                 let u = (w >> 8) as f32 * super::gpu::INV_2_24;
                 out.push(if u >= p { scale } else { 0.0 });
             }
         }
+        skip = 0;
         blk += 1;
     }
     out
@@ -82,6 +82,7 @@ pub fn chacha8_block(key: &[u32; 8], counter: u64, stream: u64) -> [u32; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lockstep_core::SeedStream;
     use lockstep_core::seed::stream_key;
 
     #[test]
@@ -92,6 +93,23 @@ mod tests {
             for (w, word) in chacha8_block(&key, blk, 0).into_iter().enumerate() {
                 assert_eq!(word, s.next_u32(), "block {blk} word {w}");
             }
+        }
+    }
+
+    #[test]
+    fn a_mask_from_word_first_is_that_tail_of_the_stream() {
+        let (p, scale) = (0.3f32, 2.0f32);
+        for first in [0u64, 1, 15, 16, 17, 37, 160, 1000] {
+            let mut s = SeedStream::new(9, "dropout/h.0.mlp.dropout/step-3");
+            let want: Vec<f32> = (0..first + 70)
+                .map(|_| if s.uniform_f32() >= p { scale } else { 0.0 })
+                .skip(first as usize)
+                .collect();
+            assert_eq!(
+                mask(9, "dropout/h.0.mlp.dropout/step-3", first, 70, p, scale),
+                want,
+                "first {first}"
+            );
         }
     }
 }

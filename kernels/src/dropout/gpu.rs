@@ -47,19 +47,23 @@ fn mask_value(word: u32, p: f32, scale: f32) -> f32 {
     select(u >= p, scale, 0.0f32)
 }
 
+/// Word `at` of the thread's run of words (counted from word `skip` of block `counter`) goes to
+/// `out[at - skip]` when that is inside `out`.
 #[cube]
-fn put(out: &mut Tensor<f32>, at: usize, word: u32, p: f32, scale: f32) {
-    if at < out.len() {
-        out[at] = mask_value(word, p, scale);
+fn put(out: &mut Tensor<f32>, at: usize, skip: usize, word: u32, p: f32, scale: f32) {
+    if at >= skip && at - skip < out.len() {
+        out[at - skip] = mask_value(word, p, scale);
     }
 }
 
-/// Thread `t` computes block `counter + t` and writes its 16 words to `out[16t .. 16t+16]`.
+/// Thread `t` computes block `counter + t` and writes its 16 words to `out[16t - skip ..
+/// 16t + 16 - skip]` (the part inside `out`): element `i` is word `16 * counter + skip + i`.
 #[cube(launch)]
-pub fn chacha8_mask_kernel(out: &mut Tensor<f32>, key: ChaChaKey, p: f32, scale: f32) {
+pub fn chacha8_mask_kernel(out: &mut Tensor<f32>, key: ChaChaKey, skip: u32, p: f32, scale: f32) {
     let blk = ABSOLUTE_POS;
     let base = blk * 16;
-    if base >= out.len() {
+    let skip = skip as usize;
+    if base >= out.len() + skip {
         terminate!();
     }
     let ctr_lo = key.counter_lo + (blk as u32);
@@ -126,20 +130,20 @@ pub fn chacha8_mask_kernel(out: &mut Tensor<f32>, key: ChaChaKey, p: f32, scale:
         x9 = c;
         x14 = d;
     }
-    put(out, base, x0 + 0x6170_7865u32, p, scale);
-    put(out, base + 1, x1 + 0x3320_646eu32, p, scale);
-    put(out, base + 2, x2 + 0x7962_2d32u32, p, scale);
-    put(out, base + 3, x3 + 0x6b20_6574u32, p, scale);
-    put(out, base + 4, x4 + key.k0, p, scale);
-    put(out, base + 5, x5 + key.k1, p, scale);
-    put(out, base + 6, x6 + key.k2, p, scale);
-    put(out, base + 7, x7 + key.k3, p, scale);
-    put(out, base + 8, x8 + key.k4, p, scale);
-    put(out, base + 9, x9 + key.k5, p, scale);
-    put(out, base + 10, x10 + key.k6, p, scale);
-    put(out, base + 11, x11 + key.k7, p, scale);
-    put(out, base + 12, x12 + ctr_lo, p, scale);
-    put(out, base + 13, x13 + ctr_hi, p, scale);
-    put(out, base + 14, x14, p, scale);
-    put(out, base + 15, x15, p, scale);
+    put(out, base, skip, x0 + 0x6170_7865u32, p, scale);
+    put(out, base + 1, skip, x1 + 0x3320_646eu32, p, scale);
+    put(out, base + 2, skip, x2 + 0x7962_2d32u32, p, scale);
+    put(out, base + 3, skip, x3 + 0x6b20_6574u32, p, scale);
+    put(out, base + 4, skip, x4 + key.k0, p, scale);
+    put(out, base + 5, skip, x5 + key.k1, p, scale);
+    put(out, base + 6, skip, x6 + key.k2, p, scale);
+    put(out, base + 7, skip, x7 + key.k3, p, scale);
+    put(out, base + 8, skip, x8 + key.k4, p, scale);
+    put(out, base + 9, skip, x9 + key.k5, p, scale);
+    put(out, base + 10, skip, x10 + key.k6, p, scale);
+    put(out, base + 11, skip, x11 + key.k7, p, scale);
+    put(out, base + 12, skip, x12 + ctr_lo, p, scale);
+    put(out, base + 13, skip, x13 + ctr_hi, p, scale);
+    put(out, base + 14, skip, x14, p, scale);
+    put(out, base + 15, skip, x15, p, scale);
 }

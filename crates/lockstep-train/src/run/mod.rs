@@ -30,6 +30,7 @@ use crate::runfiles::{
 mod eval;
 mod state;
 mod train_loop;
+use crate::workers::Workers;
 use crate::{TrainError, optim};
 use burn::tensor::{Device, Tensor, TensorData};
 pub use eval::{EvalResult, evaluate};
@@ -72,6 +73,9 @@ pub struct RunOptions {
     /// The network of a `model.kind = "custom"` job (a program's own `nn::Network`); `None` for
     /// the shipped models, which the config describes.
     pub model: Option<Model>,
+    /// The job's worker processes (`crate::workers`); one by default. Rank 0 writes the run
+    /// directory, every worker computes its shards.
+    pub workers: Workers,
 }
 
 /// The model a job runs: the shipped one its config describes, or the program's own network
@@ -204,15 +208,25 @@ pub fn train(
     out: &Path,
     opts: &RunOptions,
 ) -> Result<RunSummary, TrainError> {
-    if out.exists() && !is_unstarted(out) {
-        return Err(TrainError::run_dir(
-            out,
-            "already exists (an earlier run or another file); nothing was changed",
-            "continue it with `lockstep resume DIR`, or pass a new --out",
-        ));
-    }
-    let data = load_dataset(&cfg.data, cfg.seed)?;
-    if let Some(found) = find_identical(cfg, &data, opts, out) {
+    let workers = &opts.workers;
+    // Every worker checks before rank 0 creates anything (`together` is collective), so no
+    // worker mistakes rank 0's new directory for an earlier run.
+    let ready = (|| {
+        crate::workers::check_placement(cfg.train.shards, workers.size())?;
+        if out.exists() && !is_unstarted(out) {
+            return Err(TrainError::run_dir(
+                out,
+                "already exists (an earlier run or another file); nothing was changed",
+                "continue it with `lockstep resume DIR`, or pass a new --out",
+            ));
+        }
+        let data = load_dataset(&cfg.data, cfg.seed)?;
+        Ok(data)
+    })();
+    let data = workers.together(ready)?;
+    if workers.size() == 1
+        && let Some(found) = find_identical(cfg, &data, opts, out)
+    {
         if opts.reuse {
             link_run(&found, out)?;
             tracing::warn!(run = %found.display(), "reused an identical finished run");
@@ -231,17 +245,63 @@ pub fn train(
             found.display()
         );
     }
-    let backend = backend::open(opts.backend, opts.threads, opts.device.as_deref())?;
-    backend.require_arith(cfg.train.arith)?;
-    backend.warn_if_not_bitwise(cfg.train.kernels);
-    let model = job_model(
+    let ready = (|| {
+        let backend = backend::open(opts.backend, opts.threads, opts.device.as_deref())?;
+        backend.require_arith(cfg.train.arith)?;
+        let model = job_model(
+            cfg,
+            opts.model.as_ref(),
+            data.image_shape,
+            data.classes,
+            &backend.device,
+            out,
+        )?;
+        Ok((backend, model))
+    })();
+    let (backend, model) = workers.together(ready)?;
+    if workers.writes() {
+        backend.warn_if_not_bitwise(cfg.train.kernels);
+    }
+    let manifest = RunManifest {
+        identity: identity(cfg, &data),
+        placement: Placement {
+            backend: opts.backend.as_str().into(),
+            device: backend.facts.clone(),
+            threads: opts.threads,
+            git_sha: opts.build.git_sha.clone(),
+            git_dirty: opts.build.git_dirty,
+            cargo_lock_sha256: opts.build.cargo_lock_sha256.clone(),
+            rustc: opts.build.rustc.clone(),
+            workers: workers.size(),
+        },
+    };
+    let lock = if workers.writes() {
+        Some(start_run_dir(out, config_text, &manifest))
+    } else {
+        None
+    };
+    let lock = workers.together(lock.transpose())?;
+    let start = Start::fresh(&model, cfg, &data, &backend.device);
+    let r = run_loop(
         cfg,
-        opts.model.as_ref(),
-        data.image_shape,
-        data.classes,
-        &backend.device,
+        &manifest.identity,
+        &data,
+        &model,
+        &backend,
+        start,
         out,
-    )?;
+        opts,
+    );
+    drop(lock);
+    r
+}
+
+/// Create the run directory `out` for `manifest` and hold its lock (rank 0 only).
+fn start_run_dir(
+    out: &Path,
+    config_text: &str,
+    manifest: &RunManifest,
+) -> Result<std::fs::File, TrainError> {
     std::fs::create_dir_all(out.join("checkpoints")).map_err(|e| {
         TrainError::run_dir(
             out,
@@ -257,40 +317,13 @@ pub fn train(
             "pass a new --out",
         ));
     }
-    let manifest = RunManifest {
-        identity: identity(cfg, &data),
-        placement: Placement {
-            backend: opts.backend.as_str().into(),
-            device: backend.facts.clone(),
-            threads: opts.threads,
-            git_sha: opts.build.git_sha.clone(),
-            git_dirty: opts.build.git_dirty,
-            cargo_lock_sha256: opts.build.cargo_lock_sha256.clone(),
-            rustc: opts.build.rustc.clone(),
-        },
-    };
     // manifest.json is written last: it marks the run as started. A start killed before it
     // leaves only files `is_unstarted` recognises, and the next `train` starts over.
     remove_stale_temps(out);
     write_atomic(&out.join("config.toml"), config_text.as_bytes())?;
     write_atomic(&out.join("metrics.jsonl"), b"")?;
-    write_atomic(
-        &out.join("manifest.json"),
-        pretty_json(&manifest).as_bytes(),
-    )?;
-    let start = Start::fresh(&model, cfg, &data, &backend.device);
-    let r = run_loop(
-        cfg,
-        &manifest.identity,
-        &data,
-        &model,
-        &backend,
-        start,
-        out,
-        opts,
-    );
-    drop(lock);
-    r
+    write_atomic(&out.join("manifest.json"), pretty_json(manifest).as_bytes())?;
+    Ok(lock)
 }
 
 /// A finished run beside `out` (same parent directory) with the same identity (config, data,
@@ -347,14 +380,20 @@ fn link_run(found: &Path, out: &Path) -> Result<(), TrainError> {
 
 /// Continue the run in `dir` from its newest checkpoint (or from the start if it has none).
 pub fn resume(dir: &Path, opts_in: &RunOptions) -> Result<RunSummary, TrainError> {
-    let manifest = read_manifest(dir)?;
-    if dir.join("final.safetensors").exists() {
-        return Err(TrainError::run_dir(
-            dir,
-            "this run already finished (final.safetensors exists); nothing was changed",
-            "start a new run with `lockstep train CONFIG --out NEW_DIR`",
-        ));
-    }
+    let workers = &opts_in.workers;
+    let ready = (|| {
+        let manifest = read_manifest(dir)?;
+        if dir.join("final.safetensors").exists() {
+            return Err(TrainError::run_dir(
+                dir,
+                "this run already finished (final.safetensors exists); nothing was changed",
+                "start a new run with `lockstep train CONFIG --out NEW_DIR`",
+            ));
+        }
+        crate::workers::check_placement(manifest.identity.config.train.shards, workers.size())?;
+        Ok(manifest)
+    })();
+    let manifest = workers.together(ready)?;
     let mut cfg = manifest.identity.config.clone();
     let backend_kind =
         BackendKind::parse(&manifest.placement.backend).unwrap_or(BackendKind::Ndarray);
@@ -363,74 +402,92 @@ pub fn resume(dir: &Path, opts_in: &RunOptions) -> Result<RunSummary, TrainError
         backend: backend_kind,
         ..opts_in.clone()
     };
-    let lock = lock_run(dir)?;
-    remove_stale_temps(dir);
-    let data = load_dataset(&cfg.data, cfg.seed)?;
-    let id = identity(&cfg, &data);
-    if id.datasets != manifest.identity.datasets {
-        return Err(TrainError::run_dir(
-            dir,
-            format!(
-                "the data changed since the run started (recorded {:?}, now {:?})",
-                manifest.identity.datasets, id.datasets
-            ),
-            "restore the original data files (resuming on other data would not reproduce the run)",
-        ));
-    }
-    if id != manifest.identity {
-        return Err(TrainError::run_dir(
-            dir,
-            "the run was made by another lockstep version or config schema",
-            "resume with the lockstep version that started the run",
-        ));
-    }
-    let backend = backend::open(backend_kind, opts.threads, opts.device.as_deref())?;
-    backend.require_arith(cfg.train.arith)?;
-    // Only the facts that decide this kernel set's bits: a lockstep-kernel run may continue on a
-    // device that fuses plain code, flushes subnormals or rounds sqrt its own way.
-    let lockstep = cfg.train.kernels == KernelSet::Lockstep;
-    let fused = cfg.train.arith.fused();
-    let deciding = |k: &String| lockstep_kernels::profile::deciding_fact(k, lockstep, fused);
-    let recorded: BTreeMap<&String, &String> = manifest
-        .placement
-        .device
-        .iter()
-        .filter(|(k, _)| deciding(k))
-        .collect();
-    let now: BTreeMap<&String, &String> =
-        backend.facts.iter().filter(|(k, _)| deciding(k)).collect();
-    if recorded != now {
-        return Err(TrainError::run_dir(
-            dir,
-            format!(
-                "this device's arithmetic profile {now:?} differs from the one the run was made with {recorded:?}: continuing would silently diverge from an uninterrupted run"
-            ),
-            "resume on a device with the recorded profile (see manifest.json placement.device)",
-        ));
-    }
-    let model = job_model(
-        &cfg,
-        opts.model.as_ref(),
-        data.image_shape,
-        data.classes,
-        &backend.device,
-        dir,
-    )?;
-    let start = match latest_checkpoint(dir) {
-        None => Start::fresh(&model, &cfg, &data, &backend.device),
-        Some((_, path)) => {
-            let ck = Checkpoint::read(&path)?;
-            if ck.identity != manifest.identity {
-                return Err(TrainError::checkpoint(
-                    &path,
-                    "belongs to another run (its identity differs from manifest.json)",
-                    "resume the run directory the checkpoint came from",
-                ));
-            }
-            ck.restore(&model, &cfg, &path, &backend.device)?
-        }
+    // Rank 0 holds the lock and tidies; the other workers only read.
+    let lock = if workers.writes() {
+        Some(lock_run(dir).inspect(|_| remove_stale_temps(dir)))
+    } else {
+        None
     };
-    truncate_metrics(&dir.join("metrics.jsonl"), start.state.step)?;
+    let lock = workers.together(lock.transpose())?;
+    let ready = (|| {
+        let data = load_dataset(&cfg.data, cfg.seed)?;
+        let id = identity(&cfg, &data);
+        if id.datasets != manifest.identity.datasets {
+            return Err(TrainError::run_dir(
+                dir,
+                format!(
+                    "the data changed since the run started (recorded {:?}, now {:?})",
+                    manifest.identity.datasets, id.datasets
+                ),
+                "restore the original data files (resuming on other data would not reproduce the run)",
+            ));
+        }
+        if id != manifest.identity {
+            return Err(TrainError::run_dir(
+                dir,
+                "the run was made by another lockstep version or config schema",
+                "resume with the lockstep version that started the run",
+            ));
+        }
+        let backend = backend::open(backend_kind, opts.threads, opts.device.as_deref())?;
+        backend.require_arith(cfg.train.arith)?;
+        // Only the facts that decide this kernel set's bits: a lockstep-kernel run may continue
+        // on a device that fuses plain code, flushes subnormals or rounds sqrt its own way.
+        let lockstep = cfg.train.kernels == KernelSet::Lockstep;
+        let fused = cfg.train.arith.fused();
+        let deciding = |k: &String| lockstep_kernels::profile::deciding_fact(k, lockstep, fused);
+        let recorded: BTreeMap<&String, &String> = manifest
+            .placement
+            .device
+            .iter()
+            .filter(|(k, _)| deciding(k))
+            .collect();
+        let now: BTreeMap<&String, &String> =
+            backend.facts.iter().filter(|(k, _)| deciding(k)).collect();
+        if recorded != now {
+            return Err(TrainError::run_dir(
+                dir,
+                format!(
+                    "this device's arithmetic profile {now:?} differs from the one the run was made with {recorded:?}: continuing would silently diverge from an uninterrupted run"
+                ),
+                "resume on a device with the recorded profile (see manifest.json placement.device)",
+            ));
+        }
+        let model = job_model(
+            &cfg,
+            opts.model.as_ref(),
+            data.image_shape,
+            data.classes,
+            &backend.device,
+            dir,
+        )?;
+        let start = match latest_checkpoint(dir) {
+            None => Start::fresh(&model, &cfg, &data, &backend.device),
+            Some((_, path)) => {
+                let ck = Checkpoint::read(&path)?;
+                if ck.identity != manifest.identity {
+                    return Err(TrainError::checkpoint(
+                        &path,
+                        "belongs to another run (its identity differs from manifest.json)",
+                        "resume the run directory the checkpoint came from",
+                    ));
+                }
+                ck.restore(&model, &cfg, &path, &backend.device)?
+            }
+        };
+        if workers.writes() {
+            truncate_metrics(&dir.join("metrics.jsonl"), start.state.step)?;
+        }
+        Ok((data, backend, model, start))
+    })();
+    let (data, backend, model, start) = workers.together(ready)?;
+    // Every worker starts from the same step (a worker that read an older checkpoint than rank
+    // 0 — a file system that had not yet shown it the newest — would diverge).
+    workers.agree(
+        "the step to resume from",
+        &start.state.step.to_string(),
+        "make the run directory's newest checkpoint visible to every worker (a shared file system), then resume again",
+    )?;
     let r = run_loop(
         &cfg,
         &manifest.identity,

@@ -3,6 +3,7 @@
 //! `final.safetensors`.
 
 use super::*;
+use crate::workers::{Workers, combine};
 
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run_loop(
@@ -25,12 +26,15 @@ pub(crate) fn run_loop(
     let n = data.train.len();
     let (spe, total) = step_counts(cfg, n);
     let b = cfg.train.batch_size;
-    let mut metrics = Metrics::open(&dir.join("metrics.jsonl"))?;
-    let mut timing = Metrics::open(&dir.join("timing.jsonl"))?;
+    // Rank 0 writes the run directory; the other workers only compute.
+    let workers = &opts.workers;
+    let writes = workers.writes();
+    let mut metrics = Lines::open(writes, &dir.join("metrics.jsonl"))?;
+    let mut timing = Lines::open(writes, &dir.join("timing.jsonl"))?;
     let shuffle_name = lockstep_core::streams::shuffle;
     let mut order = SeedStream::new(cfg.seed, shuffle_name(state.epoch)).permutation(n);
     let stop = opts.stop_at.unwrap_or(u64::MAX).min(total);
-    let bar = if opts.progress {
+    let bar = if opts.progress && writes {
         ProgressBar::new(total)
     } else {
         ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden())
@@ -49,6 +53,8 @@ pub(crate) fn run_loop(
         "training"
     );
 
+    let shards = cfg.train.shards;
+    let mut spent = Spent::default();
     while state.step < stop {
         let lo = state.batch_in_epoch as usize * b;
         let hi = (lo + b).min(n);
@@ -57,18 +63,21 @@ pub(crate) fn run_loop(
             None => data.train.gather(&order[lo..hi]),
         };
         let bs = x.len() / data.train.dim;
-        let xt = Tensor::<2>::from_data(TensorData::new(x, [bs, data.train.dim]), &ad);
-        let tt = model.task.targets(&y, model.classes, &ad);
-        let leaves: Vec<Tensor<1>> = params
-            .iter()
-            .map(|p| Tensor::from_inner(p.clone()).require_grad())
-            .collect();
-        let logits = model.forward(&leaves, xt, Some((cfg.seed, state.step)));
-        let loss = model.task.loss(model.kernels, logits, tt);
-        let loss_v = loss
-            .clone()
-            .try_into_vec_as::<f32>()
-            .expect("loss reads back as f32")[0];
+        let lr = learning_rate(&cfg.optimizer, &cfg.schedule, state.step, total);
+        let step = Step {
+            model,
+            params: &params,
+            dim: data.train.dim,
+            batch: bs,
+            dropout: (cfg.seed, state.step),
+            ad: &ad,
+        };
+        let (loss_v, mut gs) = if shards == 1 && workers.size() == 1 {
+            // One shard: the gradient stays on the device, as before shards existed.
+            step.shard(x, &y, 0)
+        } else {
+            step.sharded(&x, &y, shards, workers, device, &mut spent)
+        };
         if !loss_v.is_finite() {
             return Err(TrainError::NonFinite {
                 step: state.step + 1,
@@ -76,15 +85,6 @@ pub(crate) fn run_loop(
                 value: loss_v,
             });
         }
-        let grads = loss.backward();
-        let lr = learning_rate(&cfg.optimizer, &cfg.schedule, state.step, total);
-        let mut gs: Vec<Tensor<1>> = leaves
-            .iter()
-            .map(|l| {
-                l.grad(&grads)
-                    .expect("every parameter takes part in the loss")
-            })
-            .collect();
         if cfg.train.grad_clip > 0.0 {
             optim::clip_global_norm(&mut gs, cfg.train.grad_clip);
         }
@@ -127,7 +127,7 @@ pub(crate) fn run_loop(
         bar.set_position(state.step);
         bar.set_message(format!("loss {loss_v:.4}"));
         let at_end = state.step == total;
-        if cfg.train.eval_every > 0 && state.step % cfg.train.eval_every == 0 && !at_end {
+        if writes && cfg.train.eval_every > 0 && state.step % cfg.train.eval_every == 0 && !at_end {
             for e in eval_splits(model, &params, data, cfg, device) {
                 metrics.line(&eval_line(state.step, &e, model))?;
             }
@@ -136,15 +136,25 @@ pub(crate) fn run_loop(
             cfg.train.checkpoint_every > 0 && state.step % cfg.train.checkpoint_every == 0;
         if (ckpt_due || state.step == stop) && !at_end {
             let ck = Checkpoint::capture(model, cfg, identity, data, &params, &slots, &state)?;
-            ck.write(&checkpoint_path(dir, state.step))?;
+            same_on_every_worker(workers, &ck, state.step)?;
+            if writes {
+                ck.write(&checkpoint_path(dir, state.step))?;
+            }
             let secs = t0.elapsed().as_secs_f64();
-            timing.line(&serde_json::json!({"step": state.step, "wall_s": secs, "steps_per_s": (state.step - start_step) as f64 / secs.max(1e-9)}))?;
+            timing.line(&serde_json::json!({"step": state.step, "wall_s": secs, "steps_per_s": (state.step - start_step) as f64 / secs.max(1e-9), "workers": workers.size()}))?;
         }
     }
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
     let samples_per_s = ((state.step - start_step) as usize * b) as f64 / secs.max(1e-9);
-    let mut line = serde_json::json!({"step": state.step, "wall_s": secs, "steps_per_s": (state.step - start_step) as f64 / secs.max(1e-9), "samples_per_s": samples_per_s});
+    let mut line = serde_json::json!({"step": state.step, "wall_s": secs, "steps_per_s": (state.step - start_step) as f64 / secs.max(1e-9), "samples_per_s": samples_per_s, "workers": workers.size()});
+    if shards > 1 || workers.size() > 1 {
+        // Where a sharded step's time goes, and what each worker sends per step.
+        line["shards_s"] = serde_json::json!(spent.shards);
+        line["exchange_s"] = serde_json::json!(spent.exchange);
+        line["combine_s"] = serde_json::json!(spent.combine);
+        line["bytes_sent_per_step"] = serde_json::json!(spent.bytes_sent_per_step);
+    }
     if data.text.is_some() {
         line["tokens_per_s"] = serde_json::json!(samples_per_s * data.train.dim as f64);
     }
@@ -160,13 +170,28 @@ pub(crate) fn run_loop(
         });
     }
     // The end: final evaluation, recorded scores, then final.safetensors last.
+    let ck = Checkpoint::capture(model, cfg, identity, data, &params, &slots, &state)?;
+    let bytes = ck.to_bytes();
+    let final_sha = sha256_hex(&bytes);
+    workers.agree(
+        &format!("the final weights and optimizer state after step {} (SHA-256 of final.safetensors)", state.step),
+        &final_sha,
+        "a broken invariant: report it with the run directory; rerun with one worker to get the reference bits",
+    )?;
+    if !writes {
+        return Ok(RunSummary {
+            dir: dir.into(),
+            step: state.step,
+            total_steps: total,
+            finished: true,
+            evals: vec![],
+            final_sha256: Some(final_sha),
+        });
+    }
     let evals = eval_splits(model, &params, data, cfg, device);
     for e in &evals {
         metrics.line(&eval_line(state.step, e, model))?;
     }
-    let ck = Checkpoint::capture(model, cfg, identity, data, &params, &slots, &state)?;
-    let bytes = ck.to_bytes();
-    let final_sha = sha256_hex(&bytes);
     std::fs::create_dir_all(dir.join("eval")).map_err(|e| {
         TrainError::run_dir(
             dir,
@@ -234,6 +259,157 @@ pub(crate) fn run_loop(
         evals,
         final_sha256: Some(final_sha),
     })
+}
+
+/// `metrics.jsonl` / `timing.jsonl` on the worker that writes; nothing on the others.
+struct Lines(Option<Metrics>);
+
+impl Lines {
+    fn open(writes: bool, path: &Path) -> Result<Self, TrainError> {
+        Ok(Lines(if writes {
+            Some(Metrics::open(path)?)
+        } else {
+            None
+        }))
+    }
+    fn line<T: Serialize>(&mut self, v: &T) -> Result<(), TrainError> {
+        match &mut self.0 {
+            Some(m) => m.line(v),
+            None => Ok(()),
+        }
+    }
+}
+
+/// After a checkpoint: every worker's weights and optimizer state must be the same bits (they
+/// apply the same step to the same gradient); a difference is a broken invariant, reported on
+/// every worker before anything is written.
+fn same_on_every_worker(workers: &Workers, ck: &Checkpoint, step: u64) -> Result<(), TrainError> {
+    if workers.size() == 1 {
+        return Ok(());
+    }
+    workers.agree(
+        &format!("the weights and optimizer state after step {step} (SHA-256 of the checkpoint)"),
+        &sha256_hex(&ck.to_bytes()),
+        "a broken invariant: report it with the run directory; resume with one worker to continue from the last written checkpoint",
+    )
+}
+
+/// Seconds a sharded run spent in its shards' forward/backward (with the gradients' read-back),
+/// in the all-gather and in the tree, and the bytes each worker sends per step.
+#[derive(Default)]
+struct Spent {
+    shards: f64,
+    exchange: f64,
+    combine: f64,
+    bytes_sent_per_step: usize,
+}
+
+/// One optimizer step's forward/backward work: the batch's `batch` samples of `dim` inputs.
+struct Step<'a> {
+    model: &'a Model,
+    params: &'a [Tensor<1>],
+    dim: usize,
+    batch: usize,
+    /// (seed, 0-based step) of the dropout streams.
+    dropout: (u64, u64),
+    ad: &'a Device,
+}
+
+impl Step<'_> {
+    /// Forward and backward of the samples `x`/`y` that start at sample `first` of the batch:
+    /// (their loss share, one gradient per parameter on the device). The loss is their summed
+    /// loss times `f32(1 / rows of the whole batch)` (`Task::loss`).
+    fn shard(&self, x: Vec<f32>, y: &[u32], first: usize) -> (f32, Vec<Tensor<1>>) {
+        let model = self.model;
+        let samples = x.len() / self.dim;
+        let xt = Tensor::<2>::from_data(TensorData::new(x, [samples, self.dim]), self.ad);
+        let tt = model.task.targets(y, model.classes, self.ad);
+        let leaves: Vec<Tensor<1>> = self
+            .params
+            .iter()
+            .map(|p| Tensor::from_inner(p.clone()).require_grad())
+            .collect();
+        let shard = (first as u64, samples);
+        let logits = model.forward_shard(&leaves, xt, Some(self.dropout), shard);
+        let rows = self.batch * model.rows_per_sample;
+        let loss = model.task.loss(model.kernels, logits, tt, rows);
+        let loss_v = loss
+            .clone()
+            .try_into_vec_as::<f32>()
+            .expect("loss reads back as f32")[0];
+        let grads = loss.backward();
+        let gs = leaves
+            .iter()
+            .map(|l| {
+                l.grad(&grads)
+                    .expect("every parameter takes part in the loss")
+            })
+            .collect();
+        (loss_v, gs)
+    }
+
+    /// The batch cut into `shards` (`crate::workers`): this worker's shards forward/backward,
+    /// every shard's (loss, gradients) all-gathered as f32 bytes, then combined in the fixed
+    /// tree over shard index on the host; the gradients are uploaded to `device`.
+    fn sharded(
+        &self,
+        x: &[f32],
+        y: &[u32],
+        shards: usize,
+        workers: &Workers,
+        device: &Device,
+        spent: &mut Spent,
+    ) -> (f32, Vec<Tensor<1>>) {
+        let t0 = Instant::now();
+        let sizes: Vec<usize> = self.model.specs.iter().map(|s| s.numel()).collect();
+        let per_shard = 1 + sizes.iter().sum::<usize>();
+        let (rank, nw) = (workers.rank(), workers.size());
+        let labels = y.len() / self.batch.max(1);
+        let mut mine: Vec<u8> = Vec::with_capacity(shards / nw * per_shard * 4);
+        for s in crate::workers::shards_of(rank, nw, shards) {
+            let (lo, hi) = crate::workers::shard_range(self.batch, shards, s);
+            if lo == hi {
+                mine.resize(mine.len() + per_shard * 4, 0);
+                continue;
+            }
+            let xs = x[lo * self.dim..hi * self.dim].to_vec();
+            let (loss, gs) = self.shard(xs, &y[lo * labels..hi * labels], lo);
+            mine.extend_from_slice(&loss.to_le_bytes());
+            for g in gs {
+                for v in state::to_host(&g) {
+                    mine.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+        let t1 = Instant::now();
+        let all = workers.0.all_gather(&mine);
+        let t2 = Instant::now();
+        let floats: Vec<f32> = all
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        // Rank r's block holds its shards r, r + N, ... in order.
+        let per_rank = shards / nw * per_shard;
+        let part = |s: usize| {
+            let at = (s % nw) * per_rank + (s / nw) * per_shard;
+            &floats[at..at + per_shard]
+        };
+        let loss = combine((0..shards).map(|s| vec![part(s)[0]]).collect())[0];
+        let mut gs = Vec::with_capacity(sizes.len());
+        let mut off = 1;
+        for &len in &sizes {
+            let parts = (0..shards)
+                .map(|s| part(s)[off..off + len].to_vec())
+                .collect();
+            gs.push(upload(combine(parts), device));
+            off += len;
+        }
+        spent.shards += (t1 - t0).as_secs_f64();
+        spent.exchange += (t2 - t1).as_secs_f64();
+        spent.combine += t2.elapsed().as_secs_f64();
+        spent.bytes_sent_per_step = mine.len();
+        (loss, gs)
+    }
 }
 
 /// `log softmax(row)[label]` of each logit row, in f64 (max, then the sum of `exp(v - max)` in
