@@ -27,12 +27,12 @@ sed "s/^\[train\]/[train]\nshards = $shards/" "$work/s1.toml" >"$work/s4.toml"
 
 run() { # NAME WORKERS CONFIG: WORKERS = 0 runs without mpirun; each worker gets cores/N threads
     local name=$1 n=$2 cfg=$3 threads
-    if [ "$n" = 0 ]; then
-        "$bin" train "$cfg" --out "$work/$name" --threads "$cores" >/dev/null
-    else
+    local cmd=("$bin" train "$cfg" --out "$work/$name" --threads "$cores")
+    if [ "$n" != 0 ]; then
         threads=$(((cores + n - 1) / n))
-        mpirun --oversubscribe -n "$n" "$bin" train "$cfg" --out "$work/$name" --threads "$threads" >/dev/null
+        cmd=(mpirun --oversubscribe -n "$n" "$bin" train "$cfg" --out "$work/$name" --threads "$threads")
     fi
+    "${cmd[@]}" >/dev/null 2>"$work/log" || { cat "$work/log" >&2; exit 1; }
 }
 
 echo "workers bench: $(basename "$config") for $steps steps, shards = $shards, $cores cores"

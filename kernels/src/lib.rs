@@ -47,6 +47,7 @@ pub mod optim;
 pub mod pool;
 pub mod probe;
 pub mod profile;
+pub mod readback;
 pub mod reduce;
 mod seam;
 pub mod softmax;

@@ -117,6 +117,16 @@ fn digits_mlp_with_dropout_gives_the_same_bits_without_mpi_and_on_1_2_and_4_work
     assert!(text.contains("dropout = 0.1") && text.contains("batch_size = 32"));
     let cfg = write_config(dir.path(), "s4.toml", &with_shards(&text, 4));
     let runs = same_on_every_worker_count(dir.path(), &cfg, &[0, 1, 2, 4]);
+    // Blocks that are not a power of two (6 shards on 2 workers: 3 each, the whole tree on the
+    // host) and that are (on 3: 2 each, reduced on each worker's device first): the same bits.
+    let s6 = write_config(
+        dir.path(),
+        "s6.toml",
+        &with_shards(&text.replace("batch_size = 32", "batch_size = 48"), 6),
+    );
+    let d6 = dir.path().join("s6");
+    std::fs::create_dir(&d6).unwrap();
+    same_on_every_worker_count(&d6, &s6, &[0, 2, 3]);
     // Placement is recorded, not hashed.
     let m = std::fs::read_to_string(runs[3].join("manifest.json")).unwrap();
     assert!(m.contains("\"workers\": 4"), "{m}");

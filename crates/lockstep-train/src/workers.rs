@@ -3,22 +3,31 @@
 //! A step's batch of `B` samples is cut into `S = train.shards` contiguous shards: shard `s`
 //! holds samples `[s * B / S, (s + 1) * B / S)` of the batch (integer division; a full batch's
 //! shards are equal, `train.shards` must divide `train.batch_size`, and a short last batch may
-//! leave a shard empty). Shard `s` runs on worker `s mod N`. Each shard's forward/backward gives
-//! its loss share (its rows' summed loss times `f32(1 / rows of the whole batch)`, so the loss is
-//! scaled once, the same way for any `N`) and its gradient (the backward of that share, reduced
-//! over the shard's rows in order by the kernels). An empty shard contributes zeros.
+//! leave a shard empty). Each shard's forward/backward gives its loss share (its rows' summed
+//! loss times `f32(1 / rows of the whole batch)`, so the loss is scaled once, the same way for
+//! any worker count) and its gradient (the backward of that share, reduced over the shard's rows
+//! in order by the kernels). An empty shard contributes zeros.
 //!
 //! ```text
-//! combine(p_0 .. p_{S-1}):  level by level, pairs (0,1), (2,3), ... are added element-wise
-//!                           with lockstep's flushed add (`arith::add`), an odd last one moves
-//!                           up unchanged, until one remains
+//! tree(p_0 .. p_{S-1}):  level by level, pairs (0,1), (2,3), ... are added element-wise with
+//!                        lockstep's flushed add (`arith::add`; on a device the `add_bias`
+//!                        kernel, the same bits by the arithmetic contract), an odd last one
+//!                        moves up unchanged, until one remains
 //! ```
 //!
-//! The tree depends on the shard index only, never on the worker count: every worker receives
-//! all `S` partials (an all-gather of f32 bytes; never an MPI reduction, whose order MPI would
-//! choose) and runs the same tree on the host, so 1, 2, 4 or 8 workers hold the same gradient
-//! bits and take the same optimizer step. With `S = 1` there is no tree: the gradient stays on
-//! the device exactly as before shards existed.
+//! The tree depends on the shard index only, never on the worker count. Worker `r` of `N` runs
+//! the block of shards `[r * S / N, (r + 1) * S / N)` (`N` must divide `S`):
+//!
+//! - one worker runs the whole tree on its device (no read-back at all);
+//! - when the block size `S / N` is a power of two, each block is a complete subtree: a worker
+//!   reduces its block on its device and all-gathers one partial (f32 bytes), and every worker
+//!   runs the tree's upper levels over the `N` partials on the host;
+//! - otherwise every worker all-gathers its block's `S / N` partials and every worker runs the
+//!   whole tree on the host.
+//!
+//! Either way every worker holds the same gradient bits and takes the same optimizer step; MPI
+//! only moves bytes (never an MPI reduction, whose order MPI would choose). With `S = 1` there
+//! is no tree: the gradient is the batch's, exactly as before shards existed.
 //!
 //! The [`Transport`] is a byte mover: [`Single`] (one process, no MPI) or the binary's MPI
 //! transport (`mpirun -n N lockstep train ...`).
@@ -196,9 +205,10 @@ pub fn shard_range(batch: usize, shards: usize, s: usize) -> (usize, usize) {
     (s * batch / shards, (s + 1) * batch / shards)
 }
 
-/// The shards worker `rank` of `workers` runs, in increasing order.
-pub fn shards_of(rank: usize, workers: usize, shards: usize) -> impl Iterator<Item = usize> {
-    (rank..shards).step_by(workers)
+/// The shards worker `rank` of `workers` runs: a contiguous block, in increasing order.
+pub fn shards_of(rank: usize, workers: usize, shards: usize) -> std::ops::Range<usize> {
+    let b = shards / workers;
+    rank * b..(rank + 1) * b
 }
 
 /// `workers` must divide `shards`: a clear error otherwise, before any work.
@@ -212,7 +222,7 @@ pub fn check_placement(shards: usize, workers: usize) -> Result<(), TrainError> 
         .collect();
     Err(TrainError::Workers {
         what: format!(
-            "{workers} workers cannot share train.shards = {shards} shards evenly (worker r runs the shards s with s mod {workers} = r)"
+            "{workers} workers cannot share train.shards = {shards} shards evenly (worker r runs the block of shards r * {shards}/{workers} .. (r + 1) * {shards}/{workers})"
         ),
         fix: format!(
             "launch a worker count dividing {shards} ({}), or set train.shards to a multiple of {workers} in a new run",
@@ -221,24 +231,37 @@ pub fn check_placement(shards: usize, workers: usize) -> Result<(), TrainError> 
     })
 }
 
-/// One step's shard partials combined in the fixed tree (see the module doc): `parts[s]` is
-/// shard `s`'s vector; all have the same length.
-pub fn combine(mut parts: Vec<Vec<f32>>) -> Vec<f32> {
+/// `parts` (in shard order) combined in the fixed tree (see the module doc) with `add`.
+pub fn tree<T>(mut parts: Vec<T>, add: impl Fn(T, T) -> T) -> T {
     assert!(!parts.is_empty(), "at least one shard");
     while parts.len() > 1 {
         let mut next = Vec::with_capacity(parts.len().div_ceil(2));
         let mut it = parts.into_iter();
-        while let Some(mut a) = it.next() {
-            if let Some(b) = it.next() {
-                for (x, y) in a.iter_mut().zip(&b) {
-                    *x = lockstep_kernels::arith::add(*x, *y);
-                }
-            }
-            next.push(a);
+        while let Some(a) = it.next() {
+            next.push(match it.next() {
+                Some(b) => add(a, b),
+                None => a,
+            });
         }
         parts = next;
     }
     parts.pop().expect("one remains")
+}
+
+/// The tree over host vectors with lockstep's flushed add (element-wise, so any split over
+/// threads gives the same bits).
+pub fn combine(parts: Vec<Vec<f32>>) -> Vec<f32> {
+    tree(parts, |mut a, b| {
+        use rayon::prelude::*;
+        a.par_chunks_mut(1 << 14)
+            .zip(b.par_chunks(1 << 14))
+            .for_each(|(xs, ys)| {
+                for (x, y) in xs.iter_mut().zip(ys) {
+                    *x = lockstep_kernels::arith::add(*x, *y);
+                }
+            });
+        a
+    })
 }
 
 #[cfg(test)]
@@ -255,6 +278,23 @@ mod tests {
         let want = f(f(f(v[0], v[1]), f(v[2], v[3])), f(f(v[4], v[5]), v[6]));
         assert_eq!(combine(parts)[0].to_bits(), want.to_bits());
         assert_eq!(combine(vec![vec![2.5, -1.0]]), vec![2.5, -1.0]);
+        // A block of 2^l shards is a complete subtree: reducing blocks first, then the blocks'
+        // results, is the same tree.
+        let v: Vec<f32> = (0..8)
+            .map(|i| 1.0 + (i as f32) * 1e-7 * 3f32.powi(i))
+            .collect();
+        let leaf = |i: usize| vec![v[i]];
+        let whole = combine((0..8).map(leaf).collect());
+        for block in [1, 2, 4, 8] {
+            let blocks = (0..8 / block)
+                .map(|r| combine((r * block..(r + 1) * block).map(leaf).collect()))
+                .collect();
+            assert_eq!(
+                combine(blocks)[0].to_bits(),
+                whole[0].to_bits(),
+                "block {block}"
+            );
+        }
     }
 
     #[test]
@@ -269,7 +309,8 @@ mod tests {
             }
             assert_eq!(next, b);
         }
-        assert_eq!(shards_of(1, 2, 8).collect::<Vec<_>>(), vec![1, 3, 5, 7]);
+        assert_eq!(shards_of(1, 2, 8), 4..8);
+        assert_eq!(shards_of(2, 3, 6), 4..6);
         assert!(check_placement(8, 3).is_err());
         assert!(check_placement(8, 4).is_ok());
     }

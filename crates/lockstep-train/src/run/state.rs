@@ -46,9 +46,7 @@ impl Start {
 }
 
 pub(crate) fn to_host(t: &Tensor<1>) -> Vec<f32> {
-    t.clone()
-        .try_into_vec_as::<f32>()
-        .expect("a float tensor reads back as f32")
+    lockstep_kernels::readback::to_host(t.clone())
 }
 
 impl Checkpoint {

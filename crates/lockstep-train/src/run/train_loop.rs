@@ -294,8 +294,9 @@ fn same_on_every_worker(workers: &Workers, ck: &Checkpoint, step: u64) -> Result
     )
 }
 
-/// Seconds a sharded run spent in its shards' forward/backward (with the gradients' read-back),
-/// in the all-gather and in the tree, and the bytes each worker sends per step.
+/// Seconds a sharded run spent in its shards' forward/backward, in the all-gather, and in the
+/// tree (device adds, read-back and packing, host adds, upload), and the bytes each worker sends
+/// per step.
 #[derive(Default)]
 struct Spent {
     shards: f64,
@@ -348,9 +349,10 @@ impl Step<'_> {
         (loss_v, gs)
     }
 
-    /// The batch cut into `shards` (`crate::workers`): this worker's shards forward/backward,
-    /// every shard's (loss, gradients) all-gathered as f32 bytes, then combined in the fixed
-    /// tree over shard index on the host; the gradients are uploaded to `device`.
+    /// The batch cut into `shards` (`crate::workers`): this worker's block of shards
+    /// forward/backward, reduced on the device as far as the fixed tree allows, the partials
+    /// all-gathered as f32 bytes (the machine's byte order: the workers of a job share an
+    /// architecture) and the tree finished on the host; the gradients end on `device`.
     fn sharded(
         &self,
         x: &[f32],
@@ -362,54 +364,81 @@ impl Step<'_> {
     ) -> (f32, Vec<Tensor<1>>) {
         let t0 = Instant::now();
         let sizes: Vec<usize> = self.model.specs.iter().map(|s| s.numel()).collect();
-        let per_shard = 1 + sizes.iter().sum::<usize>();
         let (rank, nw) = (workers.rank(), workers.size());
         let labels = y.len() / self.batch.max(1);
-        let mut mine: Vec<u8> = Vec::with_capacity(shards / nw * per_shard * 4);
-        for s in crate::workers::shards_of(rank, nw, shards) {
-            let (lo, hi) = crate::workers::shard_range(self.batch, shards, s);
-            if lo == hi {
-                mine.resize(mine.len() + per_shard * 4, 0);
-                continue;
-            }
-            let xs = x[lo * self.dim..hi * self.dim].to_vec();
-            let (loss, gs) = self.shard(xs, &y[lo * labels..hi * labels], lo);
-            mine.extend_from_slice(&loss.to_le_bytes());
-            for g in gs {
-                for v in state::to_host(&g) {
-                    mine.extend_from_slice(&v.to_le_bytes());
+        let mine: Vec<(f32, Vec<Tensor<1>>)> = crate::workers::shards_of(rank, nw, shards)
+            .map(|s| {
+                let (lo, hi) = crate::workers::shard_range(self.batch, shards, s);
+                if lo == hi {
+                    let zeros = sizes.iter().map(|&n| Tensor::zeros([n], device)).collect();
+                    return (0.0, zeros);
                 }
+                let xs = x[lo * self.dim..hi * self.dim].to_vec();
+                self.shard(xs, &y[lo * labels..hi * labels], lo)
+            })
+            .collect();
+        let t1 = Instant::now();
+        // The tree's lower levels on the device: all of it on one worker, a block's complete
+        // subtree when the block is a power of two.
+        let block = mine.len();
+        let sends = if nw == 1 || block.is_power_of_two() {
+            vec![crate::workers::tree(mine, device_add)]
+        } else {
+            mine
+        };
+        if nw == 1 {
+            let (loss, gs) = sends.into_iter().next().expect("one partial");
+            spent.combine += t1.elapsed().as_secs_f64();
+            spent.shards += (t1 - t0).as_secs_f64();
+            return (loss, gs);
+        }
+        let per_part = 1 + sizes.iter().sum::<usize>();
+        let mut bytes: Vec<u8> = Vec::with_capacity(sends.len() * per_part * 4);
+        for (loss, gs) in sends {
+            bytes.extend_from_slice(&loss.to_le_bytes());
+            for g in gs {
+                bytes.extend_from_slice(bytemuck::cast_slice(&state::to_host(&g)));
             }
         }
-        let t1 = Instant::now();
-        let all = workers.0.all_gather(&mine);
-        let t2 = Instant::now();
-        let floats: Vec<f32> = all
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        // Rank r's block holds its shards r, r + N, ... in order.
-        let per_rank = shards / nw * per_shard;
-        let part = |s: usize| {
-            let at = (s % nw) * per_rank + (s / nw) * per_shard;
-            &floats[at..at + per_shard]
-        };
-        let loss = combine((0..shards).map(|s| vec![part(s)[0]]).collect())[0];
+        let t3 = Instant::now();
+        let all = workers.0.all_gather(&bytes);
+        let t4 = Instant::now();
+        // The workers' partials in rank order = shard order (blocks are contiguous).
+        let floats: Vec<f32> = bytemuck::pod_collect_to_vec(&all);
+        let parts: Vec<&[f32]> = floats.chunks_exact(per_part).collect();
+        let loss = crate::workers::tree(parts.iter().map(|p| p[0]).collect(), arith_add);
         let mut gs = Vec::with_capacity(sizes.len());
         let mut off = 1;
         for &len in &sizes {
-            let parts = (0..shards)
-                .map(|s| part(s)[off..off + len].to_vec())
-                .collect();
-            gs.push(upload(combine(parts), device));
+            let vs = parts.iter().map(|p| p[off..off + len].to_vec()).collect();
+            gs.push(upload(combine(vs), device));
             off += len;
         }
         spent.shards += (t1 - t0).as_secs_f64();
-        spent.exchange += (t2 - t1).as_secs_f64();
-        spent.combine += t2.elapsed().as_secs_f64();
-        spent.bytes_sent_per_step = mine.len();
+        spent.combine += (t3 - t1).as_secs_f64() + t4.elapsed().as_secs_f64();
+        spent.exchange += (t4 - t3).as_secs_f64();
+        spent.bytes_sent_per_step = bytes.len();
         (loss, gs)
     }
+}
+
+/// Lockstep's flushed add of two host scalars (the tree's loss shares).
+fn arith_add(a: f32, b: f32) -> f32 {
+    lockstep_kernels::arith::add(a, b)
+}
+
+/// Two shard partials added on their device: the loss shares on the host, the gradients with
+/// the `add_bias` kernel on `[1, n]` views (`flush(a + b)` per element, as `arith::add`).
+fn device_add(a: (f32, Vec<Tensor<1>>), b: (f32, Vec<Tensor<1>>)) -> (f32, Vec<Tensor<1>>) {
+    let gs =
+        a.1.into_iter()
+            .zip(b.1)
+            .map(|(x, y)| {
+                let n = x.dims()[0];
+                lockstep_kernels::add_bias(x.reshape([1, n]), y.reshape([1, n])).reshape([n])
+            })
+            .collect();
+    (arith_add(a.0, b.0), gs)
 }
 
 /// `log softmax(row)[label]` of each logit row, in f64 (max, then the sum of `exp(v - max)` in
