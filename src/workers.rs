@@ -5,9 +5,10 @@
 //! `lockstep train` never touches MPI. MPI moves bytes only (`MPI_Allgather` of `u8`): the
 //! gradient arithmetic and its order are lockstep's (`lockstep_train::workers`).
 //!
-//! At start every rank compares, with the others, the lockstep build and the command (the
-//! config file's bytes, the run directory, the step limit): ranks that disagree all stop with the
-//! same error before anything is written.
+//! At start every rank compares, with the others, the lockstep build (version, commit,
+//! Cargo.lock and the SHA-256 of the executable's bytes) and the command (the config file's
+//! bytes, the run directory, the step limit): ranks that disagree all stop with the same error
+//! before anything is written.
 
 use anyhow::{Result, bail};
 use lockstep_train::workers::Workers;
@@ -91,8 +92,14 @@ pub fn agree_on_job(workers: &Workers, command: &str, config: Option<&[u8]>) -> 
     if workers.size() == 1 {
         return Ok(());
     }
+    // The executable's own bytes too: two builds of one commit (a dirty tree, other flags)
+    // can compute differently.
+    let exe = std::env::current_exe()
+        .and_then(std::fs::read)
+        .map(|b| lockstep_core::sha256_hex(&b)[..16].to_string())
+        .unwrap_or_else(|e| format!("unreadable: {e}"));
     let build = format!(
-        "lockstep {} (git {}, Cargo.lock {})",
+        "lockstep {} (git {}, Cargo.lock {}, executable {exe})",
         env!("CARGO_PKG_VERSION"),
         option_env!("LOCKSTEP_GIT_SHA").unwrap_or("?"),
         &lockstep_core::sha256_hex(include_bytes!("../Cargo.lock"))[..12]

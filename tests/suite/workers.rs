@@ -173,19 +173,29 @@ fn the_fashion_cnn_and_the_gpt_give_the_same_bits_on_1_2_and_4_workers() {
     same_on_every_worker_count(&d, &gpt, &[0, 1, 2, 4]);
 }
 
+/// The digits job in 4 shards for `epochs`, checkpointing every `every` steps, and its
+/// uninterrupted run in one process: (config, run directory).
+fn digits_in_4_shards(dir: &Path, epochs: u32, every: u32) -> (PathBuf, PathBuf) {
+    let text = std::fs::read_to_string(config("digits_mlp.toml"))
+        .unwrap()
+        .replace("epochs = 20", &format!("epochs = {epochs}"))
+        .replace(
+            "checkpoint_every = 100",
+            &format!("checkpoint_every = {every}"),
+        );
+    let cfg = write_config(dir, "s4.toml", &with_shards(&text, 4));
+    let whole = dir.join("whole");
+    ok(&launch(0, &["train", s(&cfg), "--out", s(&whole)]), "whole");
+    (cfg, whole)
+}
+
 #[test]
 fn a_run_stopped_on_2_workers_resumes_on_4_and_the_reverse_with_the_uninterrupted_bytes() {
     if !have_mpi("stop and resume across worker counts") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(config("digits_mlp.toml"))
-        .unwrap()
-        .replace("epochs = 20", "epochs = 2")
-        .replace("checkpoint_every = 100", "checkpoint_every = 25");
-    let cfg = write_config(dir.path(), "s4.toml", &with_shards(&text, 4));
-    let whole = dir.path().join("whole");
-    ok(&launch(0, &["train", s(&cfg), "--out", s(&whole)]), "whole");
+    let (cfg, whole) = digits_in_4_shards(dir.path(), 2, 25);
     for (first, then, name) in [(2, 4, "2-then-4"), (4, 2, "4-then-2"), (2, 0, "2-then-1")] {
         let out = dir.path().join(name);
         let o = launch(
@@ -209,13 +219,7 @@ fn a_killed_worker_ends_the_job_and_a_resume_on_any_count_reaches_the_uninterrup
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(config("digits_mlp.toml"))
-        .unwrap()
-        .replace("epochs = 20", "epochs = 40")
-        .replace("checkpoint_every = 100", "checkpoint_every = 50");
-    let cfg = write_config(dir.path(), "s4.toml", &with_shards(&text, 4));
-    let whole = dir.path().join("whole");
-    ok(&launch(0, &["train", s(&cfg), "--out", s(&whole)]), "whole");
+    let (cfg, whole) = digits_in_4_shards(dir.path(), 40, 50);
     let out = dir.path().join("killed");
     let job = mpirun(2)
         .arg(lockstep_bin())
@@ -340,6 +344,29 @@ fn bad_launches_are_refused_on_every_rank_before_anything_is_written() {
         "every rank names the disagreement:\n{e}"
     );
     assert!(!e.contains("panicked"), "{e}");
+    assert!(!out.exists());
+    // Ranks running different binaries (a copy with one byte appended still runs): refused.
+    let copy = dir.path().join("lockstep-copy");
+    let mut bytes = std::fs::read(lockstep_bin()).unwrap();
+    bytes.push(0);
+    std::fs::write(&copy, bytes).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut c = mpirun(1);
+    c.args(rank(&s4))
+        .args([":", "-n", "1", s(&copy)])
+        .args(&rank(&s4)[1..]);
+    let o = c.output().unwrap();
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert_eq!(
+        e.matches("workers disagree on the lockstep build").count(),
+        2,
+        "every rank names the disagreement:\n{e}"
+    );
     assert!(!out.exists());
     // Resuming a sharded run on a worker count that does not divide its shards.
     let run = dir.path().join("run");

@@ -351,23 +351,15 @@ const POOL_THREAD_EXTRA: usize = 256 << 10;
 /// under the process's `RLIMIT_AS` (read from `/proc/self/limits` and `/proc/self/status`);
 /// `None` when they fit, the limit is unlimited, or the files are unreadable (not Linux).
 fn address_space_shortfall(threads: usize) -> Option<String> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let limit: u64 = limits
-        .lines()
-        .find(|l| l.starts_with("Max address space"))?
-        .split_whitespace()
-        .nth(3)?
-        .parse()
-        .ok()?;
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let used_kib: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmSize:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    let used = used_kib * 1024;
+    // Word `at` of the line of `file` that starts with `key`, as a number.
+    let field = |file: &str, key: &str, at: usize| -> Option<u64> {
+        let text = std::fs::read_to_string(file).ok()?;
+        let line = text.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace().nth(at)?.parse().ok()
+    };
+    // "Max address space  <soft> <hard> bytes" ("unlimited" does not parse: no limit).
+    let limit = field("/proc/self/limits", "Max address space", 3)?;
+    let used = field("/proc/self/status", "VmSize:", 1)? * 1024;
     let need = threads as u64 * (POOL_STACK + POOL_THREAD_EXTRA) as u64;
     let left = limit.saturating_sub(used);
     (need > left).then(|| {
