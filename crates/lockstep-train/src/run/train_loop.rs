@@ -136,9 +136,12 @@ pub(crate) fn run_loop(
             cfg.train.checkpoint_every > 0 && state.step % cfg.train.checkpoint_every == 0;
         if (ckpt_due || state.step == stop) && !at_end {
             let ck = Checkpoint::capture(model, cfg, identity, data, &params, &slots, &state)?;
-            same_on_every_worker(workers, &ck, state.step)?;
+            // Serialised once: hashed for the workers' comparison, then written.
+            let bytes = ck.to_bytes();
+            let what = format!("after step {} (SHA-256 of the checkpoint)", state.step);
+            same_on_every_worker(workers, &bytes, &what)?;
             if writes {
-                ck.write(&checkpoint_path(dir, state.step))?;
+                write_atomic(&checkpoint_path(dir, state.step), &bytes)?;
             }
             let secs = t0.elapsed().as_secs_f64();
             timing.line(&serde_json::json!({"step": state.step, "wall_s": secs, "steps_per_s": (state.step - start_step) as f64 / secs.max(1e-9), "workers": workers.size()}))?;
@@ -173,11 +176,8 @@ pub(crate) fn run_loop(
     let ck = Checkpoint::capture(model, cfg, identity, data, &params, &slots, &state)?;
     let bytes = ck.to_bytes();
     let final_sha = sha256_hex(&bytes);
-    workers.agree(
-        &format!("the final weights and optimizer state after step {} (SHA-256 of final.safetensors)", state.step),
-        &final_sha,
-        "a broken invariant: report it with the run directory; rerun with one worker to get the reference bits",
-    )?;
+    let what = format!("after step {} (SHA-256 of final.safetensors)", state.step);
+    same_on_every_worker(workers, &bytes, &what)?;
     if !writes {
         return Ok(RunSummary {
             dir: dir.into(),
@@ -282,14 +282,15 @@ impl Lines {
 
 /// After a checkpoint: every worker's weights and optimizer state must be the same bits (they
 /// apply the same step to the same gradient); a difference is a broken invariant, reported on
-/// every worker before anything is written.
-fn same_on_every_worker(workers: &Workers, ck: &Checkpoint, step: u64) -> Result<(), TrainError> {
+/// every worker before anything is written. `bytes` is the serialised checkpoint, `when` says
+/// which one.
+fn same_on_every_worker(workers: &Workers, bytes: &[u8], when: &str) -> Result<(), TrainError> {
     if workers.size() == 1 {
         return Ok(());
     }
     workers.agree(
-        &format!("the weights and optimizer state after step {step} (SHA-256 of the checkpoint)"),
-        &sha256_hex(&ck.to_bytes()),
+        &format!("the weights and optimizer state {when}"),
+        &sha256_hex(bytes),
         "a broken invariant: report it with the run directory; resume with one worker to continue from the last written checkpoint",
     )
 }
