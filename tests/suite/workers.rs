@@ -58,6 +58,27 @@ fn launch(n: usize, args: &[&str]) -> Output {
     c.output().expect("the launch runs")
 }
 
+/// An MPMD job, one rank per entry: `exe train CFG --out OUT --threads 1 EXTRA...` (the
+/// `mpirun -n 1 A : -n 1 B` form, where each rank may get its own binary and arguments).
+fn mpmd(ranks: &[(&str, &Path, &[&str])], out: &Path) -> Output {
+    let mut c = mpirun(1);
+    for (i, (exe, cfg, extra)) in ranks.iter().enumerate() {
+        if i > 0 {
+            c.args([":", "-n", "1"]);
+        }
+        c.args([exe, "train", s(cfg), "--out", s(out), "--threads", "1"])
+            .args(*extra);
+    }
+    c.output().expect("mpirun runs")
+}
+
+/// The shipped digits job for `epochs` epochs, as TOML text.
+fn digits(epochs: u32) -> String {
+    std::fs::read_to_string(config("digits_mlp.toml"))
+        .unwrap()
+        .replace("epochs = 20", &format!("epochs = {epochs}"))
+}
+
 fn ok(o: &Output, what: &str) {
     assert!(
         o.status.success(),
@@ -111,9 +132,7 @@ fn digits_mlp_with_dropout_gives_the_same_bits_without_mpi_and_on_1_2_and_4_work
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(config("digits_mlp.toml"))
-        .unwrap()
-        .replace("epochs = 20", "epochs = 3");
+    let text = digits(3);
     assert!(text.contains("dropout = 0.1") && text.contains("batch_size = 32"));
     let cfg = write_config(dir.path(), "s4.toml", &with_shards(&text, 4));
     let runs = same_on_every_worker_count(dir.path(), &cfg, &[0, 1, 2, 4]);
@@ -176,13 +195,10 @@ fn the_fashion_cnn_and_the_gpt_give_the_same_bits_on_1_2_and_4_workers() {
 /// The digits job in 4 shards for `epochs`, checkpointing every `every` steps, and its
 /// uninterrupted run in one process: (config, run directory).
 fn digits_in_4_shards(dir: &Path, epochs: u32, every: u32) -> (PathBuf, PathBuf) {
-    let text = std::fs::read_to_string(config("digits_mlp.toml"))
-        .unwrap()
-        .replace("epochs = 20", &format!("epochs = {epochs}"))
-        .replace(
-            "checkpoint_every = 100",
-            &format!("checkpoint_every = {every}"),
-        );
+    let text = digits(epochs).replace(
+        "checkpoint_every = 100",
+        &format!("checkpoint_every = {every}"),
+    );
     let cfg = write_config(dir, "s4.toml", &with_shards(&text, 4));
     let whole = dir.join("whole");
     ok(&launch(0, &["train", s(&cfg), "--out", s(&whole)]), "whole");
@@ -288,7 +304,7 @@ fn bad_launches_are_refused_on_every_rank_before_anything_is_written() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(config("digits_mlp.toml")).unwrap();
+    let text = digits(20);
     // Shards that do not divide the batch: a config error, with or without MPI.
     let bad = write_config(dir.path(), "s5.toml", &with_shards(&text, 5));
     let out = dir.path().join("r");
@@ -322,20 +338,8 @@ fn bad_launches_are_refused_on_every_rank_before_anything_is_written() {
         &with_shards(&text.replace("seed = 42", "seed = 43"), 4),
     );
     assert_ne!(std::fs::read(&other).unwrap(), std::fs::read(&s4).unwrap());
-    let rank = |cfg: &Path| {
-        vec![
-            lockstep_bin().to_string(),
-            "train".into(),
-            s(cfg).to_string(),
-            "--out".into(),
-            s(&out).to_string(),
-            "--threads".into(),
-            "1".into(),
-        ]
-    };
-    let mut c = mpirun(1);
-    c.args(rank(&s4)).args([":", "-n", "1"]).args(rank(&other));
-    let o = c.output().unwrap();
+    let bin = lockstep_bin();
+    let o = mpmd(&[(bin, &s4, &[]), (bin, &other, &[])], &out);
     assert!(!o.status.success());
     let e = stderr(&o);
     assert_eq!(
@@ -355,11 +359,7 @@ fn bad_launches_are_refused_on_every_rank_before_anything_is_written() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
-    let mut c = mpirun(1);
-    c.args(rank(&s4))
-        .args([":", "-n", "1", s(&copy)])
-        .args(&rank(&s4)[1..]);
-    let o = c.output().unwrap();
+    let o = mpmd(&[(bin, &s4, &[]), (s(&copy), &s4, &[])], &out);
     assert!(!o.status.success());
     let e = stderr(&o);
     assert_eq!(
@@ -397,9 +397,7 @@ fn a_cpu_rank_and_a_gpu_rank_give_the_bits_of_one_process() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(config("digits_mlp.toml"))
-        .unwrap()
-        .replace("epochs = 20", "epochs = 1");
+    let text = digits(1);
     let cfg = write_config(dir.path(), "s4.toml", &with_shards(&text, 4));
     let one = dir.path().join("one");
     ok(
@@ -408,25 +406,12 @@ fn a_cpu_rank_and_a_gpu_rank_give_the_bits_of_one_process() {
     );
     // MPMD: rank 0 on ndarray, rank 1 on wgpu (lavapipe here; one GPU per rank with --device).
     let out = dir.path().join("mixed");
-    let rank = |backend: &str| {
-        vec![
-            lockstep_bin().to_string(),
-            "train".into(),
-            s(&cfg).to_string(),
-            "--out".into(),
-            s(&out).to_string(),
-            "--threads".into(),
-            "1".into(),
-            "--backend".into(),
-            backend.to_string(),
-        ]
-    };
-    let o = mpirun(1)
-        .args(rank("ndarray"))
-        .args([":", "-n", "1"])
-        .args(rank("wgpu"))
-        .output()
-        .unwrap();
+    let (bin, nd, gp): (_, &[&str], &[&str]) = (
+        lockstep_bin(),
+        &["--backend", "ndarray"],
+        &["--backend", "wgpu"],
+    );
+    let o = mpmd(&[(bin, &cfg, nd), (bin, &cfg, gp)], &out);
     ok(&o, "ndarray rank + wgpu rank");
     assert_same_files(
         &one,
