@@ -69,38 +69,30 @@ pub(crate) fn product(
             acc.into_tensor_arg(),
             out.clone().into_tensor_arg(),
         );
+        // Two kernels (different CubeCL functions) with one argument list.
+        macro_rules! launch {
+            ($kernel:path) => {
+                $kernel(
+                    &out.client,
+                    count.clone(),
+                    dim,
+                    args.0,
+                    args.1,
+                    args.2,
+                    args.3,
+                    p0,
+                    p1,
+                    ONE,
+                    first,
+                    fused,
+                    batched,
+                )
+            };
+        }
         if tile {
-            gpu::matmul_tiled_kernel::launch(
-                &out.client,
-                count.clone(),
-                dim,
-                args.0,
-                args.1,
-                args.2,
-                args.3,
-                p0,
-                p1,
-                ONE,
-                first,
-                fused,
-                batched,
-            )
+            launch!(gpu::matmul_tiled_kernel::launch)
         } else {
-            gpu::matmul_kernel::launch(
-                &out.client,
-                count.clone(),
-                dim,
-                args.0,
-                args.1,
-                args.2,
-                args.3,
-                p0,
-                p1,
-                ONE,
-                first,
-                fused,
-                batched,
-            )
+            launch!(gpu::matmul_kernel::launch)
         }
     })
 }
