@@ -379,24 +379,23 @@ impl Step<'_> {
             })
             .collect();
         let t1 = Instant::now();
+        spent.shards += (t1 - t0).as_secs_f64();
         // The tree's lower levels on the device: all of it on one worker, a block's complete
         // subtree when the block is a power of two.
-        let block = mine.len();
-        let sends = if nw == 1 || block.is_power_of_two() {
+        if nw == 1 {
+            let whole = crate::workers::tree(mine, device_add);
+            spent.combine += t1.elapsed().as_secs_f64();
+            return whole;
+        }
+        let sends = if mine.len().is_power_of_two() {
             vec![crate::workers::tree(mine, device_add)]
         } else {
             mine
         };
-        if nw == 1 {
-            let (loss, gs) = sends.into_iter().next().expect("one partial");
-            spent.combine += t1.elapsed().as_secs_f64();
-            spent.shards += (t1 - t0).as_secs_f64();
-            return (loss, gs);
-        }
         let per_part = 1 + sizes.iter().sum::<usize>();
         let mut bytes: Vec<u8> = Vec::with_capacity(sends.len() * per_part * 4);
         for (loss, gs) in sends {
-            bytes.extend_from_slice(&loss.to_le_bytes());
+            bytes.extend_from_slice(bytemuck::bytes_of(&loss));
             for g in gs {
                 bytes.extend_from_slice(bytemuck::cast_slice(&state::to_host(&g)));
             }
@@ -415,7 +414,6 @@ impl Step<'_> {
             gs.push(upload(combine(vs), device));
             off += len;
         }
-        spent.shards += (t1 - t0).as_secs_f64();
         spent.combine += (t3 - t1).as_secs_f64() + t4.elapsed().as_secs_f64();
         spent.exchange += (t4 - t3).as_secs_f64();
         spent.bytes_sent_per_step = bytes.len();
