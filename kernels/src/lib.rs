@@ -36,6 +36,7 @@ pub mod causal;
 pub mod dropout;
 pub mod embedding;
 pub mod ftz;
+pub mod heap;
 pub mod im2col;
 pub mod layernorm;
 pub mod matmul;

@@ -378,6 +378,7 @@ fn address_space_shortfall(threads: usize) -> Option<String> {
 /// before calling this. Under `LOCKSTEP_CPU_FTZ=1` this thread and every pool thread run with
 /// the CPU's flush-to-zero and denormals-are-zero modes on (`lockstep_kernels::ftz`).
 pub fn configure_threads(threads: usize) -> Result<(), TrainError> {
+    lockstep_kernels::heap::keep_freed_memory();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let most = max_threads(cores);
     if threads > most {

@@ -7,6 +7,19 @@ use rayon::prelude::*;
 /// elements; each is `matmul::cpu::matmul` of its two matrices (in the same profile, `fused`), bit
 /// for bit.
 pub fn bmm(a: &[f32], b: &[f32], bt: usize, m: usize, k: usize, n: usize, fused: bool) -> Vec<f32> {
+    bmm_t((a, false), (b, false), bt, (m, k, n), fused)
+}
+
+/// `bmm` with either operand given as the row-major storage of its per-element transpose
+/// (`(data, true)`: `a` stored `[bt, k, m]`, `b` stored `[bt, n, k]`, as `q·kᵀ` and the backward
+/// hold them), read in place (`matmul::cpu::matmul_t`): the same bits.
+pub fn bmm_t(
+    (a, a_t): (&[f32], bool),
+    (b, b_t): (&[f32], bool),
+    bt: usize,
+    (m, k, n): (usize, usize, usize),
+    fused: bool,
+) -> Vec<f32> {
     assert!(
         a.len() == bt * m * k && b.len() == bt * k * n,
         "bmm: {} and {} elements for {bt}x{m}x{k} x {bt}x{k}x{n}",
@@ -17,11 +30,14 @@ pub fn bmm(a: &[f32], b: &[f32], bt: usize, m: usize, k: usize, n: usize, fused:
     if m * n == 0 {
         return out;
     }
-    out.par_chunks_mut(m * n).enumerate().for_each(|(e, o)| {
+    // One batch element: the whole pool works on it; several: one element per task.
+    let threads = bt == 1;
+    let one = |(e, o): (usize, &mut [f32])| {
         let ae = &a[e * m * k..(e + 1) * m * k];
         let be = &b[e * k * n..(e + 1) * k * n];
-        matmul_into(ae, be, o, m, k, n, fused);
-    });
+        matmul_into((ae, a_t), (be, b_t), o, (m, k, n), fused, threads);
+    };
+    out.par_chunks_mut(m * n).enumerate().for_each(one);
     out
 }
 

@@ -6,7 +6,7 @@
 use super::{BmmOps, cpu};
 use crate::matmul::launch::product;
 use crate::seam::cube::f32_only;
-use crate::seam::host::{cpu_backends, dims3, read, upload};
+use crate::seam::host::{cpu_backends, dims3, read_mat, upload};
 use burn::backend::{Cube, Shape, TensorMetadata, tensor::FloatTensor};
 use burn_cubecl::kernel::untile;
 
@@ -14,10 +14,11 @@ cpu_backends! {
     impl BmmOps {
         fn det_bmm(a: FloatTensor<Self>, b: FloatTensor<Self>, fused: bool) -> FloatTensor<Self> {
             let device = a.device();
-            let ((av, sa), (bv, sb)) = (read::<Self>(a), read::<Self>(b));
+            // Transposed views (`kᵀ`, the backward's) are read in place.
+            let ((av, sa, a_t), (bv, sb, b_t)) = (read_mat::<Self>(a), read_mat::<Self>(b));
             let ([bt, m, k], [bt2, k2, n]) = (dims3(&sa, "det_bmm"), dims3(&sb, "det_bmm"));
             assert!(bt == bt2 && k == k2, "det_bmm: shapes differ: {sa:?} x {sb:?}");
-            let out = cpu::bmm(&av, &bv, bt, m, k, n, fused);
+            let out = cpu::bmm_t((&av, a_t), (&bv, b_t), bt, (m, k, n), fused);
             upload::<Self>(out, Shape::new([bt, m, n]), &device)
         }
     }

@@ -7,8 +7,9 @@
 //! `fl` = `arith::flush` after each rounding. No split-K, no tree: batch element `e` of `bmm` is
 //! `matmul(a[e], b[e])` bit for bit, in the same profile (a batch of one gives `matmul`'s bits).
 //!
-//! - CPU (`cpu.rs`): threads over batch elements, each running `matmul`'s CPU code
-//!   (`matmul::cpu::matmul_into`: its register tiles, threads over blocks of rows); neither
+//! - CPU (`cpu.rs`): threads over batch elements, each running `matmul`'s CPU code on one
+//!   thread (`matmul::cpu::matmul_into`: its register tiles; a batch of one splits its rows over
+//!   the threads instead), transposed views (`kᵀ`, the backward's) read in place; none of this
 //!   changes any output's order.
 //! - GPU: `matmul`'s two kernels in their batched form (`matmul::gpu`, `batched = true`; no
 //!   kernel of its own): the tiled one, one cube layer per batch element, when both output dims

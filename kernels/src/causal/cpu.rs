@@ -38,6 +38,9 @@ fn forward_row_avx2(xr: &[f32], y: &mut [f32], q: usize, sc: f32) {
     forward_row(xr, y, q, sc)
 }
 
+/// Rows per thread task.
+const TASK_ROWS: usize = 64;
+
 /// The causal softmax of `x * scale`, `x` `[r, t]`, row `i` being query `i % t`.
 pub fn forward(x: &[f32], r: usize, t: usize, scale: f32) -> Vec<f32> {
     assert!(x.len() == r * t, "causal_softmax: shapes");
@@ -48,19 +51,25 @@ pub fn forward(x: &[f32], r: usize, t: usize, scale: f32) -> Vec<f32> {
     let sc = flush(scale);
     #[cfg(target_arch = "x86_64")]
     let avx2 = std::arch::is_x86_feature_detected!("avx2");
-    out.par_chunks_mut(t).enumerate().for_each(|(i, y)| {
-        let (xr, q) = (&x[i * t..(i + 1) * t], i % t);
-        #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            // SAFETY: the CPU has AVX2 (checked above).
-            #[allow(unsafe_code)]
-            unsafe {
-                forward_row_avx2(xr, y, q, sc)
-            };
-            return;
-        }
-        forward_row(xr, y, q, sc);
-    });
+    // Tasks of TASK_ROWS rows (a row is too little work to hand to a thread).
+    out.par_chunks_mut(TASK_ROWS * t)
+        .enumerate()
+        .for_each(|(b, ys)| {
+            for (r, y) in ys.chunks_mut(t).enumerate() {
+                let i = b * TASK_ROWS + r;
+                let (xr, q) = (&x[i * t..(i + 1) * t], i % t);
+                #[cfg(target_arch = "x86_64")]
+                if avx2 {
+                    // SAFETY: the CPU has AVX2 (checked above).
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        forward_row_avx2(xr, y, q, sc)
+                    };
+                    continue;
+                }
+                forward_row(xr, y, q, sc);
+            }
+        });
     out
 }
 
@@ -75,16 +84,21 @@ pub fn backward(y: &[f32], dy: &[f32], r: usize, t: usize, scale: f32) -> Vec<f3
         return out;
     }
     let sc = flush(scale);
-    out.par_chunks_mut(t).enumerate().for_each(|(i, d)| {
-        let (yr, gr, q) = (&y[i * t..(i + 1) * t], &dy[i * t..(i + 1) * t], i % t);
-        let mut dot = 0f32;
-        for j in 0..=q {
-            dot = mad(flush(gr[j]), flush(yr[j]), dot);
-        }
-        for j in 0..=q {
-            d[j] = mul(sc, mul(flush(yr[j]), sub(flush(gr[j]), dot)));
-        }
-    });
+    out.par_chunks_mut(TASK_ROWS * t)
+        .enumerate()
+        .for_each(|(b, ds)| {
+            for (r, d) in ds.chunks_mut(t).enumerate() {
+                let i = b * TASK_ROWS + r;
+                let (yr, gr, q) = (&y[i * t..(i + 1) * t], &dy[i * t..(i + 1) * t], i % t);
+                let mut dot = 0f32;
+                for j in 0..=q {
+                    dot = mad(flush(gr[j]), flush(yr[j]), dot);
+                }
+                for j in 0..=q {
+                    d[j] = mul(sc, mul(flush(yr[j]), sub(flush(gr[j]), dot)));
+                }
+            }
+        });
     out
 }
 

@@ -28,7 +28,8 @@
 //! `inv_c`. `mad(a, b, c)` = fl(fl(a*b) + c); every read (`x`, `dy`, `eps`, `inv_c`), product,
 //! sum and difference is flushed (`fl`, `arith`'s subnormal rule) on both sides; `rsqrt_fixed`
 //! is `arith`'s Newton reciprocal square root (no hardware `sqrt` or division). CPU: threads
-//! over rows; GPU: one thread per row (a row loops about 3c times forward and 4c backward:
+//! over blocks of 64 rows, 8 rows' in-order sums interleaved column by column (independent
+//! chains side by side; each row's order unchanged); GPU: one thread per row (a row loops about 3c times forward and 4c backward:
 //! rows of up to 16383 columns on lavapipe, see `arith::gpu::LOOP_BLOCK`). The autodiff
 //! (`backward.rs`) keeps `x` and runs the backward above.
 

@@ -11,6 +11,20 @@ use rayon::prelude::*;
 
 /// `a` `[m, k]` and `b` `[k, n]` row-major. `fused` selects the fused multiply-add profile.
 pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, fused: bool) -> Vec<f32> {
+    matmul_t((a, false), (b, false), m, k, n, fused)
+}
+
+/// `matmul` with either operand given as its transpose's row-major storage (`(data, true)`:
+/// `a` stored `[k, m]`, `b` stored `[n, k]`, as a transposed view of the backward pass holds
+/// them), read in place: the same bits as `matmul` of the row-major copies.
+pub fn matmul_t(
+    (a, a_t): (&[f32], bool),
+    (b, b_t): (&[f32], bool),
+    m: usize,
+    k: usize,
+    n: usize,
+    fused: bool,
+) -> Vec<f32> {
     assert_eq!(
         a.len(),
         m * k,
@@ -24,21 +38,21 @@ pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, fused: bool) -
         b.len()
     );
     let mut c = vec![0f32; m * n];
-    matmul_into(a, b, &mut c, m, k, n, fused);
+    matmul_into((a, a_t), (b, b_t), &mut c, (m, k, n), fused, true);
     c
 }
 
-/// `matmul` written into `c` (`[m, n]`, holding `+0.0` everywhere, as `vec![0.0; m * n]`
-/// gives: the tiles load their accumulators from it), the same bits. For callers that run many
-/// products into one zeroed buffer (`bmm`, one batch element each).
+/// `matmul_t` written into `c` (`[m, n]`, holding `+0.0` everywhere, as `vec![0.0; m * n]`
+/// gives: the tiles load their accumulators from it), the same bits. `threads`: whether to
+/// split the work over the thread pool (`bmm` runs its batch elements on the threads instead,
+/// each product on one). Only speed depends on it.
 pub(crate) fn matmul_into(
-    a: &[f32],
-    b: &[f32],
+    (a, a_t): (&[f32], bool),
+    (b, b_t): (&[f32], bool),
     c: &mut [f32],
-    m: usize,
-    k: usize,
-    n: usize,
+    (m, k, n): (usize, usize, usize),
     fused: bool,
+    threads: bool,
 ) {
     assert!(
         a.len() == m * k && b.len() == k * n && c.len() == m * n,
@@ -47,15 +61,29 @@ pub(crate) fn matmul_into(
     if n == 0 || m == 0 {
         return;
     }
-    let (cols, b_dirty) = col_exponents(b, n);
+    // b's columns are the rows of its transposed storage.
+    let (cols, b_dirty) = if b_t {
+        row_exponents(b, n, k, threads)
+    } else {
+        col_exponents(b, n, threads)
+    };
     let b = &*flushed_if(b_dirty, b);
-    let (row_exp, a_dirty) = row_exponents(a, m, k);
+    // a's rows are the columns of its transposed storage; the tiles' packing reads either.
+    let (row_exp, a_dirty) = if a_t {
+        col_exponents(a, m, threads)
+    } else {
+        row_exponents(a, m, k, threads)
+    };
     let a = &*flushed_if(a_dirty, a);
     let job = Job {
         a,
+        a_t,
+        m,
         row_exp: &row_exp,
         k,
         n,
+        b_t,
+        threads,
         safe: SafeTiles {
             cols: &cols,
             threshold: if fused { SAFE_FUSED } else { SAFE_UNFUSED },
@@ -95,11 +123,53 @@ fn exponent(v: f32) -> (u32, bool) {
 }
 
 /// Per row of `a` `[rows, k]`: the smallest biased exponent of a value that survives `flush`
-/// (`NO_VALUE` when none), and whether any value needs flushing. Plain loops (no iterator
+/// (`NO_VALUE` when none), and whether any value needs flushing (threads over blocks of rows).
+fn row_exponents(a: &[f32], rows: usize, k: usize, threads: bool) -> (Vec<u32>, bool) {
+    const BLOCK: usize = 32;
+    let mut out = vec![NO_VALUE; rows];
+    if k == 0 {
+        return (out, false);
+    }
+    let scan = |(i, o): (usize, &mut [u32])| {
+        let r0 = i * BLOCK;
+        row_exponents_dispatch(&a[r0 * k..(r0 + o.len()) * k], k, o)
+    };
+    let dirty = if threads {
+        out.par_chunks_mut(BLOCK)
+            .enumerate()
+            .map(scan)
+            .reduce(|| false, |x, y| x | y)
+    } else {
+        out.chunks_mut(BLOCK)
+            .enumerate()
+            .map(scan)
+            .fold(false, |x, y| x | y)
+    };
+    (out, dirty)
+}
+
+fn row_exponents_dispatch(a: &[f32], k: usize, out: &mut [u32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports the feature `row_exponents_avx2` is compiled for.
+        #[allow(unsafe_code)]
+        unsafe {
+            return row_exponents_avx2(a, k, out);
+        }
+    }
+    row_exponents_block(a, k, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn row_exponents_avx2(a: &[f32], k: usize, out: &mut [u32]) -> bool {
+    row_exponents_block(a, k, out)
+}
+
+/// `row_exponents` of the rows `a` holds (`out.len()` rows of `k`). Plain loops (no iterator
 /// closures) so that the scan is compiled with the caller's vector width.
 #[inline(always)]
-fn row_exponents(a: &[f32], rows: usize, k: usize) -> (Vec<u32>, bool) {
-    let mut out = vec![NO_VALUE; rows];
+fn row_exponents_block(a: &[f32], k: usize, out: &mut [u32]) -> bool {
     let mut dirty = false;
     for (r, o) in out.iter_mut().enumerate() {
         let (mut min, mut d) = (NO_VALUE, false);
@@ -111,24 +181,29 @@ fn row_exponents(a: &[f32], rows: usize, k: usize) -> (Vec<u32>, bool) {
         *o = min;
         dirty |= d;
     }
-    (out, dirty)
+    dirty
 }
 
 /// Per column of `b` `[k, n]`, as `row_exponents` (threads over blocks of rows; `min` is exact,
 /// so the combination order does not matter).
-fn col_exponents(b: &[f32], n: usize) -> (Vec<u32>, bool) {
+fn col_exponents(b: &[f32], n: usize, threads: bool) -> (Vec<u32>, bool) {
     const BLOCK: usize = 64;
-    b.par_chunks(BLOCK * n)
-        .map(|rows| col_exponents_dispatch(rows, n))
-        .reduce(
-            || (vec![NO_VALUE; n], false),
-            |(mut x, dx), (y, dy)| {
-                for (a, b) in x.iter_mut().zip(y) {
-                    *a = (*a).min(b);
-                }
-                (x, dx | dy)
-            },
-        )
+    let merge = |(mut x, dx): (Vec<u32>, bool), (y, dy): (Vec<u32>, bool)| {
+        for (a, b) in x.iter_mut().zip(y) {
+            *a = (*a).min(b);
+        }
+        (x, dx | dy)
+    };
+    let none = || (vec![NO_VALUE; n], false);
+    if threads {
+        b.par_chunks(BLOCK * n)
+            .map(|rows| col_exponents_dispatch(rows, n))
+            .reduce(none, merge)
+    } else {
+        b.chunks(BLOCK * n)
+            .map(|rows| col_exponents_dispatch(rows, n))
+            .fold(none(), merge)
+    }
 }
 
 fn col_exponents_dispatch(rows: &[f32], n: usize) -> (Vec<u32>, bool) {
@@ -267,12 +342,20 @@ const NC: usize = 256;
 /// Output rows per parallel task (a multiple of every register tile's row count: 4, 6, 8).
 const ROWS: usize = 24;
 
-/// One product: flushed `a` `[m, k]`, the row exponents, and the tile test.
+/// One product: flushed `a` and how it is stored, the row exponents, how `b` is stored, and
+/// the tile test.
 struct Job<'a> {
+    /// Flushed `a`: `[m, k]` row-major, or (`a_t`) its transpose's storage `[k, m]`.
     a: &'a [f32],
+    a_t: bool,
+    m: usize,
     row_exp: &'a [u32],
     k: usize,
     n: usize,
+    /// `b` is stored transposed (`[n, k]`): the packing reads it in place.
+    b_t: bool,
+    /// Whether to split the work over the thread pool.
+    threads: bool,
     safe: SafeTiles<'a>,
 }
 
@@ -291,7 +374,7 @@ struct Panel {
 impl Panel {
     fn pack(
         b: &[f32],
-        n: usize,
+        (b_t, k, n): (bool, usize, usize),
         (p0, kc): (usize, usize),
         (j0, nc): (usize, usize),
         w: usize,
@@ -301,9 +384,19 @@ impl Panel {
         for (s, strip) in data.chunks_exact_mut(kc * w).enumerate() {
             let c0 = j0 + s * w;
             let width = w.min(j0 + nc - c0);
-            for (p, dst) in strip.chunks_exact_mut(w).enumerate() {
-                let src = (p0 + p) * n + c0;
-                dst[..width].copy_from_slice(&b[src..src + width]);
+            if b_t {
+                // b stored [n, k]: column c of b is the contiguous row c of the storage.
+                for c in 0..width {
+                    let src = &b[(c0 + c) * k + p0..(c0 + c) * k + p0 + kc];
+                    for (p, &v) in src.iter().enumerate() {
+                        strip[p * w + c] = v;
+                    }
+                }
+            } else {
+                for (p, dst) in strip.chunks_exact_mut(w).enumerate() {
+                    let src = (p0 + p) * n + c0;
+                    dst[..width].copy_from_slice(&b[src..src + width]);
+                }
             }
         }
         Panel {
@@ -365,18 +458,26 @@ fn panels(
             list.push(((p0, KC.min(k - p0)), (j0, NC.min(n - j0))));
         }
     }
-    let packed: Vec<Panel> = list
-        .into_par_iter()
-        .map(|(ks, js)| Panel::pack(b, n, ks, js, w))
-        .collect();
-    let rows = rows_per_task(c.len() / n.max(1));
-    c.par_chunks_mut(n * rows)
-        .enumerate()
-        .for_each(|(blk, out)| {
-            for panel in &packed {
-                run(panel, out, blk * rows);
-            }
-        });
+    let pack = |(ks, js)| Panel::pack(b, (job.b_t, k, n), ks, js, w);
+    let rows_of_c = c.len() / n.max(1);
+    let task = |(blk, out): (usize, &mut [f32]), packed: &[Panel], rows: usize| {
+        for panel in packed {
+            run(panel, out, blk * rows);
+        }
+    };
+    if job.threads {
+        let packed: Vec<Panel> = list.into_par_iter().map(pack).collect();
+        let rows = rows_per_task(rows_of_c);
+        c.par_chunks_mut(n * rows)
+            .enumerate()
+            .for_each(|x| task(x, &packed, rows));
+    } else {
+        let packed: Vec<Panel> = list.into_iter().map(pack).collect();
+        let rows = rows_of_c.div_ceil(ROWS).max(1) * ROWS;
+        c.chunks_mut(n * rows)
+            .enumerate()
+            .for_each(|x| task(x, &packed, rows));
+    }
 }
 
 /// Rows per parallel task for `m` output rows: about two tasks per thread, a multiple of `ROWS`
@@ -387,7 +488,7 @@ fn rows_per_task(m: usize) -> usize {
 }
 
 /// Rows `r0..` of `out` (`[rows, n]`, holding each output's accumulator so far) over one
-/// panel, in `R x W` register tiles (rows past the end read a zero row and are not stored):
+/// panel, in `R x W` register tiles: the rows' k block of `a` packed first (`pack_a`), then
 /// strips outer (one strip, `KC x W`, stays in L1 across the row groups), row groups inner.
 #[inline(always)]
 fn rows_block<const FUSED: bool, const R: usize, const W: usize>(
@@ -397,42 +498,65 @@ fn rows_block<const FUSED: bool, const R: usize, const W: usize>(
     r0: usize,
 ) {
     debug_assert_eq!(W, panel.w);
-    let (k, n) = (job.k, job.n);
+    let n = job.n;
     let rows = out.len() / n;
-    let zeros = vec![0f32; panel.kc];
+    let kc = panel.kc;
+    let packed = pack_a::<R>(job, r0, rows, panel.p0, kc);
     let strips = panel.nc.div_ceil(W);
     for s in 0..strips {
-        let strip: &[f32] = &panel.data[s * panel.kc * W..(s + 1) * panel.kc * W];
+        let strip: &[f32] = &panel.data[s * kc * W..(s + 1) * kc * W];
         let c0 = panel.j0 + s * W;
         let width = W.min(panel.j0 + panel.nc - c0);
         let mut g = 0;
         while g < rows {
             let live = R.min(rows - g);
-            let arows: [&[f32]; R] = std::array::from_fn(|r| {
-                if r < live {
-                    let row = r0 + g + r;
-                    &job.a[row * k + panel.p0..row * k + panel.p0 + panel.kc]
-                } else {
-                    &zeros[..]
-                }
-            });
+            let group = &packed[(g / R) * kc * R..(g / R + 1) * kc * R];
             let re = &job.row_exp[r0 + g..r0 + g + live];
             let tile_out = &mut out[g * n..];
             if job.safe.skip_flush(re, c0..c0 + width) {
-                tile::<FUSED, false, R, W>(&arows, strip, tile_out, n, c0, (live, width));
+                tile::<FUSED, false, R, W>(group, strip, tile_out, n, c0, (live, width));
             } else {
-                tile::<FUSED, true, R, W>(&arows, strip, tile_out, n, c0, (live, width));
+                tile::<FUSED, true, R, W>(group, strip, tile_out, n, c0, (live, width));
             }
             g += R;
         }
     }
 }
 
+/// Rows `r0..r0 + rows` of `a`, steps `p0..p0 + kc`, packed in groups of `R` rows: group `g`
+/// holds, for each step `p`, the `R` values `a[r0 + g*R + r, p0 + p]` contiguously (zeros for
+/// rows past the end, whose outputs are computed and never stored) — exact copies, read from
+/// either layout of `a`.
+#[inline(always)]
+fn pack_a<const R: usize>(job: &Job, r0: usize, rows: usize, p0: usize, kc: usize) -> Vec<f32> {
+    let groups = rows.div_ceil(R);
+    let mut packed = vec![0f32; groups * kc * R];
+    for (g, dst) in packed.chunks_exact_mut(kc * R).enumerate() {
+        let live = R.min(rows - g * R);
+        let first = r0 + g * R;
+        if job.a_t {
+            // a stored [k, m]: step p's values of consecutive rows are contiguous.
+            for (p, d) in dst.chunks_exact_mut(R).enumerate() {
+                let at = (p0 + p) * job.m + first;
+                d[..live].copy_from_slice(&job.a[at..at + live]);
+            }
+        } else {
+            for r in 0..live {
+                let row = &job.a[(first + r) * job.k + p0..(first + r) * job.k + p0 + kc];
+                for (p, &v) in row.iter().enumerate() {
+                    dst[p * R + r] = v;
+                }
+            }
+        }
+    }
+    packed
+}
+
 /// One `R x W` tile: accumulators loaded from `out` (rows `0..live`, columns `c0..c0 + width`;
 /// the padding starts at zero), `kc` steps in order over the packed strip, stored back.
 #[inline(always)]
 fn tile<const FUSED: bool, const FLUSH: bool, const R: usize, const W: usize>(
-    arows: &[&[f32]; R],
+    group: &[f32],
     strip: &[f32],
     out: &mut [f32],
     n: usize,
@@ -440,18 +564,25 @@ fn tile<const FUSED: bool, const FLUSH: bool, const R: usize, const W: usize>(
     (live, width): (usize, usize),
 ) {
     // Whole-array moves with constant indices only, so the accumulators live in registers.
+    // A full-width row moves as one `[f32; W]` (vector moves, no `memcpy` call per row).
     let mut acc = [[0f32; W]; R];
     for (r, a) in acc.iter_mut().enumerate() {
         if r < live {
-            let mut row = [0f32; W];
-            row[..width].copy_from_slice(&out[r * n + c0..r * n + c0 + width]);
-            *a = row;
+            let src = &out[r * n + c0..r * n + c0 + width];
+            if let Ok(full) = <&[f32; W]>::try_from(src) {
+                *a = *full;
+            } else {
+                let mut row = [0f32; W];
+                row[..width].copy_from_slice(src);
+                *a = row;
+            }
         }
     }
-    for (p, bw) in strip.chunks_exact(W).enumerate() {
+    for (bw, aw) in strip.chunks_exact(W).zip(group.chunks_exact(R)) {
         let bw: &[f32; W] = bw.try_into().expect("W columns");
+        let aw: &[f32; R] = aw.try_into().expect("R rows");
         for r in 0..R {
-            let av = arows[r][p];
+            let av = aw[r];
             for j in 0..W {
                 acc[r][j] = mad::<FUSED, FLUSH>(av, bw[j], acc[r][j]);
             }
@@ -459,8 +590,13 @@ fn tile<const FUSED: bool, const FLUSH: bool, const R: usize, const W: usize>(
     }
     for (r, a) in acc.iter().enumerate() {
         if r < live {
-            let row = *a;
-            out[r * n + c0..r * n + c0 + width].copy_from_slice(&row[..width]);
+            let dst = &mut out[r * n + c0..r * n + c0 + width];
+            if let Ok(full) = <&mut [f32; W]>::try_from(&mut *dst) {
+                *full = *a;
+            } else {
+                let row = *a;
+                dst.copy_from_slice(&row[..width]);
+            }
         }
     }
 }
@@ -648,15 +784,19 @@ mod tests {
                     } else {
                         matmul_reference(&a, &b, m, k, n)
                     };
-                    let (cols, _) = col_exponents(&b, n);
+                    let (cols, _) = col_exponents(&b, n, true);
                     let b = crate::arith::flush_all(&b);
                     let a = crate::arith::flush_all(&a);
-                    let (row_exp, _) = row_exponents(&a, m, k);
+                    let (row_exp, _) = row_exponents(&a, m, k, true);
                     let job = Job {
                         a: &a,
+                        a_t: false,
+                        m,
                         row_exp: &row_exp,
                         k,
                         n,
+                        b_t: false,
+                        threads: true,
                         safe: SafeTiles {
                             cols: &cols,
                             threshold: if fused { SAFE_FUSED } else { SAFE_UNFUSED },
@@ -700,6 +840,56 @@ mod tests {
                             bad, None,
                             "{name} {m}x{k}x{n} tiny={tiny} fused={fused}: first mismatch at {bad:?}"
                         );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Transposed operands read in place (`matmul_t`: `b` in the packing, `a` by one
+    /// transpose) and the one-thread path `bmm` takes give the reference loop's bits, in both
+    /// profiles, on ordinary and underflowing inputs.
+    #[test]
+    fn transposed_operands_and_the_one_thread_path_give_the_reference_bits() {
+        // [rows, cols] -> [cols, rows], plain loops.
+        let t = |x: &[f32], rows: usize, cols: usize| {
+            let mut y = vec![0f32; rows * cols];
+            for r in 0..rows {
+                for c in 0..cols {
+                    y[c * rows + r] = x[r * cols + c];
+                }
+            }
+            y
+        };
+        for (m, k, n) in [
+            (1, 1, 1),
+            (7, 33, 5),
+            (33, 300, 40),
+            (50, 257, 19),
+            (4, 1, 600),
+        ] {
+            for tiny in [false, true] {
+                let (a, b) = if tiny {
+                    underflowing(m, k, n)
+                } else {
+                    (seeded(m * k, "a"), seeded(k * n, "b"))
+                };
+                let (at, bt) = (t(&a, m, k), t(&b, k, n));
+                for fused in [false, true] {
+                    let want = matmul_reference_in(&a, &b, m, k, n, fused);
+                    for (a_t, b_t) in [(false, false), (true, false), (false, true), (true, true)] {
+                        let x = if a_t { &at } else { &a };
+                        let y = if b_t { &bt } else { &b };
+                        let got = matmul_t((x, a_t), (y, b_t), m, k, n, fused);
+                        let bad = first_mismatch(&got, &want);
+                        assert_eq!(
+                            bad, None,
+                            "{m}x{k}x{n} t=({a_t},{b_t}) fused={fused}: {bad:?}"
+                        );
+                        let mut one = vec![0f32; m * n];
+                        matmul_into((x, a_t), (y, b_t), &mut one, (m, k, n), fused, false);
+                        let bad = first_mismatch(&one, &want);
+                        assert_eq!(bad, None, "one thread {m}x{k}x{n} t=({a_t},{b_t}): {bad:?}");
                     }
                 }
             }

@@ -4,7 +4,7 @@
 
 use super::{MatmulOps, cpu, gpu};
 use crate::seam::cube::{ONE, accumulate_in_blocks, empty, f32_only, grid};
-use crate::seam::host::{cpu_backends, dims2, read, upload};
+use crate::seam::host::{cpu_backends, dims2, read_mat, upload};
 use burn::backend::{Cube, Shape, TensorMetadata, tensor::FloatTensor};
 use burn_cubecl::kernel::untile;
 use burn_cubecl::tensor::CubeTensor;
@@ -14,10 +14,11 @@ cpu_backends! {
     impl MatmulOps {
         fn det_matmul(a: FloatTensor<Self>, b: FloatTensor<Self>, fused: bool) -> FloatTensor<Self> {
             let device = a.device();
-            let ((av, sa), (bv, sb)) = (read::<Self>(a), read::<Self>(b));
+            // Transposed views (the backward's) are read in place.
+            let ((av, sa, at), (bv, sb, bt)) = (read_mat::<Self>(a), read_mat::<Self>(b));
             let ((m, k), (k2, n)) = (dims2(&sa, "det_matmul"), dims2(&sb, "det_matmul"));
             assert_eq!(k, k2, "det_matmul: inner dims differ: {sa:?} x {sb:?}");
-            let out = cpu::matmul(&av, &bv, m, k, n, fused);
+            let out = cpu::matmul_t((&av, at), (&bv, bt), m, k, n, fused);
             upload::<Self>(out, Shape::new([m, n]), &device)
         }
     }

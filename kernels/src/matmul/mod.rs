@@ -12,8 +12,9 @@
 //!
 //! - CPU (`cpu.rs`), blocked like BLIS but never along the order: for each panel of 256
 //!   columns and each block of 256 consecutive k steps (in order), the panel of `b` is packed
-//!   once into strips as wide as a register tile; threads then take blocks of 24 rows and run
-//!   register tiles of `R x W` outputs over it (AVX-512: 8x32, AVX2: 6x16, portable: 4x8; 8 or 6
+//!   once into strips as wide as a register tile; threads then take blocks of rows (multiples
+//!   of 24), pack those rows' k block of `a` in groups as tall as a register tile, and run
+//!   register tiles of `R x W` outputs over both (AVX-512: 8x32, AVX2: 6x16, portable: 4x8; 8 or 6
 //!   rows x 8 when `n <= 8`, as a convolution's few output channels; row
 //!   and column tails run the same tile over zero padding that is never stored). A tile loads its
 //!   accumulators from the output, adds its k block's terms in order and stores them: between
@@ -24,7 +25,9 @@
 //!   columns of `b` prove that no product or partial sum can come near the subnormal range
 //!   (`cpu::SAFE_UNFUSED`, `cpu::SAFE_FUSED`): then the plain loop gives the flushed loop's bits.
 //!   `fma` runs `f32::mul_add`: one `vfmadd` where the CPU has FMA3 (the tiles are compiled for
-//!   it), a correctly rounded software `fmaf` elsewhere (slow, same bits).
+//!   it), a correctly rounded software `fmaf` elsewhere (slow, same bits). Transposed views
+//!   (the backward's `Bᵀ` and `Aᵀ`, the tied LM head's `wteᵀ`) are read in place by the
+//!   two packings (exact copies: no arithmetic).
 //! - GPU (`gpu.rs`): when both output dims are at least 32, the tiled kernel: a cube of 16 x 16
 //!   units computes a 64 x 64 block of outputs, each unit a 4 x 4 register tile; k advances 16
 //!   steps at a time through shared-memory panels of `a` and `b` loaded by the whole cube, and

@@ -28,6 +28,8 @@ fn host<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
 /// one (no copy), otherwise a contiguous copy.
 pub(crate) struct Held<B: HostRead> {
     tensor: Option<FloatTensor<B>>,
+    /// `tensor` is held through `HostRead::view_t` (a transposed view, `read_mat`).
+    transposed: bool,
     copy: Vec<f32>,
 }
 
@@ -35,6 +37,7 @@ impl<B: HostRead> std::ops::Deref for Held<B> {
     type Target = [f32];
     fn deref(&self) -> &[f32] {
         match &self.tensor {
+            Some(t) if self.transposed => B::view_t(t).expect("checked when held"),
             Some(t) => B::view(t).expect("checked when held"),
             None => &self.copy,
         }
@@ -45,6 +48,10 @@ impl<B: HostRead> std::ops::Deref for Held<B> {
 pub(crate) trait HostRead: Backend {
     /// The storage as row-major f32, when it is exactly that.
     fn view(t: &FloatTensor<Self>) -> Option<&[f32]>;
+
+    /// When the tensor (rank >= 2) is a row-major tensor with its last two dims swapped, that
+    /// tensor's storage (`[.., c, r]` row-major for a `[.., r, c]` view).
+    fn view_t(t: &FloatTensor<Self>) -> Option<&[f32]>;
 
     /// A row-major copy (any layout).
     fn copy(t: FloatTensor<Self>) -> Vec<f32> {
@@ -58,20 +65,65 @@ pub(crate) fn read<B: HostRead>(t: FloatTensor<B>) -> (Held<B>, Shape) {
     let held = if B::view(&t).is_some() {
         Held {
             tensor: Some(t),
+            transposed: false,
             copy: Vec::new(),
         }
     } else {
         Held {
             tensor: None,
+            transposed: false,
             copy: B::copy(t),
         }
     };
     (held, shape)
 }
 
+/// A matrix operand `[.., r, c]` for the products (`matmul_t`, `bmm_t`): its row-major values
+/// (`false`), or — when it is a transposed view of a row-major tensor — that tensor's storage
+/// `[.., c, r]` (`true`), read in place. Otherwise a row-major copy.
+pub(crate) fn read_mat<B: HostRead>(t: FloatTensor<B>) -> (Held<B>, Shape, bool) {
+    if B::view(&t).is_none() && B::view_t(&t).is_some() {
+        let shape = t.shape();
+        let held = Held {
+            tensor: Some(t),
+            transposed: true,
+            copy: Vec::new(),
+        };
+        return (held, shape, true);
+    }
+    let (held, shape) = read(t);
+    (held, shape, false)
+}
+
 impl HostRead for Flex {
     fn view(t: &FloatTensor<Self>) -> Option<&[f32]> {
         t.as_slice::<f32>()
+    }
+
+    fn view_t(t: &FloatTensor<Self>) -> Option<&[f32]> {
+        if t.dtype() != burn::tensor::DType::F32 {
+            return None;
+        }
+        let layout = t.layout();
+        let (dims, strides) = (layout.shape(), layout.strides());
+        let d = dims.num_dims();
+        if d < 2 {
+            return None;
+        }
+        let (r, c) = (dims[d - 2], dims[d - 1]);
+        // The swapped matrix dims, then the outer dims row-major over r*c blocks.
+        let mut want = (r * c) as isize;
+        let outer_ok = (0..d - 2).rev().all(|i| {
+            let ok = dims[i] == 1 || strides[i] == want;
+            want *= dims[i] as isize;
+            ok
+        });
+        let inner_ok = (r == 1 || strides[d - 2] == 1) && (c == 1 || strides[d - 1] == r as isize);
+        if !(outer_ok && inner_ok) {
+            return None;
+        }
+        let start = layout.start_offset();
+        t.storage::<f32>().get(start..start + layout.num_elements())
     }
 }
 
@@ -82,6 +134,21 @@ impl HostRead for NdArray {
     fn view(t: &FloatTensor<Self>) -> Option<&[f32]> {
         match t {
             burn::backend::ndarray::NdArrayTensor::F32(storage) => storage.view().to_slice(),
+            _ => None,
+        }
+    }
+
+    fn view_t(t: &FloatTensor<Self>) -> Option<&[f32]> {
+        match t {
+            burn::backend::ndarray::NdArrayTensor::F32(storage) => {
+                let mut v = storage.view();
+                let d = v.ndim();
+                if d < 2 {
+                    return None;
+                }
+                v.swap_axes(d - 2, d - 1);
+                v.to_slice()
+            }
             _ => None,
         }
     }

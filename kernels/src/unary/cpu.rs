@@ -5,12 +5,121 @@
 //! casts — all exact or correctly rounded, never contracted into FMA by rustc). On x86-64 with
 //! AVX2 the loop is compiled a second time with AVX2 enabled, so `floor` becomes one instruction
 //! and the branch-free parts vectorise; the results are the same bits.
+//!
+//! GELU and its derivative skip the subnormal flushes on a block of `SAFE_BLOCK` elements when
+//! every element is `±0`, NaN or at least `GELU_SAFE_MIN` (2^-20) in magnitude (`gelu_safe`):
+//! then no intermediate of `arith::gelu_fixed` / `gelu_grad_fixed` is ever subnormal or
+//! `±MIN_POSITIVE` — `z = min(|x|, 10)/sqrt2` is 0 or at least 2^-21, `z*z` at least 2^-42, the
+//! erfc polynomial's terms O(1), `exp(-z*z)` at least e^-50 (its reduced argument an exact
+//! difference of f32s: zero or at least 2^-48), `erfc` at least 2^-77, `x * phi(x)` at least
+//! 2^-96, and a sum of two values of magnitude at least 2^-100 is zero or at least 2^-123 — so
+//! every `flush` there is the identity, and the flush-free twins (`gelu_nf`, `gelu_grad_nf`:
+//! the same operations in the same order, without `flush`) give the same bits. Checked on every
+//! f32 in that set (`cargo test --release -p lockstep-kernels -- --ignored
+//! gelu_without_flushes_is_exact_on_every_f32`, about seven minutes) and on a sample of them in
+//! the ordinary tests. Other blocks take the flushed functions.
 
 use crate::arith::{
-    Unary, exp_fixed, gelu_fixed, gelu_grad_fixed, log_fixed, recip_fixed, sigmoid_fixed,
-    tanh_fixed,
+    EP0, EP1, EP2, EP3, EP4, EP5, ERF_A1, ERF_A2, ERF_A3, ERF_A4, ERF_A5, ERF_P, EXP_HI, EXP_LO,
+    INV_SQRT_2PI, INV_SQRT2, LN2_LO, LOG2E, NEG_LN2_HI, Unary, exp_fixed, gelu_fixed,
+    gelu_grad_fixed, log_fixed, recip_fixed, sigmoid_fixed, tanh_fixed,
 };
 use rayon::prelude::*;
+
+/// The smallest nonzero magnitude for which GELU's flushes are all the identity (module doc).
+pub const GELU_SAFE_MIN: f32 = 1.0 / 1_048_576.0; // 2^-20
+
+/// Elements per safety decision (a block is checked, then computed with or without flushes).
+const SAFE_BLOCK: usize = 256;
+
+/// Whether `x` lies where GELU's flushes are all the identity: `±0`, NaN, or `|x| >= 2^-20`.
+#[inline(always)]
+pub fn gelu_safe(x: f32) -> bool {
+    let mag = x.to_bits() & 0x7fff_ffff;
+    mag == 0 || mag >= GELU_SAFE_MIN.to_bits()
+}
+
+/// `arith::exp_fixed` without its flushes (inputs here are in [-50, 0] or NaN).
+#[inline(always)]
+fn exp_nf(x: f32) -> f32 {
+    let xc = if x < EXP_LO { EXP_LO } else { x };
+    let xc = if xc > EXP_HI { EXP_HI } else { xc };
+    let n = (xc * LOG2E + 0.5).floor();
+    let r = n * NEG_LN2_HI + xc;
+    let r = n * LN2_LO + r;
+    let z = r * r;
+    let mut p = EP0 * r + EP1;
+    p = p * r + EP2;
+    p = p * r + EP3;
+    p = p * r + EP4;
+    p = p * r + EP5;
+    let y = (p * z + r) + 1.0;
+    let two_n = f32::from_bits(((n + 127.0) as u32) << 23);
+    if x.is_nan() { x } else { y * two_n }
+}
+
+/// `arith`'s `gauss_tail` without its flushes.
+#[inline(always)]
+#[allow(clippy::assign_op_pattern)] // written out to mirror `arith::gauss_tail` op for op
+fn gauss_tail_nf(x: f32) -> (f32, f32) {
+    let ax = if x < 0.0 { -x } else { x };
+    let ax = if ax > 10.0 { 10.0 } else { ax };
+    let z = ax * INV_SQRT2;
+    let t = recip_fixed(ERF_P * z + 1.0);
+    let mut p = ERF_A5;
+    p = p * t + ERF_A4;
+    p = p * t + ERF_A3;
+    p = p * t + ERF_A2;
+    p = p * t + ERF_A1;
+    p = p * t;
+    let e = exp_nf(-(z * z));
+    (p * e, e)
+}
+
+#[inline(always)]
+fn phi_cdf_nf(x: f32, q: f32) -> f32 {
+    let h = 0.5 * q;
+    if x < 0.0 { h } else { 1.0 - h }
+}
+
+/// `gelu_fixed` for a `gelu_safe` input, without flushes: the same bits (module doc).
+#[inline(always)]
+pub fn gelu_nf(x: f32) -> f32 {
+    let (q, _) = gauss_tail_nf(x);
+    x * phi_cdf_nf(x, q)
+}
+
+/// `gelu_grad_fixed` for a `gelu_safe` input, without flushes: the same bits (module doc).
+#[inline(always)]
+pub fn gelu_grad_nf(x: f32) -> f32 {
+    let (q, e) = gauss_tail_nf(x);
+    x * (e * INV_SQRT_2PI) + phi_cdf_nf(x, q)
+}
+
+/// GELU (`grad`: its derivative) over a chunk: blocks of `SAFE_BLOCK` whose elements are all
+/// `gelu_safe` run the flush-free twin, others the flushed function. Plain loops, so the AVX2
+/// copy vectorises every part.
+#[inline(always)]
+fn gelu_chunk(i: &[f32], o: &mut [f32], grad: bool) {
+    for (xs, ys) in i.chunks(SAFE_BLOCK).zip(o.chunks_mut(SAFE_BLOCK)) {
+        let mut safe = true;
+        for &x in xs {
+            safe &= gelu_safe(x);
+        }
+        match (safe, grad) {
+            (true, false) => ys.iter_mut().zip(xs).for_each(|(y, &x)| *y = gelu_nf(x)),
+            (true, true) => ys
+                .iter_mut()
+                .zip(xs)
+                .for_each(|(y, &x)| *y = gelu_grad_nf(x)),
+            (false, false) => ys.iter_mut().zip(xs).for_each(|(y, &x)| *y = gelu_fixed(x)),
+            (false, true) => ys
+                .iter_mut()
+                .zip(xs)
+                .for_each(|(y, &x)| *y = gelu_grad_fixed(x)),
+        }
+    }
+}
 
 /// Elements per thread task.
 const CHUNK: usize = 1 << 14;
@@ -24,11 +133,8 @@ macro_rules! map_loop {
             Unary::Log => $o.iter_mut().zip($i).for_each(|(y, &x)| *y = log_fixed(x)),
             Unary::Sigmoid => $o.iter_mut().zip($i).for_each(|(y, &x)| *y = sigmoid_fixed(x)),
             Unary::Tanh => $o.iter_mut().zip($i).for_each(|(y, &x)| *y = tanh_fixed(x)),
-            Unary::Gelu => $o.iter_mut().zip($i).for_each(|(y, &x)| *y = gelu_fixed(x)),
-            Unary::GeluGrad => $o
-                .iter_mut()
-                .zip($i)
-                .for_each(|(y, &x)| *y = gelu_grad_fixed(x)),
+            Unary::Gelu => gelu_chunk($i, $o, false),
+            Unary::GeluGrad => gelu_chunk($i, $o, true),
             Unary::Recip => $o.iter_mut().zip($i).for_each(|(y, &x)| *y = recip_fixed(x)),
         }
     };
@@ -69,6 +175,107 @@ pub fn map(x: &[f32], op: Unary) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `gelu_nf` / `gelu_grad_nf` against the flushed functions on `gelu_safe` inputs whose
+    /// bits are `start, start + step, ...` (every one of them when `step` is 1).
+    fn flush_free_gelu_mismatches(start: u32, step: u32) -> Vec<(u32, &'static str)> {
+        // every tested pattern, counted: the loop must not be empty
+        let tested = std::sync::atomic::AtomicU64::new(0);
+        let bad = std::sync::Mutex::new(Vec::new());
+        let count = (u64::from(u32::MAX - start)) / u64::from(step) + 1;
+        (0..count).into_par_iter().for_each(|i| {
+            let bits = (u64::from(start) + i * u64::from(step)) as u32;
+            let x = f32::from_bits(bits);
+            if !gelu_safe(x) {
+                return;
+            }
+            tested.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if gelu_nf(x).to_bits() != gelu_fixed(x).to_bits() {
+                bad.lock()
+                    .expect("no test thread panics holding it")
+                    .push((bits, "gelu"));
+            }
+            if gelu_grad_nf(x).to_bits() != gelu_grad_fixed(x).to_bits() {
+                bad.lock()
+                    .expect("no test thread panics holding it")
+                    .push((bits, "gelu_grad"));
+            }
+        });
+        let tested = tested.into_inner();
+        let all = u64::from(u32::MAX - start) / u64::from(step) + 1;
+        // the safe set is 58% of all patterns (exponents 107..=255, both signs, and the zeros)
+        assert!(
+            tested * 2 > all,
+            "only {tested} of {all} patterns were safe inputs"
+        );
+        bad.into_inner()
+            .expect("no test thread panicked holding it")
+    }
+
+    /// The flush-free GELU twins give the flushed functions' bits on a sample of the safe set
+    /// (every 4099th bit pattern, both signs, all exponents) and on its edges.
+    #[test]
+    fn gelu_without_flushes_is_exact_on_a_sample() {
+        let bad = flush_free_gelu_mismatches(7, 4099);
+        assert!(
+            bad.is_empty(),
+            "first mismatches: {:?}",
+            &bad[..bad.len().min(5)]
+        );
+        for x in [
+            GELU_SAFE_MIN,
+            -GELU_SAFE_MIN,
+            10.0,
+            -10.0,
+            10.000001,
+            -3.0e38,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            0.0,
+            -0.0,
+        ] {
+            assert!(gelu_safe(x));
+            assert_eq!(gelu_nf(x).to_bits(), gelu_fixed(x).to_bits(), "gelu({x})");
+            assert_eq!(
+                gelu_grad_nf(x).to_bits(),
+                gelu_grad_fixed(x).to_bits(),
+                "gelu_grad({x})"
+            );
+        }
+        let below = f32::from_bits(GELU_SAFE_MIN.to_bits() - 1);
+        assert!(!gelu_safe(below) && !gelu_safe(-below) && !gelu_safe(1e-40));
+    }
+
+    /// The same on every f32 (6 min 38 s on two cores): `cargo test --release -p
+    /// lockstep-kernels -- --ignored gelu_without_flushes_is_exact_on_every_f32`.
+    #[test]
+    #[ignore]
+    fn gelu_without_flushes_is_exact_on_every_f32() {
+        let bad = flush_free_gelu_mismatches(0, 1);
+        assert!(
+            bad.is_empty(),
+            "{} mismatches, first: {:?}",
+            bad.len(),
+            &bad[..bad.len().min(5)]
+        );
+    }
+
+    /// A block holding one unsafe element (a subnormal, `2^-21`) takes the flushed path, and its
+    /// safe neighbours still get their bits.
+    #[test]
+    fn gelu_blocks_with_tiny_inputs_take_the_flushed_path() {
+        let mut x: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.013).collect();
+        x[300] = 1e-40;
+        x[301] = 1.0 / 2_097_152.0;
+        x[302] = -f32::MIN_POSITIVE;
+        for op in [Unary::Gelu, Unary::GeluGrad] {
+            let f = op.cpu();
+            for (a, &v) in map(&x, op).iter().zip(&x) {
+                assert_eq!(a.to_bits(), f(v).to_bits(), "{op:?}({v})");
+            }
+        }
+    }
 
     /// The threaded, AVX2-compiled map gives the scalar function's bits on every element.
     #[test]

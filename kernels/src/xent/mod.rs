@@ -14,7 +14,8 @@
 //! ```
 //!
 //! `mad(a, b, c)` = fl(fl(a*b) + c); every read, product, sum and difference is flushed (`fl`,
-//! `arith`'s subnormal rule) on both sides. CPU: threads over rows; GPU: one thread per row.
+//! `arith`'s subnormal rule) on both sides. CPU: threads over blocks of 32 rows (each row's
+//! exponentials computed a block at a time, then summed in order); GPU: one thread per row.
 //! Dividing by the batch size and summing rows happen outside (`reduce::sum_rows`). The
 //! autodiff (`backward.rs`) keeps `logits` and `targets` and runs the backward above; `targets`
 //! get no gradient.

@@ -208,6 +208,7 @@ pub fn train(
     out: &Path,
     opts: &RunOptions,
 ) -> Result<RunSummary, TrainError> {
+    lockstep_kernels::heap::keep_freed_memory();
     let workers = &opts.workers;
     // Every worker checks before rank 0 creates anything (`together` is collective), so no
     // worker mistakes rank 0's new directory for an earlier run.
@@ -380,6 +381,7 @@ fn link_run(found: &Path, out: &Path) -> Result<(), TrainError> {
 
 /// Continue the run in `dir` from its newest checkpoint (or from the start if it has none).
 pub fn resume(dir: &Path, opts_in: &RunOptions) -> Result<RunSummary, TrainError> {
+    lockstep_kernels::heap::keep_freed_memory();
     let workers = &opts_in.workers;
     let ready = (|| {
         let manifest = read_manifest(dir)?;
