@@ -100,23 +100,36 @@ pub fn gelu_grad_nf(x: f32) -> f32 {
 /// `gelu_safe` run the flush-free twin, others the flushed function. Plain loops, so the AVX2
 /// copy vectorises every part.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)]
 fn gelu_chunk(i: &[f32], o: &mut [f32], grad: bool) {
     for (xs, ys) in i.chunks(SAFE_BLOCK).zip(o.chunks_mut(SAFE_BLOCK)) {
         let mut safe = true;
         for &x in xs {
             safe &= gelu_safe(x);
         }
+        // Plain index loops: iterator closures would not be inlined into the AVX2 copy.
+        let n = xs.len();
         match (safe, grad) {
-            (true, false) => ys.iter_mut().zip(xs).for_each(|(y, &x)| *y = gelu_nf(x)),
-            (true, true) => ys
-                .iter_mut()
-                .zip(xs)
-                .for_each(|(y, &x)| *y = gelu_grad_nf(x)),
-            (false, false) => ys.iter_mut().zip(xs).for_each(|(y, &x)| *y = gelu_fixed(x)),
-            (false, true) => ys
-                .iter_mut()
-                .zip(xs)
-                .for_each(|(y, &x)| *y = gelu_grad_fixed(x)),
+            (true, false) => {
+                for j in 0..n {
+                    ys[j] = gelu_nf(xs[j]);
+                }
+            }
+            (true, true) => {
+                for j in 0..n {
+                    ys[j] = gelu_grad_nf(xs[j]);
+                }
+            }
+            (false, false) => {
+                for j in 0..n {
+                    ys[j] = gelu_fixed(xs[j]);
+                }
+            }
+            (false, true) => {
+                for j in 0..n {
+                    ys[j] = gelu_grad_fixed(xs[j]);
+                }
+            }
         }
     }
 }
