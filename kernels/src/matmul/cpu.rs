@@ -394,8 +394,8 @@ impl Panel {
                 }
             } else {
                 for (p, dst) in strip.chunks_exact_mut(w).enumerate() {
-                    let src = (p0 + p) * n + c0;
-                    dst[..width].copy_from_slice(&b[src..src + width]);
+                    let src = &b[(p0 + p) * n + c0..(p0 + p) * n + c0 + width];
+                    copy_row(dst, src);
                 }
             }
         }
@@ -407,6 +407,24 @@ impl Panel {
             nc,
             w,
         }
+    }
+}
+
+/// `dst[..src.len()] = src`, as fixed-size moves for the strip widths (a `memcpy` call per
+/// 8-32 floats costs more than the copy).
+#[inline(always)]
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    fn fixed<const N: usize>(dst: &mut [f32], src: &[f32]) -> bool {
+        match (<&mut [f32; N]>::try_from(dst), <&[f32; N]>::try_from(src)) {
+            (Ok(d), Ok(s)) => {
+                *d = *s;
+                true
+            }
+            _ => false,
+        }
+    }
+    if !(fixed::<8>(dst, src) || fixed::<16>(dst, src) || fixed::<32>(dst, src)) {
+        dst[..src.len()].copy_from_slice(src);
     }
 }
 
@@ -538,7 +556,16 @@ fn pack_a<const R: usize>(job: &Job, r0: usize, rows: usize, p0: usize, kc: usiz
             // a stored [k, m]: step p's values of consecutive rows are contiguous.
             for (p, d) in dst.chunks_exact_mut(R).enumerate() {
                 let at = (p0 + p) * job.m + first;
-                d[..live].copy_from_slice(&job.a[at..at + live]);
+                let src = &job.a[at..at + live];
+                // A full group moves as one `[f32; R]` (no `memcpy` call per step).
+                if let (Ok(d), Ok(src)) = (
+                    <&mut [f32; R]>::try_from(&mut *d),
+                    <&[f32; R]>::try_from(src),
+                ) {
+                    *d = *src;
+                } else {
+                    d[..live].copy_from_slice(src);
+                }
             }
         } else {
             for r in 0..live {

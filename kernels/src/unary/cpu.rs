@@ -15,7 +15,7 @@
 //! 2^-96, and a sum of two values of magnitude at least 2^-100 is zero or at least 2^-123 — so
 //! every `flush` there is the identity, and the flush-free twins (`gelu_nf`, `gelu_grad_nf`:
 //! the same operations in the same order, without `flush`) give the same bits. Checked on every
-//! f32 in that set (`cargo test --release -p lockstep-kernels -- --ignored
+//! f32 in that set (`cargo test --release --workspace --lib -- --ignored
 //! gelu_without_flushes_is_exact_on_every_f32`, about seven minutes) and on a sample of them in
 //! the ordinary tests. Other blocks take the flushed functions.
 
@@ -260,8 +260,8 @@ mod tests {
         assert!(!gelu_safe(below) && !gelu_safe(-below) && !gelu_safe(1e-40));
     }
 
-    /// The same on every f32 (6 min 38 s on two cores): `cargo test --release -p
-    /// lockstep-kernels -- --ignored gelu_without_flushes_is_exact_on_every_f32`.
+    /// The same on every f32 (6 min 38 s on two cores): `cargo test --release --workspace --lib
+    /// -- --ignored gelu_without_flushes_is_exact_on_every_f32`.
     #[test]
     #[ignore]
     fn gelu_without_flushes_is_exact_on_every_f32() {
