@@ -50,6 +50,7 @@ pub mod probe;
 pub mod profile;
 pub mod readback;
 pub mod reduce;
+mod rowgroup;
 mod seam;
 pub mod softmax;
 pub mod unary;

@@ -5,6 +5,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use crate::arith::{add, flush, mad, mul, rsqrt_fixed, sub};
+use crate::rowgroup::{GROUP as G, columns};
 use rayon::prelude::*;
 
 /// `f32(1 / c)`: computed in f64, rounded once.
@@ -20,24 +21,8 @@ pub fn row_stats(x: &[f32], inv_c: f32, eps: f32) -> (f32, f32) {
     st
 }
 
-/// Rows per interleaved group: each row's sums stay strictly in column order, and the `G`
-/// independent chains run side by side in the lanes of one vector (the group is transposed
-/// into `[c][G]` first, an exact copy). Only speed depends on `G`.
-const G: usize = 8;
 /// Rows per thread task (a multiple of `G`).
 const TASK_ROWS: usize = 64;
-
-/// `[R, c]` rows as `[c][R]` columns in `xt` (resized).
-#[inline(always)]
-fn columns<const R: usize>(x: &[f32], c: usize, xt: &mut Vec<[f32; R]>) {
-    // Plain loops, no iterator closures: compiled into the AVX2 copies below.
-    xt.resize(c, [0f32; R]);
-    for j in 0..c {
-        for r in 0..R {
-            xt[j][r] = x[r * c + j];
-        }
-    }
-}
 
 /// `row_stats` of `R` consecutive rows of `x` (`[R, c]`), their sums interleaved column by
 /// column — each row's own order unchanged. Leaves the rows' columns in `xt`.

@@ -5,6 +5,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use crate::arith::{add, exp_fixed, flush, log_fixed, mad, mul, recip_fixed, sub};
+use crate::rowgroup::{GROUP as G, columns};
 use rayon::prelude::*;
 
 /// Row maximum and `sum_j exp_fixed(x[j] - max)`, j in order (`xent`'s first two lines), over
@@ -35,23 +36,6 @@ pub fn row_stats(x: &[f32]) -> (f32, f32) {
 
 /// Rows per thread task.
 const TASK_ROWS: usize = 32;
-
-/// Rows per interleaved group: each row's maximum and sums stay strictly in column order; the
-/// `G` rows run side by side in the lanes of one vector (the group is transposed into `[c][G]`
-/// first, an exact copy). Only speed depends on `G`.
-const G: usize = 8;
-
-/// `[R, c]` rows as `[c][R]` columns in `xt` (resized). Plain loops, no iterator closures, so
-/// that everything here is compiled into the AVX2 copies below.
-#[inline(always)]
-fn columns<const R: usize>(x: &[f32], c: usize, xt: &mut Vec<[f32; R]>) {
-    xt.resize(c, [0f32; R]);
-    for j in 0..c {
-        for r in 0..R {
-            xt[j][r] = x[r * c + j];
-        }
-    }
-}
 
 /// `row_stats` of `R` rows `x` (`[R, c]`): each row's maximum in order, its exponentials a row
 /// at a time (element-wise: that loop vectorises) into `rows`, then the `R` in-order sums
