@@ -127,6 +127,9 @@ fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 }
 
 fn main() {
+    // As `lockstep train` does: this thread becomes worker 0 of the rayon pool, so the parallel
+    // loops of both sides start here rather than being handed to a sleeping pool thread.
+    lockstep_train::backend::configure_threads(0).expect("sizing the thread pool");
     let mut c = Criterion::default().configure_from_args().sample_size(10);
     #[allow(deprecated)]
     let (nd, fx) = (Device::ndarray(), Device::flex());
@@ -453,9 +456,14 @@ fn chains_avx2<const FUSED: bool>(iters: usize) -> f32 {
 fn chains<const FUSED: bool, const L: usize, const C: usize>(iters: usize) -> f32 {
     let mut acc = [[0.5f32; L]; C];
     let (m, a) = (black_box(0.999_999f32), black_box(1e-7f32));
+    // Plain index loops: a closure (`array::map`) is not always inlined into the AVX2/AVX-512
+    // copies, and the chains then ran ~20x below the peak depending on how the rest of this
+    // file happened to compile.
     for _ in 0..iters {
         for c in acc.iter_mut() {
-            *c = c.map(|v| if FUSED { v.mul_add(m, a) } else { v * m + a });
+            for v in c.iter_mut() {
+                *v = if FUSED { v.mul_add(m, a) } else { *v * m + a };
+            }
         }
     }
     acc.iter().flatten().sum()
