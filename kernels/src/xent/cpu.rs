@@ -184,13 +184,6 @@ fn backward_rows_avx2(x: &[f32], t: &[f32], g: &[f32], d: &mut [f32], i0: usize,
     backward_rows(x, t, g, d, i0, c)
 }
 
-fn avx2() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx2");
-    #[cfg(not(target_arch = "x86_64"))]
-    false
-}
-
 /// Per-row negative log-likelihood, `[m]`.
 pub fn forward(x: &[f32], t: &[f32], m: usize, c: usize) -> Vec<f32> {
     assert!(
@@ -198,20 +191,20 @@ pub fn forward(x: &[f32], t: &[f32], m: usize, c: usize) -> Vec<f32> {
         "xent: shapes"
     );
     let mut out = vec![0f32; m];
-    let fast = avx2();
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::arch::is_x86_feature_detected!("avx2");
     out.par_chunks_mut(TASK_ROWS)
         .enumerate()
         .for_each(|(b, o)| {
             #[cfg(target_arch = "x86_64")]
-            if fast {
-                // SAFETY: the CPU has AVX2 (checked by `avx2`).
+            if avx2 {
+                // SAFETY: the CPU has AVX2 (checked above).
                 #[allow(unsafe_code)]
                 unsafe {
                     forward_rows_avx2(x, t, o, b * TASK_ROWS, c)
                 };
                 return;
             }
-            let _ = fast;
             forward_rows(x, t, o, b * TASK_ROWS, c)
         });
     out
@@ -224,20 +217,20 @@ pub fn backward(x: &[f32], t: &[f32], g: &[f32], m: usize, c: usize) -> Vec<f32>
         "xent: shapes"
     );
     let mut out = vec![0f32; m * c];
-    let fast = avx2();
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = std::arch::is_x86_feature_detected!("avx2");
     out.par_chunks_mut(TASK_ROWS * c)
         .enumerate()
         .for_each(|(b, d)| {
             #[cfg(target_arch = "x86_64")]
-            if fast {
-                // SAFETY: the CPU has AVX2 (checked by `avx2`).
+            if avx2 {
+                // SAFETY: the CPU has AVX2 (checked above).
                 #[allow(unsafe_code)]
                 unsafe {
                     backward_rows_avx2(x, t, g, d, b * TASK_ROWS, c)
                 };
                 return;
             }
-            let _ = fast;
             backward_rows(x, t, g, d, b * TASK_ROWS, c)
         });
     out
