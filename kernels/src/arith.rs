@@ -153,6 +153,14 @@ pub const LP7: f32 = -2.499_999_4e-1;
 pub const LP8: f32 = 3.333_333_1e-1;
 pub const SQRT_HALF_X2: f32 = f32::from_bits(0x3fb5_04f3); // sqrt(2)
 
+/// `2^n` for an integer-valued `n` in [-126, 127]: `2^23 + 127 + n` is an exact sum whose low
+/// mantissa bits hold `n + 127`, shifted into the exponent field. Only `+` and bit operations
+/// (they vectorise; `(n + 127.0) as u32` does not on AVX2), the same value.
+#[inline(always)]
+pub fn pow2i(n: f32) -> f32 {
+    f32::from_bits((n + 8_388_735.0).to_bits() << 23)
+}
+
 #[inline(always)]
 pub fn exp_fixed(x: f32) -> f32 {
     let x = flush(x);
@@ -169,7 +177,7 @@ pub fn exp_fixed(x: f32) -> f32 {
     p = mad(p, r, EP4);
     p = mad(p, r, EP5);
     let y = add(mad(p, z, r), 1.0);
-    let two_n = f32::from_bits(((n + 127.0) as u32) << 23);
+    let two_n = pow2i(n);
     if x.is_nan() { x } else { mul(y, two_n) }
 }
 
@@ -565,6 +573,19 @@ mod tests {
             let x = i as f32 * 0.01;
             let (a, b) = (exp_fixed(x), x.exp());
             assert!(((a - b) / b).abs() < 4e-7, "x = {x}: {a} vs {b}");
+        }
+    }
+
+    /// `pow2i` is `2^n` on every integer `exp_fixed` can reach (its argument clamped to
+    /// [-87, 88]: `n` in [-126, 127]), and exactly the powers of two at the clamp's ends.
+    #[test]
+    fn pow2i_is_the_power_of_two() {
+        for n in -126..=127 {
+            assert_eq!(pow2i(n as f32).to_bits(), 2f32.powi(n).to_bits(), "2^{n}");
+        }
+        for x in [EXP_LO, EXP_HI] {
+            let n = add(mul(x, LOG2E), 0.5).floor();
+            assert!((-126.0..=127.0).contains(&n), "n = {n} at x = {x}");
         }
     }
 
