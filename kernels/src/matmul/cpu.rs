@@ -270,7 +270,13 @@ impl SafeTiles<'_> {
 /// The widest register tile this CPU runs (or, for panels 8 columns wide, its 8-column form).
 /// Only speed depends on the choice: every tile computes each output with its own accumulator in
 /// k order, so all of them give the same bits.
-fn block_dispatch<const FUSED: bool>(job: &Job, panel: &Panel, out: &mut [f32], r0: usize) {
+fn block_dispatch<const FUSED: bool>(
+    job: &Job,
+    panel: &Panel,
+    packed: &mut PackedA,
+    out: &mut [f32],
+    r0: usize,
+) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f")
@@ -279,7 +285,7 @@ fn block_dispatch<const FUSED: bool>(job: &Job, panel: &Panel, out: &mut [f32], 
             // SAFETY: the CPU supports the features `block_avx512` is compiled for (checked above).
             #[allow(unsafe_code)]
             unsafe {
-                return block_avx512::<FUSED>(job, panel, out, r0);
+                return block_avx512::<FUSED>(job, panel, packed, out, r0);
             }
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -287,22 +293,28 @@ fn block_dispatch<const FUSED: bool>(job: &Job, panel: &Panel, out: &mut [f32], 
             // SAFETY: the CPU supports the features `block_avx2` is compiled for (checked above).
             #[allow(unsafe_code)]
             unsafe {
-                return block_avx2::<FUSED>(job, panel, out, r0);
+                return block_avx2::<FUSED>(job, panel, packed, out, r0);
             }
         }
     }
-    rows_block::<FUSED, 4, 8>(job, panel, out, r0)
+    rows_block::<FUSED, 4, 8>(job, panel, packed, out, r0)
 }
 
 /// 8 rows x 32 columns of accumulators in 16 zmm registers (8 x 8 for narrow panels; `a * b +
 /// c` stays two roundings: rustc never contracts; FMA is used only by `mul_add`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-fn block_avx512<const FUSED: bool>(job: &Job, panel: &Panel, out: &mut [f32], r0: usize) {
+fn block_avx512<const FUSED: bool>(
+    job: &Job,
+    panel: &Panel,
+    packed: &mut PackedA,
+    out: &mut [f32],
+    r0: usize,
+) {
     if panel.w == NARROW {
-        rows_block::<FUSED, 8, NARROW>(job, panel, out, r0)
+        rows_block::<FUSED, 8, NARROW>(job, panel, packed, out, r0)
     } else {
-        rows_block::<FUSED, 8, 32>(job, panel, out, r0)
+        rows_block::<FUSED, 8, 32>(job, panel, packed, out, r0)
     }
 }
 
@@ -310,11 +322,17 @@ fn block_avx512<const FUSED: bool>(job: &Job, panel: &Panel, out: &mut [f32], r0
 /// narrow panels).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn block_avx2<const FUSED: bool>(job: &Job, panel: &Panel, out: &mut [f32], r0: usize) {
+fn block_avx2<const FUSED: bool>(
+    job: &Job,
+    panel: &Panel,
+    packed: &mut PackedA,
+    out: &mut [f32],
+    r0: usize,
+) {
     if panel.w == NARROW {
-        rows_block::<FUSED, 6, NARROW>(job, panel, out, r0)
+        rows_block::<FUSED, 6, NARROW>(job, panel, packed, out, r0)
     } else {
-        rows_block::<FUSED, 6, 16>(job, panel, out, r0)
+        rows_block::<FUSED, 6, 16>(job, panel, packed, out, r0)
     }
 }
 
@@ -453,34 +471,40 @@ fn tile_width(n: usize) -> usize {
 /// steps in order, pack the panel once, then threads over blocks of `ROWS` rows run the
 /// register tiles over it. Every output still sees `p = 0, 1, ..., k-1` in order.
 fn blocked<const FUSED: bool>(job: &Job, b: &[f32], c: &mut [f32]) {
-    panels(job, b, c, tile_width(job.n), &|panel, out, r0| {
-        block_dispatch::<FUSED>(job, panel, out, r0)
+    panels(job, b, c, tile_width(job.n), &|panel, packed, out, r0| {
+        block_dispatch::<FUSED>(job, panel, packed, out, r0)
     })
 }
 
-/// The loops of `blocked` around `run(panel, rows of c, first row)`, strips `w` wide: every
-/// panel packed first (in parallel), then one parallel pass in which each task takes a block of
-/// rows through all panels — per column panel, its k blocks in order. Two thread hand-offs per
-/// product, however many panels.
+/// The loops of `blocked` around `run(panel, packed rows of a, rows of c, first row)`, strips
+/// `w` wide: every panel packed first (in parallel), then one parallel pass in which each task
+/// takes a block of rows through all panels — k blocks outer, in order, column panels inner, so
+/// each k block of the task's rows of `a` is packed once (`PackedA`) for all column panels.
+/// Every output still sees its k blocks in order. Two thread hand-offs per product, however
+/// many panels.
 fn panels(
     job: &Job,
     b: &[f32],
     c: &mut [f32],
     w: usize,
-    run: &(dyn Fn(&Panel, &mut [f32], usize) + Sync),
+    run: &(dyn Fn(&Panel, &mut PackedA, &mut [f32], usize) + Sync),
 ) {
     let (k, n) = (job.k, job.n);
     let mut list = Vec::new();
-    for j0 in (0..n).step_by(NC) {
-        for p0 in (0..k).step_by(KC) {
+    for p0 in (0..k).step_by(KC) {
+        for j0 in (0..n).step_by(NC) {
             list.push(((p0, KC.min(k - p0)), (j0, NC.min(n - j0))));
         }
     }
     let pack = |(ks, js)| Panel::pack(b, (job.b_t, k, n), ks, js, w);
     let rows_of_c = c.len() / n.max(1);
     let task = |(blk, out): (usize, &mut [f32]), packed: &[Panel], rows: usize| {
+        let mut a = PackedA {
+            p0: usize::MAX,
+            data: Vec::new(),
+        };
         for panel in packed {
-            run(panel, out, blk * rows);
+            run(panel, &mut a, out, blk * rows);
         }
     };
     if job.threads {
@@ -512,6 +536,7 @@ fn rows_per_task(m: usize) -> usize {
 fn rows_block<const FUSED: bool, const R: usize, const W: usize>(
     job: &Job,
     panel: &Panel,
+    packed: &mut PackedA,
     out: &mut [f32],
     r0: usize,
 ) {
@@ -519,7 +544,11 @@ fn rows_block<const FUSED: bool, const R: usize, const W: usize>(
     let n = job.n;
     let rows = out.len() / n;
     let kc = panel.kc;
-    let packed = pack_a::<R>(job, r0, rows, panel.p0, kc);
+    if packed.p0 != panel.p0 {
+        pack_a::<R>(job, r0, rows, panel.p0, kc, &mut packed.data);
+        packed.p0 = panel.p0;
+    }
+    let packed = &packed.data[..rows.div_ceil(R) * kc * R];
     let strips = panel.nc.div_ceil(W);
     for s in 0..strips {
         let strip: &[f32] = &panel.data[s * kc * W..(s + 1) * kc * W];
@@ -541,15 +570,30 @@ fn rows_block<const FUSED: bool, const R: usize, const W: usize>(
     }
 }
 
-/// Rows `r0..r0 + rows` of `a`, steps `p0..p0 + kc`, packed in groups of `R` rows: group `g`
-/// holds, for each step `p`, the `R` values `a[r0 + g*R + r, p0 + p]` contiguously (zeros for
-/// rows past the end, whose outputs are computed and never stored) — exact copies, read from
-/// either layout of `a`.
+/// A task's rows of `a` for one k block (`p0`), packed by `pack_a` for the register tiles of
+/// every column panel of that block.
+struct PackedA {
+    p0: usize,
+    data: Vec<f32>,
+}
+
+/// Rows `r0..r0 + rows` of `a`, steps `p0..p0 + kc`, packed into `dst` in groups of `R` rows:
+/// group `g` holds, for each step `p`, the `R` values `a[r0 + g*R + r, p0 + p]` contiguously
+/// (zeros for rows past the end, whose outputs are computed and never stored) — exact copies,
+/// read from either layout of `a`.
 #[inline(always)]
-fn pack_a<const R: usize>(job: &Job, r0: usize, rows: usize, p0: usize, kc: usize) -> Vec<f32> {
+#[allow(clippy::needless_range_loop)] // lane `r` of step `p`: constant-bound loops
+fn pack_a<const R: usize>(
+    job: &Job,
+    r0: usize,
+    rows: usize,
+    p0: usize,
+    kc: usize,
+    dst: &mut Vec<f32>,
+) {
     let groups = rows.div_ceil(R);
-    let mut packed = vec![0f32; groups * kc * R];
-    for (g, dst) in packed.chunks_exact_mut(kc * R).enumerate() {
+    dst.resize(groups * kc * R, 0.0);
+    for (g, dst) in dst.chunks_exact_mut(kc * R).enumerate() {
         let live = R.min(rows - g * R);
         let first = r0 + g * R;
         if job.a_t {
@@ -565,18 +609,28 @@ fn pack_a<const R: usize>(job: &Job, r0: usize, rows: usize, p0: usize, kc: usiz
                     *d = *src;
                 } else {
                     d[..live].copy_from_slice(src);
+                    d[live..].fill(0.0);
                 }
             }
         } else {
-            for r in 0..live {
-                let row = &job.a[(first + r) * job.k + p0..(first + r) * job.k + p0 + kc];
-                for (p, &v) in row.iter().enumerate() {
-                    dst[p * R + r] = v;
+            // Row r of the group (the last live row again for the padding, zeroed below).
+            let src: [&[f32]; R] = std::array::from_fn(|r| {
+                let at = (first + r.min(live - 1)) * job.k + p0;
+                &job.a[at..at + kc]
+            });
+            for (p, d) in dst.chunks_exact_mut(R).enumerate() {
+                let d: &mut [f32; R] = d.try_into().expect("R rows");
+                for r in 0..R {
+                    d[r] = src[r][p];
+                }
+            }
+            if live < R {
+                for d in dst.chunks_exact_mut(R) {
+                    d[live..].fill(0.0);
                 }
             }
         }
     }
-    packed
 }
 
 /// One `R x W` tile: accumulators loaded from `out` (rows `0..live`, columns `c0..c0 + width`;
@@ -830,20 +884,21 @@ mod tests {
                         },
                     };
                     let mut tiles: Vec<(&str, Vec<f32>)> = Vec::new();
-                    let mut run = |name, w, f: &(dyn Fn(&Panel, &mut [f32], usize) + Sync)| {
-                        let mut out = vec![0f32; m * n];
-                        panels(&job, &b, &mut out, w, f);
-                        tiles.push((name, out));
-                    };
+                    let mut run =
+                        |name, w, f: &(dyn Fn(&Panel, &mut PackedA, &mut [f32], usize) + Sync)| {
+                            let mut out = vec![0f32; m * n];
+                            panels(&job, &b, &mut out, w, f);
+                            tiles.push((name, out));
+                        };
                     macro_rules! shape {
                         ($name:expr, $r:expr, $w:expr) => {
                             if fused {
-                                run($name, $w, &|p, o, r0| {
-                                    rows_block::<true, $r, $w>(&job, p, o, r0)
+                                run($name, $w, &|p, a, o, r0| {
+                                    rows_block::<true, $r, $w>(&job, p, a, o, r0)
                                 })
                             } else {
-                                run($name, $w, &|p, o, r0| {
-                                    rows_block::<false, $r, $w>(&job, p, o, r0)
+                                run($name, $w, &|p, a, o, r0| {
+                                    rows_block::<false, $r, $w>(&job, p, a, o, r0)
                                 })
                             }
                         };
@@ -854,11 +909,11 @@ mod tests {
                     shape!("8x32", 8, 32);
                     shape!("6x8", 6, 8);
                     shape!("8x8", 8, 8);
-                    run("dispatch", tile_width(n), &|p, o, r0| {
+                    run("dispatch", tile_width(n), &|p, a, o, r0| {
                         if fused {
-                            block_dispatch::<true>(&job, p, o, r0)
+                            block_dispatch::<true>(&job, p, a, o, r0)
                         } else {
-                            block_dispatch::<false>(&job, p, o, r0)
+                            block_dispatch::<false>(&job, p, a, o, r0)
                         }
                     });
                     for (name, got) in tiles {
