@@ -1,21 +1,21 @@
 //! CPU bias addition (`bias`'s module doc).
 
 use crate::arith::{add, flush};
-use rayon::prelude::*;
 
 /// `x` `[m, n]` row-major plus `b` `[n]` on every row.
 pub fn add_bias(x: &[f32], b: &[f32], m: usize, n: usize) -> Vec<f32> {
     assert!(x.len() == m * n && b.len() == n, "add_bias: shapes");
-    let mut out = vec![0f32; m * n];
     if n == 0 {
-        return out;
+        return Vec::new();
     }
-    out.par_chunks_mut(n)
-        .zip(x.par_chunks(n))
-        .for_each(|(y, xr)| {
+    // Tasks of whole rows, at least 16K elements (a row is too little work for a thread).
+    let rows = (1usize << 14).div_ceil(n);
+    crate::heap::par_zeroed(m * n, rows * n, |t, y| {
+        let x = &x[t * rows * n..t * rows * n + y.len()];
+        for (y, xr) in y.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
             for ((y, &xv), &bv) in y.iter_mut().zip(xr).zip(b) {
                 *y = add(flush(xv), flush(bv));
             }
-        });
-    out
+        }
+    })
 }

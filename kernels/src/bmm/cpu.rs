@@ -1,7 +1,6 @@
 //! CPU batched matmul: `matmul`'s CPU code per batch element (see `bmm`'s module doc).
 
 use crate::matmul::cpu::matmul_into;
-use rayon::prelude::*;
 
 /// `a` `[bt, m, k]` and `b` `[bt, k, n]` row-major; returns `[bt, m, n]`. Threads over batch
 /// elements; each is `matmul::cpu::matmul` of its two matrices (in the same profile, `fused`), bit
@@ -26,19 +25,16 @@ pub fn bmm_t(
         a.len(),
         b.len()
     );
-    let mut out = vec![0f32; bt * m * n];
     if m * n == 0 {
-        return out;
+        return vec![0f32; bt * m * n];
     }
     // One batch element: the whole pool works on it; several: one element per task.
     let threads = bt == 1;
-    let one = |(e, o): (usize, &mut [f32])| {
+    crate::heap::par_zeroed(bt * m * n, m * n, |e, o| {
         let ae = &a[e * m * k..(e + 1) * m * k];
         let be = &b[e * k * n..(e + 1) * k * n];
         matmul_into((ae, a_t), (be, b_t), o, (m, k, n), fused, threads);
-    };
-    out.par_chunks_mut(m * n).enumerate().for_each(one);
-    out
+    })
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 
 use crate::arith::{add, exp_fixed, flush, mad, mul, recip_fixed, sub};
 use crate::rowgroup::{GROUP as G, columns};
-use rayon::prelude::*;
 
 /// One query row (`y` zero beyond `q`), in the module doc's order: `z[j] = x[j] * sc` (`sc`
 /// flushed), the maximum over `j <= q` in order, `e[j] = exp_fixed(z[j] - max)`, their sum in
@@ -118,31 +117,27 @@ const TASK_ROWS: usize = 64;
 /// The causal softmax of `x * scale`, `x` `[r, t]`, row `i` being query `i % t`.
 pub fn forward(x: &[f32], r: usize, t: usize, scale: f32) -> Vec<f32> {
     assert!(x.len() == r * t, "causal_softmax: shapes");
-    let mut out = vec![0f32; r * t];
     if t == 0 {
-        return out;
+        return vec![0f32; r * t];
     }
     let sc = flush(scale);
     #[cfg(target_arch = "x86_64")]
     let avx2 = std::arch::is_x86_feature_detected!("avx2");
     // Tasks of TASK_ROWS rows (a row is too little work to hand to a thread).
-    out.par_chunks_mut(TASK_ROWS * t)
-        .enumerate()
-        .for_each(|(b, ys)| {
-            let i0 = b * TASK_ROWS;
-            let x = &x[i0 * t..i0 * t + ys.len()];
-            #[cfg(target_arch = "x86_64")]
-            if avx2 {
-                // SAFETY: the CPU has AVX2 (checked above).
-                #[allow(unsafe_code)]
-                unsafe {
-                    forward_rows_avx2(x, ys, (i0, t), sc)
-                };
-                return;
-            }
-            forward_rows(x, ys, (i0, t), sc);
-        });
-    out
+    crate::heap::par_zeroed(r * t, TASK_ROWS * t, |b, ys| {
+        let i0 = b * TASK_ROWS;
+        let x = &x[i0 * t..i0 * t + ys.len()];
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the CPU has AVX2 (checked above).
+            #[allow(unsafe_code)]
+            unsafe {
+                forward_rows_avx2(x, ys, (i0, t), sc)
+            };
+            return;
+        }
+        forward_rows(x, ys, (i0, t), sc);
+    })
 }
 
 /// Gradient with respect to `x` from the forward's output `y` and the incoming `dy`: per row,
@@ -153,31 +148,27 @@ pub fn backward(y: &[f32], dy: &[f32], r: usize, t: usize, scale: f32) -> Vec<f3
         y.len() == r * t && dy.len() == r * t,
         "causal_softmax: shapes"
     );
-    let mut out = vec![0f32; r * t];
     if t == 0 {
-        return out;
+        return vec![0f32; r * t];
     }
     let sc = flush(scale);
     #[cfg(target_arch = "x86_64")]
     let avx2 = std::arch::is_x86_feature_detected!("avx2");
-    out.par_chunks_mut(TASK_ROWS * t)
-        .enumerate()
-        .for_each(|(b, ds)| {
-            let i0 = b * TASK_ROWS;
-            let rows = ds.len() / t;
-            let (y, dy) = (&y[i0 * t..(i0 + rows) * t], &dy[i0 * t..(i0 + rows) * t]);
-            #[cfg(target_arch = "x86_64")]
-            if avx2 {
-                // SAFETY: the CPU has AVX2 (checked above).
-                #[allow(unsafe_code)]
-                unsafe {
-                    backward_rows_avx2(y, dy, ds, (i0, t), sc)
-                };
-                return;
-            }
-            backward_rows(y, dy, ds, (i0, t), sc);
-        });
-    out
+    crate::heap::par_zeroed(r * t, TASK_ROWS * t, |b, ds| {
+        let i0 = b * TASK_ROWS;
+        let rows = ds.len() / t;
+        let (y, dy) = (&y[i0 * t..(i0 + rows) * t], &dy[i0 * t..(i0 + rows) * t]);
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the CPU has AVX2 (checked above).
+            #[allow(unsafe_code)]
+            unsafe {
+                backward_rows_avx2(y, dy, ds, (i0, t), sc)
+            };
+            return;
+        }
+        backward_rows(y, dy, ds, (i0, t), sc);
+    })
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -6,7 +6,6 @@
 
 use crate::arith::{add, flush, mad, mul, rsqrt_fixed, sub};
 use crate::rowgroup::{GROUP as G, columns};
-use rayon::prelude::*;
 
 /// `f32(1 / c)`: computed in f64, rounded once.
 pub fn inv_count(c: usize) -> f32 {
@@ -92,29 +91,25 @@ fn forward_rows_avx2(x: &[f32], y: &mut [f32], c: usize, inv_c: f32, eps: f32) {
 /// Each row of `x` `[m, c]` normalised.
 pub fn forward(x: &[f32], m: usize, c: usize, eps: f32) -> Vec<f32> {
     assert!(x.len() == m * c, "layer_norm: shapes");
-    let mut out = vec![0f32; m * c];
     if c == 0 {
-        return out;
+        return vec![0f32; m * c];
     }
     let (inv_c, eps) = (flush(inv_count(c)), flush(eps));
     #[cfg(target_arch = "x86_64")]
     let avx2 = std::arch::is_x86_feature_detected!("avx2");
-    out.par_chunks_mut(TASK_ROWS * c)
-        .enumerate()
-        .for_each(|(t, y)| {
-            let x = &x[t * TASK_ROWS * c..t * TASK_ROWS * c + y.len()];
-            #[cfg(target_arch = "x86_64")]
-            if avx2 {
-                // SAFETY: the CPU has AVX2 (checked above).
-                #[allow(unsafe_code)]
-                unsafe {
-                    forward_rows_avx2(x, y, c, inv_c, eps)
-                };
-                return;
-            }
-            forward_rows(x, y, c, inv_c, eps)
-        });
-    out
+    crate::heap::par_zeroed(m * c, TASK_ROWS * c, |t, y| {
+        let x = &x[t * TASK_ROWS * c..t * TASK_ROWS * c + y.len()];
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the CPU has AVX2 (checked above).
+            #[allow(unsafe_code)]
+            unsafe {
+                forward_rows_avx2(x, y, c, inv_c, eps)
+            };
+            return;
+        }
+        forward_rows(x, y, c, inv_c, eps)
+    })
 }
 
 /// `R` rows of the backward (module doc): their statistics, then `sg` and `sgy` interleaved
@@ -176,30 +171,26 @@ fn backward_rows_avx2(x: &[f32], dy: &[f32], d: &mut [f32], c: usize, inv_c: f32
 /// statistics and output from `x`.
 pub fn backward(x: &[f32], dy: &[f32], m: usize, c: usize, eps: f32) -> Vec<f32> {
     assert!(x.len() == m * c && dy.len() == m * c, "layer_norm: shapes");
-    let mut out = vec![0f32; m * c];
     if c == 0 {
-        return out;
+        return vec![0f32; m * c];
     }
     let (inv_c, eps) = (flush(inv_count(c)), flush(eps));
     #[cfg(target_arch = "x86_64")]
     let avx2 = std::arch::is_x86_feature_detected!("avx2");
-    out.par_chunks_mut(TASK_ROWS * c)
-        .enumerate()
-        .for_each(|(t, d)| {
-            let span = t * TASK_ROWS * c..t * TASK_ROWS * c + d.len();
-            let (x, dy) = (&x[span.clone()], &dy[span]);
-            #[cfg(target_arch = "x86_64")]
-            if avx2 {
-                // SAFETY: the CPU has AVX2 (checked above).
-                #[allow(unsafe_code)]
-                unsafe {
-                    backward_rows_avx2(x, dy, d, c, inv_c, eps)
-                };
-                return;
-            }
-            backward_rows(x, dy, d, c, inv_c, eps)
-        });
-    out
+    crate::heap::par_zeroed(m * c, TASK_ROWS * c, |t, d| {
+        let span = t * TASK_ROWS * c..t * TASK_ROWS * c + d.len();
+        let (x, dy) = (&x[span.clone()], &dy[span]);
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the CPU has AVX2 (checked above).
+            #[allow(unsafe_code)]
+            unsafe {
+                backward_rows_avx2(x, dy, d, c, inv_c, eps)
+            };
+            return;
+        }
+        backward_rows(x, dy, d, c, inv_c, eps)
+    })
 }
 
 #[cfg(test)]

@@ -37,9 +37,23 @@ pub fn matmul_t(
         "matmul: rhs has {} elements, expected {k}x{n}",
         b.len()
     );
-    let mut c = vec![0f32; m * n];
-    matmul_into((a, a_t), (b, b_t), &mut c, (m, k, n), fused, true);
+    let mut c = Vec::new();
+    product(
+        (a, a_t),
+        (b, b_t),
+        Out::Fresh(&mut c),
+        (m, k, n),
+        fused,
+        true,
+    );
     c
+}
+
+/// Where a product is written: into a given buffer of zeros, or a new one (`par_zeroed`: each
+/// task zeroes its own rows of `c`, in parallel, instead of one `memset` first).
+enum Out<'a> {
+    Zeroed(&'a mut [f32]),
+    Fresh(&'a mut Vec<f32>),
 }
 
 /// `matmul_t` written into `c` (`[m, n]`, holding `+0.0` everywhere, as `vec![0.0; m * n]`
@@ -54,11 +68,32 @@ pub(crate) fn matmul_into(
     fused: bool,
     threads: bool,
 ) {
-    assert!(
-        a.len() == m * k && b.len() == k * n && c.len() == m * n,
-        "matmul_into: shapes"
-    );
+    assert_eq!(c.len(), m * n, "matmul_into: shapes");
+    product(
+        (a, a_t),
+        (b, b_t),
+        Out::Zeroed(c),
+        (m, k, n),
+        fused,
+        threads,
+    )
+}
+
+/// The product into `c`: the operands' exponent scans (flushed copies only where a value
+/// needs it), then `blocked`.
+fn product(
+    (a, a_t): (&[f32], bool),
+    (b, b_t): (&[f32], bool),
+    mut c: Out,
+    (m, k, n): (usize, usize, usize),
+    fused: bool,
+    threads: bool,
+) {
+    assert!(a.len() == m * k && b.len() == k * n, "matmul: shapes");
     if n == 0 || m == 0 {
+        if let Out::Fresh(c) = &mut c {
+            **c = vec![0f32; m * n];
+        }
         return;
     }
     // b's columns are the rows of its transposed storage.
@@ -470,7 +505,7 @@ fn tile_width(n: usize) -> usize {
 /// `c = a · b` (`c` zeroed), blocked: for each panel of `NC` columns, for each block of `KC`
 /// steps in order, pack the panel once, then threads over blocks of `ROWS` rows run the
 /// register tiles over it. Every output still sees `p = 0, 1, ..., k-1` in order.
-fn blocked<const FUSED: bool>(job: &Job, b: &[f32], c: &mut [f32]) {
+fn blocked<const FUSED: bool>(job: &Job, b: &[f32], c: Out) {
     panels(job, b, c, tile_width(job.n), &|panel, packed, out, r0| {
         block_dispatch::<FUSED>(job, panel, packed, out, r0)
     })
@@ -485,7 +520,7 @@ fn blocked<const FUSED: bool>(job: &Job, b: &[f32], c: &mut [f32]) {
 fn panels(
     job: &Job,
     b: &[f32],
-    c: &mut [f32],
+    c: Out,
     w: usize,
     run: &(dyn Fn(&Panel, &mut PackedA, &mut [f32], usize) + Sync),
 ) {
@@ -497,7 +532,7 @@ fn panels(
         }
     }
     let pack = |(ks, js)| Panel::pack(b, (job.b_t, k, n), ks, js, w);
-    let rows_of_c = c.len() / n.max(1);
+    let rows_of_c = job.m;
     let task = |(blk, out): (usize, &mut [f32]), packed: &[Panel], rows: usize| {
         let mut a = PackedA {
             p0: usize::MAX,
@@ -510,12 +545,27 @@ fn panels(
     if job.threads {
         let packed: Vec<Panel> = list.into_par_iter().map(pack).collect();
         let rows = rows_per_task(rows_of_c);
-        c.par_chunks_mut(n * rows)
-            .enumerate()
-            .for_each(|x| task(x, &packed, rows));
+        match c {
+            Out::Zeroed(c) => c
+                .par_chunks_mut(n * rows)
+                .enumerate()
+                .for_each(|x| task(x, &packed, rows)),
+            Out::Fresh(c) => {
+                *c = crate::heap::par_zeroed(job.m * n, n * rows, |i, out| {
+                    task((i, out), &packed, rows)
+                })
+            }
+        }
     } else {
         let packed: Vec<Panel> = list.into_iter().map(pack).collect();
         let rows = rows_of_c.div_ceil(ROWS).max(1) * ROWS;
+        let c = match c {
+            Out::Zeroed(c) => c,
+            Out::Fresh(c) => {
+                *c = vec![0f32; job.m * n];
+                c.as_mut_slice()
+            }
+        };
         c.chunks_mut(n * rows)
             .enumerate()
             .for_each(|x| task(x, &packed, rows));
@@ -887,7 +937,7 @@ mod tests {
                     let mut run =
                         |name, w, f: &(dyn Fn(&Panel, &mut PackedA, &mut [f32], usize) + Sync)| {
                             let mut out = vec![0f32; m * n];
-                            panels(&job, &b, &mut out, w, f);
+                            panels(&job, &b, Out::Zeroed(&mut out), w, f);
                             tiles.push((name, out));
                         };
                     macro_rules! shape {

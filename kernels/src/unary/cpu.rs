@@ -25,7 +25,6 @@ use crate::arith::{
     INV_SQRT_2PI, INV_SQRT2, LN2_LO, LOG2E, NEG_LN2_HI, Unary, exp_fixed, gelu_fixed,
     gelu_grad_fixed, log_fixed, pow2i, recip_fixed, sigmoid_fixed, tanh_fixed,
 };
-use rayon::prelude::*;
 
 /// The smallest nonzero magnitude for which GELU's flushes are all the identity (module doc).
 pub const GELU_SAFE_MIN: f32 = 1.0 / 1_048_576.0; // 2^-20
@@ -200,16 +199,15 @@ fn map_chunk(i: &[f32], o: &mut [f32], op: Unary) {
 
 /// `op` of every element of `x`.
 pub fn map(x: &[f32], op: Unary) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(o, i)| map_chunk(i, o, op));
-    out
+    crate::heap::par_zeroed(x.len(), CHUNK, |c, o| {
+        map_chunk(&x[c * CHUNK..c * CHUNK + o.len()], o, op)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rayon::prelude::*;
 
     /// The same bits, or both NaN: a NaN's sign and payload depend on which operand order the
     /// compiler picked for each instruction, and are not part of any result (a run stops at a

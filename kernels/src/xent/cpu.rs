@@ -6,7 +6,6 @@
 
 use crate::arith::{add, exp_fixed, flush, log_fixed, mad, mul, recip_fixed, sub};
 use crate::rowgroup::{GROUP as G, columns};
-use rayon::prelude::*;
 
 /// Row maximum and `sum_j exp_fixed(x[j] - max)`, j in order (`xent`'s first two lines), over
 /// the flushed row. The exponentials are computed a block at a time into a buffer (element-wise,
@@ -190,24 +189,20 @@ pub fn forward(x: &[f32], t: &[f32], m: usize, c: usize) -> Vec<f32> {
         c > 0 && x.len() == m * c && t.len() == m * c,
         "xent: shapes"
     );
-    let mut out = vec![0f32; m];
     #[cfg(target_arch = "x86_64")]
     let avx2 = std::arch::is_x86_feature_detected!("avx2");
-    out.par_chunks_mut(TASK_ROWS)
-        .enumerate()
-        .for_each(|(b, o)| {
-            #[cfg(target_arch = "x86_64")]
-            if avx2 {
-                // SAFETY: the CPU has AVX2 (checked above).
-                #[allow(unsafe_code)]
-                unsafe {
-                    forward_rows_avx2(x, t, o, b * TASK_ROWS, c)
-                };
-                return;
-            }
-            forward_rows(x, t, o, b * TASK_ROWS, c)
-        });
-    out
+    crate::heap::par_zeroed(m, TASK_ROWS, |b, o| {
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the CPU has AVX2 (checked above).
+            #[allow(unsafe_code)]
+            unsafe {
+                forward_rows_avx2(x, t, o, b * TASK_ROWS, c)
+            };
+            return;
+        }
+        forward_rows(x, t, o, b * TASK_ROWS, c)
+    })
 }
 
 /// Gradient of `sum_i g[i] * nll[i]` with respect to the logits, `[m, c]`.
@@ -216,24 +211,20 @@ pub fn backward(x: &[f32], t: &[f32], g: &[f32], m: usize, c: usize) -> Vec<f32>
         c > 0 && x.len() == m * c && t.len() == m * c && g.len() == m,
         "xent: shapes"
     );
-    let mut out = vec![0f32; m * c];
     #[cfg(target_arch = "x86_64")]
     let avx2 = std::arch::is_x86_feature_detected!("avx2");
-    out.par_chunks_mut(TASK_ROWS * c)
-        .enumerate()
-        .for_each(|(b, d)| {
-            #[cfg(target_arch = "x86_64")]
-            if avx2 {
-                // SAFETY: the CPU has AVX2 (checked above).
-                #[allow(unsafe_code)]
-                unsafe {
-                    backward_rows_avx2(x, t, g, d, b * TASK_ROWS, c)
-                };
-                return;
-            }
-            backward_rows(x, t, g, d, b * TASK_ROWS, c)
-        });
-    out
+    crate::heap::par_zeroed(m * c, TASK_ROWS * c, |b, d| {
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: the CPU has AVX2 (checked above).
+            #[allow(unsafe_code)]
+            unsafe {
+                backward_rows_avx2(x, t, g, d, b * TASK_ROWS, c)
+            };
+            return;
+        }
+        backward_rows(x, t, g, d, b * TASK_ROWS, c)
+    })
 }
 
 #[cfg(test)]
