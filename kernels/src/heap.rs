@@ -20,27 +20,56 @@ use std::sync::Once;
 /// ~9% of the training thread's time in a GPT step); each chunk is zeroed by the thread that
 /// writes it, while it is in that thread's cache.
 pub fn par_zeroed(len: usize, chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
-    let mut v: Vec<f32> = Vec::with_capacity(len);
-    v.spare_capacity_mut()[..len]
-        .par_chunks_mut(chunk.max(1))
-        .enumerate()
-        .for_each(|(i, c)| {
-            for x in c.iter_mut() {
-                x.write(0.0);
-            }
-            // SAFETY: every element of `c` was just initialised, and `MaybeUninit<f32>` has
-            // `f32`'s layout.
-            #[allow(unsafe_code)]
-            let c = unsafe { &mut *(c as *mut [MaybeUninit<f32>] as *mut [f32]) };
-            f(i, c)
-        });
-    // SAFETY: the chunks cover `0..len` and each was initialised above (had a task panicked,
-    // the panic would have propagated out of `for_each` before this line).
-    #[allow(unsafe_code)]
-    unsafe {
-        v.set_len(len)
-    };
+    let [v] = par_zeroed_n::<1>(len, chunk, |i, [c]| f(i, c));
     v
+}
+
+/// `par_zeroed` for `N` outputs of the same length, chunk `i` of each handed to one task.
+pub fn par_zeroed_n<const N: usize>(
+    len: usize,
+    chunk: usize,
+    f: impl Fn(usize, [&mut [f32]; N]) + Sync,
+) -> [Vec<f32>; N] {
+    let mut vs: [Vec<f32>; N] = std::array::from_fn(|_| Vec::with_capacity(len));
+    {
+        let chunk = chunk.max(1);
+        let mut lists = vs.each_mut().map(|v| {
+            v.spare_capacity_mut()[..len]
+                .chunks_mut(chunk)
+                .collect::<Vec<_>>()
+                .into_iter()
+        });
+        // Chunk i of every output, side by side.
+        let parts: Vec<[&mut [MaybeUninit<f32>]; N]> = (0..len.div_ceil(chunk))
+            .map(|_| {
+                lists
+                    .each_mut()
+                    .map(|l| l.next().expect("one chunk per output"))
+            })
+            .collect();
+        parts.into_par_iter().enumerate().for_each(|(i, cs)| {
+            let cs = cs.map(|c| {
+                for x in c.iter_mut() {
+                    x.write(0.0);
+                }
+                // SAFETY: every element of `c` was just initialised, and `MaybeUninit<f32>`
+                // has `f32`'s layout.
+                #[allow(unsafe_code)]
+                let c = unsafe { &mut *(c as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                c
+            });
+            f(i, cs)
+        });
+    }
+    for v in &mut vs {
+        // SAFETY: the chunks cover `0..len` and each was initialised above (had a task
+        // panicked, the panic would have propagated out of `for_each` before this line).
+        #[allow(unsafe_code)]
+        unsafe {
+            v.set_len(len)
+        };
+    }
+    vs
 }
 
 /// Raise glibc's `mmap` and trim thresholds (once per process; elsewhere a no-op).

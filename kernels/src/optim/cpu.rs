@@ -46,16 +46,11 @@ pub fn adam(
         g.len() == n && m.len() == n && v.len() == n,
         "adam: lengths"
     );
-    let (mut wo, mut mo, mut vo) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
-    wo.par_chunks_mut(CHUNK)
-        .zip(mo.par_chunks_mut(CHUNK))
-        .zip(vo.par_chunks_mut(CHUNK))
-        .enumerate()
-        .for_each(|(c, ((wo, mo), vo))| {
-            let r = c * CHUNK..c * CHUNK + wo.len();
-            let ins = [&w[r.clone()], &g[r.clone()], &m[r.clone()], &v[r]];
-            adam_dispatch(ins, [wo, mo, vo], hp, decay);
-        });
+    let [wo, mo, vo] = crate::heap::par_zeroed_n(n, CHUNK, |c, outs| {
+        let r = c * CHUNK..c * CHUNK + outs[0].len();
+        let ins = [&w[r.clone()], &g[r.clone()], &m[r.clone()], &v[r]];
+        adam_dispatch(ins, outs, hp, decay);
+    });
     (wo, mo, vo)
 }
 
@@ -94,29 +89,58 @@ fn adam_avx2(ins: [&[f32]; 4], outs: [&mut [f32]; 3], hp: AdamHyper, decay: Deca
     adam_chunk(ins, outs, hp, decay)
 }
 
-/// The update of `optim`'s module doc over one chunk (all slices the same length).
+/// The update of `optim`'s module doc over one chunk (all slices the same length), in blocks
+/// of `STAGE` elements whose steps run as separate loops — `m`, `v` and the root's argument;
+/// the root; the reciprocal; the update — each element through the same operations in the same
+/// order, so the same bits. (One loop doing an element's ~80 dependent operations waits on
+/// their latency; short loops let the CPU overlap consecutive vectors.)
 #[inline(always)]
+#[allow(clippy::needless_range_loop)]
 fn adam_chunk(ins: [&[f32]; 4], outs: [&mut [f32]; 3], hp: AdamHyper, decay: Decay) {
+    const STAGE: usize = 256;
     let [lr, wd, b1, b2, omb1, omb2, c1, c2, eps, lrwd] = hp.map(flush);
     let (coupled, decoupled) = (decay == Decay::Coupled, decay == Decay::Decoupled);
     let [wo, mo, vo] = outs;
     let n = wo.len();
-    let (w, g, m, v) = (&ins[0][..n], &ins[1][..n], &ins[2][..n], &ins[3][..n]);
-    let (mo, vo) = (&mut mo[..n], &mut vo[..n]);
-    for i in 0..n {
-        let (wi, gi) = (flush(w[i]), flush(g[i]));
-        let g1 = if coupled { mad(wi, wd, gi) } else { gi };
-        let mi = add(mul(flush(m[i]), b1), mul(g1, omb1));
-        let vi = add(mul(flush(v[i]), b2), mul(mul(g1, g1), omb2));
-        let den = add(sqrt_fixed(mul(vi, c2)), eps);
-        let u = mul(mul(mi, c1), recip_fixed(den));
-        let wi = if decoupled {
-            sub(wi, mul(wi, lrwd))
-        } else {
-            wi
-        };
-        mo[i] = mi;
-        vo[i] = vi;
-        wo[i] = sub(wi, mul(u, lr));
+    let mut t = [0f32; STAGE];
+    for s0 in (0..n).step_by(STAGE) {
+        let len = STAGE.min(n - s0);
+        let r = s0..s0 + len;
+        let (w, g, m, v) = (
+            &ins[0][r.clone()],
+            &ins[1][r.clone()],
+            &ins[2][r.clone()],
+            &ins[3][r.clone()],
+        );
+        let (wo, mo, vo, t) = (
+            &mut wo[r.clone()],
+            &mut mo[r.clone()],
+            &mut vo[r],
+            &mut t[..len],
+        );
+        for i in 0..len {
+            let (wi, gi) = (flush(w[i]), flush(g[i]));
+            let g1 = if coupled { mad(wi, wd, gi) } else { gi };
+            mo[i] = add(mul(flush(m[i]), b1), mul(g1, omb1));
+            let vi = add(mul(flush(v[i]), b2), mul(mul(g1, g1), omb2));
+            vo[i] = vi;
+            t[i] = mul(vi, c2);
+        }
+        for i in 0..len {
+            t[i] = sqrt_fixed(t[i]);
+        }
+        for i in 0..len {
+            t[i] = recip_fixed(add(t[i], eps));
+        }
+        for i in 0..len {
+            let u = mul(mul(mo[i], c1), t[i]);
+            let wi = flush(w[i]);
+            let wi = if decoupled {
+                sub(wi, mul(wi, lrwd))
+            } else {
+                wi
+            };
+            wo[i] = sub(wi, mul(u, lr));
+        }
     }
 }
