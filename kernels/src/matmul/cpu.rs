@@ -517,13 +517,7 @@ fn blocked<const FUSED: bool>(job: &Job, b: &[f32], c: Out) {
 /// each k block of the task's rows of `a` is packed once (`PackedA`) for all column panels.
 /// Every output still sees its k blocks in order. Two thread hand-offs per product, however
 /// many panels.
-fn panels(
-    job: &Job,
-    b: &[f32],
-    c: Out,
-    w: usize,
-    run: &(dyn Fn(&Panel, &mut PackedA, &mut [f32], usize) + Sync),
-) {
+fn panels(job: &Job, b: &[f32], c: Out, w: usize, run: &RunTile) {
     let (k, n) = (job.k, job.n);
     let mut list = Vec::new();
     for p0 in (0..k).step_by(KC) {
@@ -619,6 +613,9 @@ fn rows_block<const FUSED: bool, const R: usize, const W: usize>(
         }
     }
 }
+
+/// `run(panel, packed rows of a, rows of c, first row)`: the register tiles over one panel.
+type RunTile<'a> = dyn Fn(&Panel, &mut PackedA, &mut [f32], usize) + Sync + 'a;
 
 /// A task's rows of `a` for one k block (`p0`), packed by `pack_a` for the register tiles of
 /// every column panel of that block.
@@ -934,12 +931,11 @@ mod tests {
                         },
                     };
                     let mut tiles: Vec<(&str, Vec<f32>)> = Vec::new();
-                    let mut run =
-                        |name, w, f: &(dyn Fn(&Panel, &mut PackedA, &mut [f32], usize) + Sync)| {
-                            let mut out = vec![0f32; m * n];
-                            panels(&job, &b, Out::Zeroed(&mut out), w, f);
-                            tiles.push((name, out));
-                        };
+                    let mut run = |name, w, f: &RunTile| {
+                        let mut out = vec![0f32; m * n];
+                        panels(&job, &b, Out::Zeroed(&mut out), w, f);
+                        tiles.push((name, out));
+                    };
                     macro_rules! shape {
                         ($name:expr, $r:expr, $w:expr) => {
                             if fused {

@@ -105,7 +105,7 @@ fn gelu_nf_block(xs: &[f32], ys: &mut [f32], grad: bool) {
         z[j] = exp_nf(-(z[j] * z[j]));
     }
     for j in 0..n {
-        t[j] = t[j] * z[j];
+        t[j] *= z[j];
     }
     if grad {
         for j in 0..n {
