@@ -108,3 +108,41 @@ mod imp {
 mod imp {
     pub(super) fn tune() {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `par_zeroed_n` hands each task chunk `i` of every output, zeroed, and returns what the
+    /// tasks wrote: the same vectors as `vec![0.0; len]` and a serial loop over the chunks (short
+    /// last chunk, empty outputs, chunks the tasks leave untouched included).
+    #[test]
+    fn par_zeroed_gives_what_the_serial_loop_gives() {
+        for (len, chunk) in [(0, 4), (1, 4), (10, 4), (12, 4), (100_003, 1 << 14), (5, 0)] {
+            let got = par_zeroed_n::<3>(len, chunk, |i, [a, b, c]| {
+                assert!(a.iter().chain(&*b).chain(&*c).all(|&x| x.to_bits() == 0));
+                if i % 2 == 0 {
+                    for (j, ((a, b), c)) in a.iter_mut().zip(b).zip(c).enumerate() {
+                        (*a, *b, *c) = (i as f32, j as f32, -1.0);
+                    }
+                }
+            });
+            let mut want = [vec![0f32; len], vec![0f32; len], vec![0f32; len]];
+            let size = chunk.max(1);
+            for start in (0..len).step_by(size) {
+                let i = start / size;
+                if i % 2 == 0 {
+                    for j in 0..size.min(len - start) {
+                        want[0][start + j] = i as f32;
+                        want[1][start + j] = j as f32;
+                        want[2][start + j] = -1.0;
+                    }
+                }
+            }
+            assert_eq!(got, want, "len {len}, chunk {chunk}");
+            let one = par_zeroed(len, chunk, |i, a| a.fill(i as f32));
+            let serial: Vec<f32> = (0..len).map(|k| (k / size) as f32).collect();
+            assert_eq!(one, serial, "par_zeroed, len {len}, chunk {chunk}");
+        }
+    }
+}
