@@ -1,5 +1,5 @@
-//! Rows side by side: the CPU row kernels (`layernorm`, `xent`) run `GROUP` rows at once, each
-//! row's in-order sums in one vector lane. Only speed depends on this; every row keeps its own
+//! Rows side by side: the CPU row kernels (`layernorm`, `xent`, `causal`) run `GROUP` rows at
+//! once, each row's in-order sums in one vector lane. Only speed depends on this; every row keeps its own
 //! order.
 
 /// Rows per interleaved group: the `GROUP` independent in-order chains run side by side in the

@@ -502,9 +502,9 @@ fn tile_width(n: usize) -> usize {
     8
 }
 
-/// `c = a · b` (`c` zeroed), blocked: for each panel of `NC` columns, for each block of `KC`
-/// steps in order, pack the panel once, then threads over blocks of `ROWS` rows run the
-/// register tiles over it. Every output still sees `p = 0, 1, ..., k-1` in order.
+/// `c = a · b` (`c` zeroed, or built zeroed), blocked: every (block of `KC` steps, panel of
+/// `NC` columns) pair packed once, then threads over blocks of rows run the register tiles over
+/// them, k blocks in order (`panels`). Every output still sees `p = 0, 1, ..., k-1` in order.
 fn blocked<const FUSED: bool>(job: &Job, b: &[f32], c: Out) {
     panels(job, b, c, tile_width(job.n), &|panel, packed, out, r0| {
         block_dispatch::<FUSED>(job, panel, packed, out, r0)

@@ -127,8 +127,8 @@ fn phi_cdf_nf(x: f32, q: f32) -> f32 {
 }
 
 /// GELU (`grad`: its derivative) over a chunk: blocks of `SAFE_BLOCK` whose elements are all
-/// `gelu_safe` run the flush-free `gelu_nf_block`, others the flushed function. Plain loops, so the AVX2
-/// copy vectorises every part.
+/// `gelu_safe` run the flush-free `gelu_nf_block`, others the flushed function. Plain loops, so
+/// the AVX2 copy vectorises every part.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
 fn gelu_chunk(i: &[f32], o: &mut [f32], grad: bool) {
