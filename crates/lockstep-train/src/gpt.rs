@@ -91,12 +91,13 @@ impl Gpt {
         }
     }
 
-    /// `layer_norm(x) * weight (+ bias)`; the weight is broadcast by `add_bias` onto zeros, so
-    /// its gradient is `add_bias`'s fixed-order column sum.
-    fn ln(&self, p: &Params, path: &str, x: Tensor<2>) -> Tensor<2> {
-        let [n, c] = x.dims();
+    /// `layer_norm(x) * weight (+ bias)`; the weight is broadcast by `add_bias` onto `zeros`
+    /// (`x`'s shape; one tensor per forward, shared by every LayerNorm), so its gradient is
+    /// `add_bias`'s fixed-order column sum.
+    fn ln(&self, p: &Params, path: &str, x: Tensor<2>, zeros: &Tensor<2>) -> Tensor<2> {
+        let c = x.dims()[1];
         let w: Tensor<1> = p.get(&format!("{path}.weight"));
-        let wide = det::add_bias(Tensor::<2>::zeros([n, c], &x.device()), w.reshape([1, c]));
+        let wide = det::add_bias(zeros.clone(), w.reshape([1, c]));
         let y = det::ops::mul(layer_norm(x, LN_EPS), wide);
         if self.cfg.bias {
             let b: Tensor<1> = p.get(&format!("{path}.bias"));
@@ -193,13 +194,14 @@ impl Network for Gpt {
         let wpe: Tensor<2> = p.get("wpe.weight");
         let mut h = add(embedding(wte.clone(), &tok), embedding(wpe, &pos), ctx);
         h = dropout("drop", self.dropout, h, ctx);
+        let zeros = Tensor::<2>::zeros(h.dims(), &h.device());
         for i in 0..self.cfg.n_layer {
-            let a = self.ln(p, &format!("h.{i}.ln_1"), h.clone());
+            let a = self.ln(p, &format!("h.{i}.ln_1"), h.clone(), &zeros);
             h = add(h, self.attn(p, i, a, b, t, ctx), ctx);
-            let m = self.ln(p, &format!("h.{i}.ln_2"), h.clone());
+            let m = self.ln(p, &format!("h.{i}.ln_2"), h.clone(), &zeros);
             h = add(h, self.mlp(p, i, m, ctx), ctx);
         }
-        let h = self.ln(p, "ln_f", h);
+        let h = self.ln(p, "ln_f", h, &zeros);
         if self.cfg.tie_weights {
             matmul_in(h, wte.transpose(), fused)
         } else {

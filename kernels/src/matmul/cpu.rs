@@ -594,6 +594,7 @@ fn rows_block<const FUSED: bool, const R: usize, const W: usize>(
     }
     let packed = &packed.data[..rows.div_ceil(R) * kc * R];
     let strips = panel.nc.div_ceil(W);
+    let first = panel.p0 == 0;
     for s in 0..strips {
         let strip: &[f32] = &panel.data[s * kc * W..(s + 1) * kc * W];
         let c0 = panel.j0 + s * W;
@@ -605,9 +606,9 @@ fn rows_block<const FUSED: bool, const R: usize, const W: usize>(
             let re = &job.row_exp[r0 + g..r0 + g + live];
             let tile_out = &mut out[g * n..];
             if job.safe.skip_flush(re, c0..c0 + width) {
-                tile::<FUSED, false, R, W>(group, strip, tile_out, n, c0, (live, width));
+                tile::<FUSED, false, R, W>(group, strip, tile_out, n, c0, (live, width), first);
             } else {
-                tile::<FUSED, true, R, W>(group, strip, tile_out, n, c0, (live, width));
+                tile::<FUSED, true, R, W>(group, strip, tile_out, n, c0, (live, width), first);
             }
             g += R;
         }
@@ -681,7 +682,9 @@ fn pack_a<const R: usize>(
 }
 
 /// One `R x W` tile: accumulators loaded from `out` (rows `0..live`, columns `c0..c0 + width`;
-/// the padding starts at zero), `kc` steps in order over the packed strip, stored back.
+/// the padding starts at zero), `kc` steps in order over the packed strip, stored back. In k
+/// block 0 (`first`) the accumulators start at +0.0 without reading `out`, which holds zeros
+/// then (the same start, one load fewer per output).
 #[inline(always)]
 fn tile<const FUSED: bool, const FLUSH: bool, const R: usize, const W: usize>(
     group: &[f32],
@@ -690,12 +693,13 @@ fn tile<const FUSED: bool, const FLUSH: bool, const R: usize, const W: usize>(
     n: usize,
     c0: usize,
     (live, width): (usize, usize),
+    first: bool,
 ) {
     // Whole-array moves with constant indices only, so the accumulators live in registers.
     // A full-width row moves as one `[f32; W]` (vector moves, no `memcpy` call per row).
     let mut acc = [[0f32; W]; R];
     for (r, a) in acc.iter_mut().enumerate() {
-        if r < live {
+        if r < live && !first {
             let src = &out[r * n + c0..r * n + c0 + width];
             if let Ok(full) = <&[f32; W]>::try_from(src) {
                 *a = *full;
