@@ -433,7 +433,8 @@ impl Panel {
         w: usize,
     ) -> Self {
         let strips = nc.div_ceil(w);
-        let mut data = vec![0f32; strips * kc * w];
+        // A kept buffer, every element of it written below (padding included).
+        let mut data = kept_buffer(strips * kc * w);
         for (s, strip) in data.chunks_exact_mut(kc * w).enumerate() {
             let c0 = j0 + s * w;
             let width = w.min(j0 + nc - c0);
@@ -445,10 +446,16 @@ impl Panel {
                         strip[p * w + c] = v;
                     }
                 }
+                if width < w {
+                    for dst in strip.chunks_exact_mut(w) {
+                        dst[width..].fill(0.0);
+                    }
+                }
             } else {
                 for (p, dst) in strip.chunks_exact_mut(w).enumerate() {
                     let src = &b[(p0 + p) * n + c0..(p0 + p) * n + c0 + width];
                     copy_row(dst, src);
+                    dst[width..].fill(0.0);
                 }
             }
         }
@@ -459,6 +466,46 @@ impl Panel {
             j0,
             nc,
             w,
+        }
+    }
+}
+
+/// Buffers kept from earlier products (the packed panels and rows of `a`), so that packing
+/// neither allocates nor zeroes memory that it overwrites in full anyway. Only speed depends on
+/// them: a buffer's old contents are never read.
+static KEPT: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
+/// At most this many buffers are kept (a product of the large MLP packs 64 panels), none over
+/// `KEPT_LEN` elements (a panel is at most `KC * NC`; one thread's rows of `a` can be larger).
+const KEPT_MAX: usize = 96;
+const KEPT_LEN: usize = 1 << 20;
+
+/// A buffer of `len` elements, kept or new, holding arbitrary values: the caller writes all.
+fn kept_buffer(len: usize) -> Vec<f32> {
+    let mut v = KEPT
+        .lock()
+        .ok()
+        .and_then(|mut l| l.pop())
+        .unwrap_or_default();
+    fit(&mut v, len);
+    v
+}
+
+/// `v` at `len` elements: cut, or grown with zeros (only what is new is written).
+fn fit(v: &mut Vec<f32>, len: usize) {
+    if v.len() >= len {
+        v.truncate(len);
+    } else {
+        v.resize(len, 0.0);
+    }
+}
+
+/// Hands buffers back for `kept_buffer`.
+fn keep(buffers: impl IntoIterator<Item = Vec<f32>>) {
+    if let Ok(mut l) = KEPT.lock() {
+        for v in buffers {
+            if l.len() < KEPT_MAX && v.capacity() <= KEPT_LEN {
+                l.push(v);
+            }
         }
     }
 }
@@ -530,11 +577,12 @@ fn panels(job: &Job, b: &[f32], c: Out, w: usize, run: &RunTile) {
     let task = |(blk, out): (usize, &mut [f32]), packed: &[Panel], rows: usize| {
         let mut a = PackedA {
             p0: usize::MAX,
-            data: Vec::new(),
+            data: kept_buffer(0),
         };
         for panel in packed {
             run(panel, &mut a, out, blk * rows);
         }
+        keep([a.data]);
     };
     if job.threads {
         let packed: Vec<Panel> = list.into_par_iter().map(pack).collect();
@@ -550,6 +598,7 @@ fn panels(job: &Job, b: &[f32], c: Out, w: usize, run: &RunTile) {
                 })
             }
         }
+        keep(packed.into_iter().map(|p| p.data));
     } else {
         let packed: Vec<Panel> = list.into_iter().map(pack).collect();
         let rows = rows_of_c.div_ceil(ROWS).max(1) * ROWS;
@@ -563,6 +612,7 @@ fn panels(job: &Job, b: &[f32], c: Out, w: usize, run: &RunTile) {
         c.chunks_mut(n * rows)
             .enumerate()
             .for_each(|x| task(x, &packed, rows));
+        keep(packed.into_iter().map(|p| p.data));
     }
 }
 
@@ -640,7 +690,8 @@ fn pack_a<const R: usize>(
     dst: &mut Vec<f32>,
 ) {
     let groups = rows.div_ceil(R);
-    dst.resize(groups * kc * R, 0.0);
+    // Every element is written below (the padding rows' zeros included).
+    fit(dst, groups * kc * R);
     for (g, dst) in dst.chunks_exact_mut(kc * R).enumerate() {
         let live = R.min(rows - g * R);
         let first = r0 + g * R;
@@ -1024,6 +1075,24 @@ mod tests {
                         assert_eq!(bad, None, "one thread {m}x{k}x{n} t=({a_t},{b_t}): {bad:?}");
                     }
                 }
+            }
+        }
+    }
+
+    /// Packing reuses kept buffers without clearing them: with every kept buffer full of NaN,
+    /// products (both layouts of `b`, strip and row tails, several k blocks) still give the
+    /// reference bits, so every value a tile reads was written by this product's packing.
+    #[test]
+    fn kept_buffers_holding_old_values_change_nothing() {
+        for (m, k, n) in [(7, 300, 21), (13, 5, 40), (50, 257, 19)] {
+            let (a, b) = (seeded(m * k, "a"), seeded(k * n, "b"));
+            let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            let want = matmul_reference(&a, &b, m, k, n);
+            for (y, b_t) in [(&b, false), (&bt, true)] {
+                keep((0..KEPT_MAX).map(|_| vec![f32::NAN; KC * NC]));
+                let got = matmul_t((&a, false), (y, b_t), m, k, n, false);
+                let bad = first_mismatch(&got, &want);
+                assert_eq!(bad, None, "{m}x{k}x{n} b_t={b_t}: {bad:?}");
             }
         }
     }
