@@ -439,10 +439,33 @@ impl Panel {
             let c0 = j0 + s * w;
             let width = w.min(j0 + nc - c0);
             if b_t {
-                // b stored [n, k]: column c of b is the contiguous row c of the storage.
-                for c in 0..width {
-                    let src = &b[(c0 + c) * k + p0..(c0 + c) * k + p0 + kc];
-                    for (p, &v) in src.iter().enumerate() {
+                // b stored [n, k]: column c of b is the contiguous row c of the storage. Blocks
+                // of 8 columns x 8 steps move as whole arrays (loaded along k, stored along the
+                // strip's rows); the columns and steps left over one value at a time.
+                let col = |c: usize| &b[(c0 + c) * k + p0..(c0 + c) * k + p0 + kc];
+                let mut c = 0;
+                while c + 8 <= width {
+                    let src: [&[f32]; 8] = std::array::from_fn(|i| col(c + i));
+                    let mut p = 0;
+                    while p + 8 <= kc {
+                        let blk: [[f32; 8]; 8] =
+                            std::array::from_fn(|i| src[i][p..p + 8].try_into().expect("8 steps"));
+                        for (q, row) in strip[p * w..(p + 8) * w].chunks_exact_mut(w).enumerate() {
+                            let dst: &mut [f32; 8] =
+                                (&mut row[c..c + 8]).try_into().expect("8 columns");
+                            *dst = std::array::from_fn(|i| blk[i][q]);
+                        }
+                        p += 8;
+                    }
+                    for q in p..kc {
+                        for (i, s) in src.iter().enumerate() {
+                            strip[q * w + c + i] = s[q];
+                        }
+                    }
+                    c += 8;
+                }
+                for c in c..width {
+                    for (p, &v) in col(c).iter().enumerate() {
                         strip[p * w + c] = v;
                     }
                 }
@@ -475,9 +498,10 @@ impl Panel {
 /// them: a buffer's old contents are never read.
 static KEPT: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
 /// At most this many buffers are kept (a product of the large MLP packs 64 panels), none over
-/// `KEPT_LEN` elements (a panel is at most `KC * NC`; one thread's rows of `a` can be larger).
+/// `KEPT_LEN` elements (1 MiB: a panel is at most `KC * NC`, a quarter of that; one thread's
+/// rows of `a` can be larger), so at most 96 MiB.
 const KEPT_MAX: usize = 96;
-const KEPT_LEN: usize = 1 << 20;
+const KEPT_LEN: usize = 1 << 18;
 
 /// A buffer of `len` elements, kept or new, holding arbitrary values: the caller writes all.
 fn kept_buffer(len: usize) -> Vec<f32> {
