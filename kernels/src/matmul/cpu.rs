@@ -432,10 +432,11 @@ impl Panel {
         (j0, nc): (usize, usize),
         w: usize,
     ) -> Self {
-        let strips = nc.div_ceil(w);
-        // A kept buffer, every element of it written below (padding included).
-        let mut data = kept_buffer(strips * kc * w);
-        for (s, strip) in data.chunks_exact_mut(kc * w).enumerate() {
+        let len = nc.div_ceil(w) * kc * w;
+        // A kept buffer: its first `len` elements are all written below (padding included).
+        let mut data = kept();
+        fit(&mut data, len);
+        for (s, strip) in data[..len].chunks_exact_mut(kc * w).enumerate() {
             let c0 = j0 + s * w;
             let width = w.min(j0 + nc - c0);
             if b_t {
@@ -503,27 +504,24 @@ static KEPT: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new())
 const KEPT_MAX: usize = 96;
 const KEPT_LEN: usize = 1 << 18;
 
-/// A buffer of `len` elements, kept or new, holding arbitrary values: the caller writes all.
-fn kept_buffer(len: usize) -> Vec<f32> {
-    let mut v = KEPT
-        .lock()
+/// A kept buffer (or a new, empty one), holding arbitrary values of earlier products.
+fn kept() -> Vec<f32> {
+    KEPT.lock()
         .ok()
         .and_then(|mut l| l.pop())
-        .unwrap_or_default();
-    fit(&mut v, len);
-    v
+        .unwrap_or_default()
 }
 
-/// `v` at `len` elements: cut, or grown with zeros (only what is new is written).
+/// `v` holding at least `len` elements: grown with zeros where it is shorter, never cut (a
+/// buffer keeps the largest length it has had, so reusing it writes nothing; the caller uses
+/// `v[..len]` and writes all of it).
 fn fit(v: &mut Vec<f32>, len: usize) {
-    if v.len() >= len {
-        v.truncate(len);
-    } else {
+    if v.len() < len {
         v.resize(len, 0.0);
     }
 }
 
-/// Hands buffers back for `kept_buffer`.
+/// Hands buffers back for `kept`.
 fn keep(buffers: impl IntoIterator<Item = Vec<f32>>) {
     if let Ok(mut l) = KEPT.lock() {
         for v in buffers {
@@ -601,7 +599,7 @@ fn panels(job: &Job, b: &[f32], c: Out, w: usize, run: &RunTile) {
     let task = |(blk, out): (usize, &mut [f32]), packed: &[Panel], rows: usize| {
         let mut a = PackedA {
             p0: usize::MAX,
-            data: kept_buffer(0),
+            data: kept(),
         };
         for panel in packed {
             run(panel, &mut a, out, blk * rows);
@@ -714,9 +712,9 @@ fn pack_a<const R: usize>(
     dst: &mut Vec<f32>,
 ) {
     let groups = rows.div_ceil(R);
-    // Every element is written below (the padding rows' zeros included).
+    // The first `groups * kc * R` elements are all written below (the padding rows' zeros too).
     fit(dst, groups * kc * R);
-    for (g, dst) in dst.chunks_exact_mut(kc * R).enumerate() {
+    for (g, dst) in dst[..groups * kc * R].chunks_exact_mut(kc * R).enumerate() {
         let live = R.min(rows - g * R);
         let first = r0 + g * R;
         if job.a_t {
@@ -1113,6 +1111,7 @@ mod tests {
             let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
             let want = matmul_reference(&a, &b, m, k, n);
             for (y, b_t) in [(&b, false), (&bt, true)] {
+                KEPT.lock().expect("kept buffers").clear();
                 keep((0..KEPT_MAX).map(|_| vec![f32::NAN; KC * NC]));
                 let got = matmul_t((&a, false), (y, b_t), m, k, n, false);
                 let bad = first_mismatch(&got, &want);
