@@ -49,15 +49,16 @@ pub fn matmul_t(
     c
 }
 
-/// Where a product is written: into a given buffer of zeros, or a new one (`par_zeroed`: each
-/// task zeroes its own rows of `c`, in parallel, instead of one `memset` first).
+/// Where a product is written: into a given buffer, or a new one (`par_zeroed`: each task
+/// zeroes its own rows of `c`, in parallel, instead of one `memset` first). Either way the
+/// old contents are never read (`tile`: k block 0 stores without loading).
 enum Out<'a> {
     Zeroed(&'a mut [f32]),
     Fresh(&'a mut Vec<f32>),
 }
 
-/// `matmul_t` written into `c` (`[m, n]`, holding `+0.0` everywhere, as `vec![0.0; m * n]`
-/// gives: the tiles load their accumulators from it), the same bits. `threads`: whether to
+/// `matmul_t` written into `c` (`[m, n]`, any contents: every element is overwritten, none
+/// read first), the same bits. `threads`: whether to
 /// split the work over the thread pool (`bmm` runs its batch elements on the threads instead,
 /// each product on one). Only speed depends on it.
 pub(crate) fn matmul_into(
@@ -756,8 +757,8 @@ fn pack_a<const R: usize>(
 
 /// One `R x W` tile: accumulators loaded from `out` (rows `0..live`, columns `c0..c0 + width`;
 /// the padding starts at zero), `kc` steps in order over the packed strip, stored back. In k
-/// block 0 (`first`) the accumulators start at +0.0 without reading `out`, which holds zeros
-/// then (the same start, one load fewer per output).
+/// block 0 (`first`) the accumulators start at +0.0 without reading `out` (the reference loop's
+/// start; `out`'s old contents never matter).
 #[inline(always)]
 fn tile<const FUSED: bool, const FLUSH: bool, const R: usize, const W: usize>(
     group: &[f32],

@@ -2,7 +2,6 @@
 
 use super::{AdamHyper, Decay, SgdHyper};
 use crate::arith::{add, flush, mad, mul, recip_fixed, sqrt_fixed, sub};
-use rayon::prelude::*;
 
 /// Elements per parallel task (any value gives the same bits: the update is element-wise).
 /// Small enough that a GPT's 16K-element matrices split over both cores of a 2-core machine.
@@ -12,24 +11,20 @@ const CHUNK: usize = 1 << 12;
 pub fn sgd(w: &[f32], g: &[f32], buf: &[f32], hp: SgdHyper, decay: Decay) -> (Vec<f32>, Vec<f32>) {
     assert!(g.len() == w.len() && buf.len() == w.len(), "sgd: lengths");
     let [lr, wd, mu] = hp.map(flush);
-    let (mut wo, mut bo) = (vec![0f32; w.len()], vec![0f32; w.len()]);
-    wo.par_chunks_mut(CHUNK)
-        .zip(bo.par_chunks_mut(CHUNK))
-        .enumerate()
-        .for_each(|(c, (wo, bo))| {
-            let s = c * CHUNK;
-            for i in 0..wo.len() {
-                let (w, g, b) = (flush(w[s + i]), flush(g[s + i]), flush(buf[s + i]));
-                let g1 = if decay == Decay::Coupled {
-                    mad(w, wd, g)
-                } else {
-                    g
-                };
-                let b = mad(b, mu, g1);
-                bo[i] = b;
-                wo[i] = sub(w, mul(b, lr));
-            }
-        });
+    let [wo, bo] = crate::heap::par_zeroed_n(w.len(), CHUNK, |c, [wo, bo]| {
+        let s = c * CHUNK;
+        for i in 0..wo.len() {
+            let (w, g, b) = (flush(w[s + i]), flush(g[s + i]), flush(buf[s + i]));
+            let g1 = if decay == Decay::Coupled {
+                mad(w, wd, g)
+            } else {
+                g
+            };
+            let b = mad(b, mu, g1);
+            bo[i] = b;
+            wo[i] = sub(w, mul(b, lr));
+        }
+    });
     (wo, bo)
 }
 
