@@ -14,7 +14,7 @@
 //!   columns and each block of 256 consecutive k steps (in order), the panel of `b` is packed
 //!   once into strips as wide as a register tile; threads then take blocks of rows (multiples
 //!   of 24), pack those rows' k block of `a` in groups as tall as a register tile, and run
-//!   register tiles of `R x W` outputs over both (AVX-512: 8x32, AVX2: 6x16, portable: 4x8; 8 or 6
+//!   register tiles of `R x W` outputs over both (AVX-512: 12x32, AVX2: 6x16, portable: 4x8; 8 or 6
 //!   rows x 8 when `n <= 8`, as a convolution's few output channels; row
 //!   and column tails run the same tile over zero padding that is never stored). A tile loads its
 //!   accumulators from the output, adds its k block's terms in order and stores them: between
