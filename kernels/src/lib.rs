@@ -30,6 +30,7 @@
 #![allow(deprecated)]
 
 pub mod arith;
+pub mod attention;
 pub mod bias;
 pub mod bmm;
 pub mod causal;

@@ -64,5 +64,6 @@ ops! {
     embedding: EmbeddingOps { embedding },
     layernorm: LayerNormOps { layer_norm },
     causal: CausalOps { causal_softmax },
+    attention: AttentionOps { attention },
     #[cfg(test)] negate: NegateOps { negate },
 }

@@ -14,7 +14,8 @@ use lockstep_train::conformance::{underflow_logits, underflow_values};
 use crate::kernels_bitwise::{assert_bitwise, devices, host, seeded, t2};
 use crate::reference::{
     bmm_loop, causal_softmax_backward_loop, causal_softmax_loop, exp_loop, fadd, fl, fmad, fmul,
-    fsub, layer_norm_backward_loop, layer_norm_loop, matmul_loop, recip_loop, transpose3,
+    fsub, layer_norm_backward_loop, layer_norm_loop, matmul_fma_loop, matmul_loop, recip_loop,
+    transpose, transpose3,
 };
 
 fn t3(v: &[f32], shape: [usize; 3], d: &Device) -> Tensor<3> {
@@ -357,6 +358,80 @@ fn a_causal_attention_head_is_bitwise_on_every_backend() {
         assert_bitwise(&format!("{what}: dq"), &dq, &host(tq.grad(&grads).unwrap()));
         assert_bitwise(&format!("{what}: dk"), &dk, &host(tk.grad(&grads).unwrap()));
         assert_bitwise(&format!("{what}: dv"), &dv, &host(tv.grad(&grads).unwrap()));
+    }
+}
+
+/// The one-op attention (`attention`: `qkv` `[b*t, 3c]` -> the heads' outputs `[b*t, c]`)
+/// against the suite's loops composed per (sequence, head) as the written-out form computes it
+/// (slices, `q·kᵀ`, the causal softmax, `att·v`; backward through the same products), forward
+/// and the gradient of `qkv`, bit for bit on every backend and in both profiles (`fma` where
+/// the probe finds a true fused multiply-add).
+#[test]
+fn the_attention_op_matches_the_loops_in_both_profiles_on_every_backend() {
+    for (b, t, nh, hd) in [(1, 1, 1, 1), (2, 7, 3, 5), (3, 13, 2, 8), (2, 33, 2, 9)] {
+        let c = nh * hd;
+        let tag = format!("b={b} t={t} heads={nh} hd={hd}");
+        let qkv = seeded(b * t * 3 * c, &format!("attn-op-qkv {tag}"), -1.5, 1.5);
+        let g = seeded(b * t * c, &format!("attn-op-g {tag}"), -1.0, 1.0);
+        let scale = (1.0 / (hd as f64).sqrt()) as f32;
+        for fused in [false, true] {
+            let mm = |a: &[f32], x: &[f32], m: usize, k: usize, n: usize| {
+                if fused {
+                    matmul_fma_loop(a, x, m, k, n)
+                } else {
+                    matmul_loop(a, x, m, k, n)
+                }
+            };
+            let (mut y, mut dx) = (vec![0f32; b * t * c], vec![0f32; b * t * 3 * c]);
+            for e in 0..b {
+                for h in 0..nh {
+                    let blk = |src: &[f32], stride: usize, c0: usize| -> Vec<f32> {
+                        (0..t * hd)
+                            .map(|i| src[(e * t + i / hd) * stride + c0 + i % hd])
+                            .collect()
+                    };
+                    let (q, k, v) = (
+                        blk(&qkv, 3 * c, h * hd),
+                        blk(&qkv, 3 * c, c + h * hd),
+                        blk(&qkv, 3 * c, 2 * c + h * hd),
+                    );
+                    let gh = blk(&g, c, h * hd);
+                    let p = causal_softmax_loop(&mm(&q, &transpose(&k, t, hd), t, hd, t), t, scale);
+                    let o = mm(&p, &v, t, t, hd);
+                    let dp = mm(&gh, &transpose(&v, t, hd), t, hd, t);
+                    let dv = mm(&transpose(&p, t, t), &gh, t, t, hd);
+                    let ds = causal_softmax_backward_loop(&p, &dp, t, scale);
+                    let dq = mm(&ds, &k, t, t, hd);
+                    let dk = transpose(&mm(&transpose(&q, t, hd), &ds, hd, t, t), hd, t);
+                    for i in 0..t {
+                        for j in 0..hd {
+                            let (row, col) = (e * t + i, h * hd + j);
+                            y[row * c + col] = o[i * hd + j];
+                            for (part, d) in [&dq, &dk, &dv].into_iter().enumerate() {
+                                // + 0.0: the slices' gradients are added into zeros.
+                                dx[row * 3 * c + part * c + col] = d[i * hd + j] + 0.0;
+                            }
+                        }
+                    }
+                }
+            }
+            for (name, d) in devices() {
+                if fused && lockstep_kernels::profile::probe(&d).lockstep_fma != "fused" {
+                    continue; // no fma profile on this device (arith_profiles checks the refusal)
+                }
+                let what = format!("attention {tag} fused={fused} on {name}");
+                let ad = d.clone().autodiff();
+                let x = t2(&qkv, [b * t, 3 * c], &ad).require_grad();
+                let out = det::attention(x.clone(), b, nh, scale, fused);
+                let grads = (out.clone() * t2(&g, [b * t, c], &ad)).sum().backward();
+                assert_bitwise(&format!("{what}: output"), &y, &host(out));
+                assert_bitwise(
+                    &format!("{what}: d qkv"),
+                    &dx,
+                    &host(x.grad(&grads).unwrap()),
+                );
+            }
+        }
     }
 }
 

@@ -103,6 +103,8 @@ pub const TOLERANCES: &[ToleranceEntry] = &[
     row("layer_norm_grad", "burn", absrel(1e-5, 1e-5), "burn's autodiff through sum_dim, sqrt and /; measured 2.4e-7 at c = 768"),
     row("causal_softmax", "burn", absrel(1e-6, 1e-5), "softmax of masked scores (as softmax); measured 1.2e-7"),
     row("causal_softmax_grad", "burn", absrel(1e-6, 1e-5), "softmax's backward through the mask; measured 2.2e-8"),
+    row("attention", "burn", absrel(1e-5, 1e-4), "bmm + causal_softmax + bmm with stock orders"),
+    row("attention_grad", "burn", absrel(1e-5, 1e-4), "their backward passes through burn's autodiff"),
     row("training_trajectory", "burn", absrel(1e-3, 1e-2), "per-step loss of a short run; op differences compound"),
     row("inference_logits", "burn", absrel(1e-4, 1e-4), "logits of a trained model on another backend or batch size (stock matmul orders)"),
     row("inference_logits_reduced_precision", "any", absrel(0.5, 0.1), "f16/bf16 weights (RNE): bf16 keeps 8 bits, logits move by up to ~0.2"),
@@ -149,6 +151,8 @@ pub const TOLERANCES: &[ToleranceEntry] = &[
     row("layer_norm_grad", "lockstep", Bitwise, "statistics recomputed from x, in-order means of dy and dy*y, flushed"),
     row("causal_softmax", "lockstep", Bitwise, "softmax's row stats over the unmasked prefix, Newton reciprocal; masked entries +0"),
     row("causal_softmax_grad", "lockstep", Bitwise, "fixed-order dot over the unmasked prefix, times scale, flushed"),
+    row("attention", "lockstep", Bitwise, "bmm, causal_softmax and bmm per (sequence, head), their orders"),
+    row("attention_grad", "lockstep", Bitwise, "their backward passes, the softmax recomputed; -0 comes out +0"),
     row("training_trajectory", "lockstep", Bitwise, "every op above is bitwise"),
 ];
 

@@ -551,7 +551,57 @@ fn attention_cases() -> Vec<Case> {
             ));
         }
     }
+    // The one-op attention (`qkv` -> the heads' outputs) and the gradient of `qkv`.
+    for (b, tl, nh, hd) in [(1, 1, 1, 1), (2, 7, 3, 5), (2, 33, 2, 16)] {
+        let c = nh * hd;
+        let scale = (1.0 / (hd as f64).sqrt()) as f32;
+        let tag = format!("{b}x{tl}x{nh}x{hd}");
+        let qkv = seeded(b * tl * 3 * c, &format!("attn-qkv{tag}"), -2.0, 2.0);
+        let g = seeded(b * tl * c, &format!("attn-g{tag}"), -1.0, 1.0);
+        let shape = format!("b={b} t={tl} heads={nh} hd={hd}");
+        for (kernels, lock) in [("burn", false), ("lockstep", true)] {
+            let at = move |x: Tensor<2>| {
+                if lock {
+                    det::attention(x, b, nh, scale, false)
+                } else {
+                    stock_attention(x, b, nh, scale)
+                }
+            };
+            let x1 = qkv.clone();
+            out.push(case("attention", kernels, shape.clone(), move |d| {
+                host(at(t(&x1, [b * tl, 3 * c], d)))
+            }));
+            let (x1, g1) = (qkv.clone(), g.clone());
+            out.push(case("attention_grad", kernels, shape.clone(), move |d| {
+                let ad = d.clone().autodiff();
+                let x = t(&x1, [b * tl, 3 * c], &ad).require_grad();
+                let gs = (at(x.clone()) * t(&g1, [b * tl, c], &ad)).sum().backward();
+                host(x.grad(&gs).expect("grad"))
+            }));
+        }
+    }
     out
+}
+
+/// Stock causal attention of `b` sequences from `qkv` `[b*t, 3c]` with `nh` heads: the heads
+/// sliced out, `q·kᵀ` and `att·v` by burn's matmul, `stock_causal_softmax` between.
+fn stock_attention(qkv: Tensor<2>, b: usize, nh: usize, scale: f32) -> Tensor<2> {
+    let [r, c3] = qkv.dims();
+    let (tl, hd) = (r / b, c3 / (3 * nh));
+    let x = qkv.reshape([b, tl, 3 * nh, hd]).swap_dims(1, 2);
+    let head = |k: usize| {
+        x.clone()
+            .slice([0..b, k * nh..(k + 1) * nh, 0..tl, 0..hd])
+            .reshape([b * nh, tl, hd])
+    };
+    let s = head(0)
+        .matmul(head(1).swap_dims(1, 2))
+        .reshape([b * nh * tl, tl]);
+    let p = stock_causal_softmax(s, tl, scale).reshape([b * nh, tl, tl]);
+    p.matmul(head(2))
+        .reshape([b, nh, tl, hd])
+        .swap_dims(1, 2)
+        .reshape([b * tl, nh * hd])
 }
 
 /// Seeded values around the subnormal range: 1/8 subnormals, 1/16 `±MIN_POSITIVE`, 1/16 `±0`,

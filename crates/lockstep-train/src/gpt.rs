@@ -14,6 +14,7 @@
 //! attn(x): q, k, v = split(x @ c_attn + b) into n_head heads of n_embd / n_head
 //!          att = causal_softmax(q @ kᵀ, scale = f32(1 / sqrt(head_dim)))   (bmm, rows masked
 //!          y = dropout(att) @ v, heads concatenated, @ c_proj + b            past the query)
+//!          (without attention dropout: the one op `attention`, the same bits)
 //! ln(x) = layer_norm(x, eps = 1e-5) * weight (+ bias)
 //! ```
 //!
@@ -35,7 +36,7 @@ use crate::nn::{Ctx, InitRule, Network, ParamSpec, Params, add, dropout};
 use burn::tensor::Tensor;
 use lockstep_core::config::GptConfig;
 use lockstep_kernels as det;
-use lockstep_kernels::ops::{bmm_in, causal_softmax, embedding, layer_norm, matmul_in};
+use lockstep_kernels::ops::{attention, bmm_in, causal_softmax, embedding, layer_norm, matmul_in};
 
 pub const LN_EPS: f32 = 1e-5;
 
@@ -110,10 +111,32 @@ impl Gpt {
     fn attn(&self, p: &Params, i: usize, x: Tensor<2>, b: usize, t: usize, ctx: &Ctx) -> Tensor<2> {
         let (c, nh) = (self.cfg.n_embd, self.cfg.n_head);
         let hd = c / nh;
-        let qkv = self
-            .linear(p, &format!("h.{i}.attn.c_attn"), x, ctx)
-            .reshape([b, t, 3 * nh, hd])
-            .swap_dims(1, 2);
+        let scale = (1.0 / (hd as f64).sqrt()) as f32;
+        let fused = ctx.arith.fused();
+        let qkv = self.linear(p, &format!("h.{i}.attn.c_attn"), x, ctx);
+        let y = if ctx.step.is_none() || self.dropout <= 0.0 {
+            // No attention dropout: the one-op form (`attention`), the same bits as below.
+            attention(qkv, b, nh, scale, fused)
+        } else {
+            self.attn_written_out(qkv, i, b, t, ctx)
+        };
+        let y = self.linear(p, &format!("h.{i}.attn.c_proj"), y, ctx);
+        dropout(&format!("h.{i}.attn.resid_dropout"), self.dropout, y, ctx)
+    }
+
+    /// `attention` written out as reshapes, slices, `bmm`s and `causal_softmax`, with the
+    /// attention dropout between the softmax and the second product: `[b*t, c]`.
+    fn attn_written_out(
+        &self,
+        qkv: Tensor<2>,
+        i: usize,
+        b: usize,
+        t: usize,
+        ctx: &Ctx,
+    ) -> Tensor<2> {
+        let (c, nh) = (self.cfg.n_embd, self.cfg.n_head);
+        let hd = c / nh;
+        let qkv = qkv.reshape([b, t, 3 * nh, hd]).swap_dims(1, 2);
         let head = |k: usize| {
             qkv.clone()
                 .slice([0..b, k * nh..(k + 1) * nh, 0..t, 0..hd])
@@ -125,12 +148,10 @@ impl Gpt {
         let att = bmm_in(q, k.swap_dims(1, 2), fused).reshape([b * nh * t, t]);
         let att = causal_softmax(att, t, scale);
         let att = dropout(&format!("h.{i}.attn.attn_dropout"), self.dropout, att, ctx);
-        let y = bmm_in(att.reshape([b * nh, t, t]), v, fused)
+        bmm_in(att.reshape([b * nh, t, t]), v, fused)
             .reshape([b, nh, t, hd])
             .swap_dims(1, 2)
-            .reshape([b * t, c]);
-        let y = self.linear(p, &format!("h.{i}.attn.c_proj"), y, ctx);
-        dropout(&format!("h.{i}.attn.resid_dropout"), self.dropout, y, ctx)
+            .reshape([b * t, c])
     }
 
     fn mlp(&self, p: &Params, i: usize, x: Tensor<2>, ctx: &Ctx) -> Tensor<2> {

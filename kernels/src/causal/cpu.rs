@@ -140,6 +140,52 @@ pub fn forward(x: &[f32], r: usize, t: usize, scale: f32) -> Vec<f32> {
     })
 }
 
+/// `forward` of one `[t, t]` block (rows are queries `0..t`) into `y` (zeroed: the masked
+/// entries are not written), on the calling thread: the same bits as `forward`'s rows.
+pub(crate) fn forward_block(x: &[f32], y: &mut [f32], t: usize, scale: f32) {
+    assert!(
+        x.len() == t * t && y.len() == t * t,
+        "causal_softmax: shapes"
+    );
+    if t == 0 {
+        return;
+    }
+    let sc = flush(scale);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked above).
+        #[allow(unsafe_code)]
+        unsafe {
+            forward_rows_avx2(x, y, (0, t), sc)
+        };
+        return;
+    }
+    forward_rows(x, y, (0, t), sc);
+}
+
+/// `backward` of one `[t, t]` block into `d` (zeroed), on the calling thread: the same bits as
+/// `backward`'s rows.
+pub(crate) fn backward_block(y: &[f32], dy: &[f32], d: &mut [f32], t: usize, scale: f32) {
+    assert!(
+        y.len() == t * t && dy.len() == t * t && d.len() == t * t,
+        "causal_softmax: shapes"
+    );
+    if t == 0 {
+        return;
+    }
+    let sc = flush(scale);
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked above).
+        #[allow(unsafe_code)]
+        unsafe {
+            backward_rows_avx2(y, dy, d, (0, t), sc)
+        };
+        return;
+    }
+    backward_rows(y, dy, d, (0, t), sc);
+}
+
 /// Gradient with respect to `x` from the forward's output `y` and the incoming `dy`: per row,
 /// `dot = sum over j <= q of dy[j] * y[j]` in order, then `dx[j] = sc * (y[j] * (dy[j] - dot))`
 /// (zero beyond `q`).
