@@ -53,6 +53,7 @@ pub mod readback;
 pub mod reduce;
 mod rowgroup;
 mod seam;
+mod simd;
 pub mod softmax;
 pub mod unary;
 pub mod xent;

@@ -7,7 +7,7 @@
 pub(crate) const GROUP: usize = 8;
 
 /// `[R, c]` rows as `[c][R]` columns in `xt` (resized). Plain loops, no iterator closures, so
-/// that it is compiled into its callers' AVX2 copies.
+/// that it is compiled into its callers' AVX-512 and AVX2 copies (`simd::widest!`).
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // lane `r` of column `j`: constant-bound loops that vectorise
 pub(crate) fn columns<const R: usize>(x: &[f32], c: usize, xt: &mut Vec<[f32; R]>) {

@@ -11,11 +11,20 @@ pub fn add_bias(x: &[f32], b: &[f32], m: usize, n: usize) -> Vec<f32> {
     // Tasks of whole rows, at least 16K elements (a row is too little work for a thread).
     let rows = (1usize << 14).div_ceil(n);
     crate::heap::par_zeroed(m * n, rows * n, |t, y| {
-        let x = &x[t * rows * n..t * rows * n + y.len()];
-        for (y, xr) in y.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
-            for ((y, &xv), &bv) in y.iter_mut().zip(xr).zip(b) {
-                *y = add(flush(xv), flush(bv));
-            }
-        }
+        add_rows(&x[t * rows * n..t * rows * n + y.len()], b, y)
     })
+}
+
+#[inline(always)]
+fn add_rows_body(x: &[f32], b: &[f32], y: &mut [f32]) {
+    let n = b.len();
+    for (y, xr) in y.chunks_exact_mut(n).zip(x.chunks_exact(n)) {
+        for ((y, &xv), &bv) in y.iter_mut().zip(xr).zip(b) {
+            *y = add(flush(xv), flush(bv));
+        }
+    }
+}
+
+crate::simd::widest! {
+    fn add_rows(x: &[f32], b: &[f32], y: &mut [f32]) = add_rows_body;
 }

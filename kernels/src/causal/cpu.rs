@@ -105,10 +105,8 @@ fn forward_rows(x: &[f32], y: &mut [f32], (i0, t): (usize, usize), sc: f32) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn forward_rows_avx2(x: &[f32], y: &mut [f32], (i0, t): (usize, usize), sc: f32) {
-    forward_rows(x, y, (i0, t), sc)
+crate::simd::widest! {
+    fn forward_rows_widest(x: &[f32], y: &mut [f32], rows: (usize, usize), sc: f32) = forward_rows;
 }
 
 /// Rows per thread task (a multiple of `G`).
@@ -121,22 +119,11 @@ pub fn forward(x: &[f32], r: usize, t: usize, scale: f32) -> Vec<f32> {
         return vec![0f32; r * t];
     }
     let sc = flush(scale);
-    #[cfg(target_arch = "x86_64")]
-    let avx2 = std::arch::is_x86_feature_detected!("avx2");
     // Tasks of TASK_ROWS rows (a row is too little work to hand to a thread).
     crate::heap::par_zeroed(r * t, TASK_ROWS * t, |b, ys| {
         let i0 = b * TASK_ROWS;
         let x = &x[i0 * t..i0 * t + ys.len()];
-        #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            // SAFETY: the CPU has AVX2 (checked above).
-            #[allow(unsafe_code)]
-            unsafe {
-                forward_rows_avx2(x, ys, (i0, t), sc)
-            };
-            return;
-        }
-        forward_rows(x, ys, (i0, t), sc);
+        forward_rows_widest(x, ys, (i0, t), sc);
     })
 }
 
@@ -151,16 +138,7 @@ pub(crate) fn forward_block(x: &[f32], y: &mut [f32], t: usize, scale: f32) {
         return;
     }
     let sc = flush(scale);
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked above).
-        #[allow(unsafe_code)]
-        unsafe {
-            forward_rows_avx2(x, y, (0, t), sc)
-        };
-        return;
-    }
-    forward_rows(x, y, (0, t), sc);
+    forward_rows_widest(x, y, (0, t), sc);
 }
 
 /// `backward` of one `[t, t]` block into `d` (zeroed), on the calling thread: the same bits as
@@ -174,16 +152,7 @@ pub(crate) fn backward_block(y: &[f32], dy: &[f32], d: &mut [f32], t: usize, sca
         return;
     }
     let sc = flush(scale);
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked above).
-        #[allow(unsafe_code)]
-        unsafe {
-            backward_rows_avx2(y, dy, d, (0, t), sc)
-        };
-        return;
-    }
-    backward_rows(y, dy, d, (0, t), sc);
+    backward_rows_widest(y, dy, d, (0, t), sc);
 }
 
 /// Gradient with respect to `x` from the forward's output `y` and the incoming `dy`: per row,
@@ -198,29 +167,16 @@ pub fn backward(y: &[f32], dy: &[f32], r: usize, t: usize, scale: f32) -> Vec<f3
         return vec![0f32; r * t];
     }
     let sc = flush(scale);
-    #[cfg(target_arch = "x86_64")]
-    let avx2 = std::arch::is_x86_feature_detected!("avx2");
     crate::heap::par_zeroed(r * t, TASK_ROWS * t, |b, ds| {
         let i0 = b * TASK_ROWS;
         let rows = ds.len() / t;
         let (y, dy) = (&y[i0 * t..(i0 + rows) * t], &dy[i0 * t..(i0 + rows) * t]);
-        #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            // SAFETY: the CPU has AVX2 (checked above).
-            #[allow(unsafe_code)]
-            unsafe {
-                backward_rows_avx2(y, dy, ds, (i0, t), sc)
-            };
-            return;
-        }
-        backward_rows(y, dy, ds, (i0, t), sc);
+        backward_rows_widest(y, dy, ds, (i0, t), sc);
     })
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn backward_rows_avx2(y: &[f32], dy: &[f32], d: &mut [f32], (i0, t): (usize, usize), sc: f32) {
-    backward_rows(y, dy, d, (i0, t), sc)
+crate::simd::widest! {
+    fn backward_rows_widest(y: &[f32], dy: &[f32], d: &mut [f32], rows: (usize, usize), sc: f32) = backward_rows;
 }
 
 /// `backward` of the rows `i0..` that `d` holds. The rows' dot products run `G` rows side by

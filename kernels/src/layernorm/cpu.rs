@@ -82,10 +82,8 @@ fn forward_rows(x: &[f32], y: &mut [f32], c: usize, inv_c: f32, eps: f32) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn forward_rows_avx2(x: &[f32], y: &mut [f32], c: usize, inv_c: f32, eps: f32) {
-    forward_rows(x, y, c, inv_c, eps)
+crate::simd::widest! {
+    fn forward_rows_widest(x: &[f32], y: &mut [f32], c: usize, inv_c: f32, eps: f32) = forward_rows;
 }
 
 /// Each row of `x` `[m, c]` normalised.
@@ -95,20 +93,9 @@ pub fn forward(x: &[f32], m: usize, c: usize, eps: f32) -> Vec<f32> {
         return vec![0f32; m * c];
     }
     let (inv_c, eps) = (flush(inv_count(c)), flush(eps));
-    #[cfg(target_arch = "x86_64")]
-    let avx2 = std::arch::is_x86_feature_detected!("avx2");
     crate::heap::par_zeroed(m * c, TASK_ROWS * c, |t, y| {
         let x = &x[t * TASK_ROWS * c..t * TASK_ROWS * c + y.len()];
-        #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            // SAFETY: the CPU has AVX2 (checked above).
-            #[allow(unsafe_code)]
-            unsafe {
-                forward_rows_avx2(x, y, c, inv_c, eps)
-            };
-            return;
-        }
-        forward_rows(x, y, c, inv_c, eps)
+        forward_rows_widest(x, y, c, inv_c, eps)
     })
 }
 
@@ -161,10 +148,8 @@ fn backward_rows(x: &[f32], dy: &[f32], d: &mut [f32], c: usize, inv_c: f32, eps
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn backward_rows_avx2(x: &[f32], dy: &[f32], d: &mut [f32], c: usize, inv_c: f32, eps: f32) {
-    backward_rows(x, dy, d, c, inv_c, eps)
+crate::simd::widest! {
+    fn backward_rows_widest(x: &[f32], dy: &[f32], d: &mut [f32], c: usize, inv_c: f32, eps: f32) = backward_rows;
 }
 
 /// Gradient with respect to `x` `[m, c]` for the incoming `dy`, recomputing the forward's
@@ -175,21 +160,10 @@ pub fn backward(x: &[f32], dy: &[f32], m: usize, c: usize, eps: f32) -> Vec<f32>
         return vec![0f32; m * c];
     }
     let (inv_c, eps) = (flush(inv_count(c)), flush(eps));
-    #[cfg(target_arch = "x86_64")]
-    let avx2 = std::arch::is_x86_feature_detected!("avx2");
     crate::heap::par_zeroed(m * c, TASK_ROWS * c, |t, d| {
         let span = t * TASK_ROWS * c..t * TASK_ROWS * c + d.len();
         let (x, dy) = (&x[span.clone()], &dy[span]);
-        #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            // SAFETY: the CPU has AVX2 (checked above).
-            #[allow(unsafe_code)]
-            unsafe {
-                backward_rows_avx2(x, dy, d, c, inv_c, eps)
-            };
-            return;
-        }
-        backward_rows(x, dy, d, c, inv_c, eps)
+        backward_rows_widest(x, dy, d, c, inv_c, eps)
     })
 }
 

@@ -184,22 +184,8 @@ fn row_exponents(a: &[f32], rows: usize, k: usize, threads: bool) -> (Vec<u32>, 
     (out, dirty)
 }
 
-fn row_exponents_dispatch(a: &[f32], k: usize, out: &mut [u32]) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports the feature `row_exponents_avx2` is compiled for.
-        #[allow(unsafe_code)]
-        unsafe {
-            return row_exponents_avx2(a, k, out);
-        }
-    }
-    row_exponents_block(a, k, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn row_exponents_avx2(a: &[f32], k: usize, out: &mut [u32]) -> bool {
-    row_exponents_block(a, k, out)
+crate::simd::widest! {
+    fn row_exponents_dispatch(a: &[f32], k: usize, out: &mut [u32]) -> bool = row_exponents_block;
 }
 
 /// `row_exponents` of the rows `a` holds (`out.len()` rows of `k`). Plain loops (no iterator
@@ -242,37 +228,8 @@ fn col_exponents(b: &[f32], n: usize, threads: bool) -> (Vec<u32>, bool) {
     }
 }
 
-fn col_exponents_dispatch(rows: &[f32], n: usize) -> (Vec<u32>, bool) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports the feature `col_exponents_avx512` is compiled for.
-            #[allow(unsafe_code)]
-            unsafe {
-                return col_exponents_avx512(rows, n);
-            }
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports the feature `col_exponents_avx2` is compiled for.
-            #[allow(unsafe_code)]
-            unsafe {
-                return col_exponents_avx2(rows, n);
-            }
-        }
-    }
-    col_exponents_block(rows, n)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn col_exponents_avx512(rows: &[f32], n: usize) -> (Vec<u32>, bool) {
-    col_exponents_block(rows, n)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn col_exponents_avx2(rows: &[f32], n: usize) -> (Vec<u32>, bool) {
-    col_exponents_block(rows, n)
+crate::simd::widest! {
+    fn col_exponents_dispatch(rows: &[f32], n: usize) -> (Vec<u32>, bool) = col_exponents_block;
 }
 
 #[inline(always)]

@@ -8,8 +8,17 @@ pub fn mul(a: &[f32], b: &[f32]) -> Vec<f32> {
     const CHUNK: usize = 1 << 14;
     crate::heap::par_zeroed(a.len(), CHUNK, |i, y| {
         let span = i * CHUNK..i * CHUNK + y.len();
-        for ((y, &a), &b) in y.iter_mut().zip(&a[span.clone()]).zip(&b[span]) {
-            *y = mul1(flush(a), flush(b));
-        }
+        mul_chunk(&a[span.clone()], &b[span], y)
     })
+}
+
+#[inline(always)]
+fn mul_body(a: &[f32], b: &[f32], y: &mut [f32]) {
+    for ((y, &a), &b) in y.iter_mut().zip(a).zip(b) {
+        *y = mul1(flush(a), flush(b));
+    }
+}
+
+crate::simd::widest! {
+    fn mul_chunk(a: &[f32], b: &[f32], y: &mut [f32]) = mul_body;
 }

@@ -50,39 +50,10 @@ pub fn adam(
     (wo, mo, vo)
 }
 
-/// The widest vector width this CPU runs (speed only: the update is element-wise and built from
-/// `+ - *` and bit operations, so every path gives the same bits).
-fn adam_dispatch(ins: [&[f32]; 4], outs: [&mut [f32]; 3], hp: AdamHyper, decay: Decay) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports the feature `adam_avx512` is compiled for (checked above).
-            #[allow(unsafe_code)]
-            unsafe {
-                return adam_avx512(ins, outs, hp, decay);
-            }
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports the feature `adam_avx2` is compiled for (checked above).
-            #[allow(unsafe_code)]
-            unsafe {
-                return adam_avx2(ins, outs, hp, decay);
-            }
-        }
-    }
-    adam_chunk(ins, outs, hp, decay)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn adam_avx512(ins: [&[f32]; 4], outs: [&mut [f32]; 3], hp: AdamHyper, decay: Decay) {
-    adam_chunk(ins, outs, hp, decay)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn adam_avx2(ins: [&[f32]; 4], outs: [&mut [f32]; 3], hp: AdamHyper, decay: Decay) {
-    adam_chunk(ins, outs, hp, decay)
+crate::simd::widest! {
+    /// `adam_chunk` in the widest vector width this CPU runs (speed only: the update is
+    /// element-wise and built from `+ - *` and bit operations, so every path gives the same bits).
+    fn adam_dispatch(ins: [&[f32]; 4], outs: [&mut [f32]; 3], hp: AdamHyper, decay: Decay) = adam_chunk;
 }
 
 /// The update of `optim`'s module doc over one chunk (all slices the same length), in blocks

@@ -2,9 +2,10 @@
 //!
 //! Element-wise, so neither threads (chunks of `CHUNK` elements) nor SIMD lanes can change any
 //! result: each element runs the same scalar operations (`+ - *`, comparisons, `floor`, bit
-//! casts — all exact or correctly rounded, never contracted into FMA by rustc). On x86-64 with
-//! AVX2 the loop is compiled a second time with AVX2 enabled, so `floor` becomes one instruction
-//! and the branch-free parts vectorise; the results are the same bits.
+//! casts — all exact or correctly rounded, never contracted into FMA by rustc). On x86-64 the
+//! loop is also compiled with AVX-512F and with AVX2 enabled (`simd::widest!` runs the widest the
+//! CPU has), so `floor` becomes one instruction and the branch-free parts vectorise; the results
+//! are the same bits.
 //!
 //! GELU and its derivative skip the subnormal flushes on a block of `SAFE_BLOCK` elements when
 //! every element is `±0`, NaN or at least `GELU_SAFE_MIN` (2^-20) in magnitude (`gelu_safe`):
@@ -128,7 +129,7 @@ fn phi_cdf_nf(x: f32, q: f32) -> f32 {
 
 /// GELU (`grad`: its derivative) over a chunk: blocks of `SAFE_BLOCK` whose elements are all
 /// `gelu_safe` run the flush-free `gelu_nf_block`, others the flushed function. Plain loops, so
-/// the AVX2 copy vectorises every part.
+/// the AVX-512 and AVX2 copies vectorise every part.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
 fn gelu_chunk(i: &[f32], o: &mut [f32], grad: bool) {
@@ -137,7 +138,7 @@ fn gelu_chunk(i: &[f32], o: &mut [f32], grad: bool) {
         for &x in xs {
             safe &= gelu_safe(x);
         }
-        // Plain index loops: iterator closures would not be inlined into the AVX2 copy.
+        // Plain index loops: iterator closures would not be inlined into the vector copies.
         let n = xs.len();
         match (safe, grad) {
             (true, _) => gelu_nf_block(xs, ys, grad),
@@ -159,7 +160,7 @@ fn gelu_chunk(i: &[f32], o: &mut [f32], grad: bool) {
 const CHUNK: usize = 1 << 14;
 
 /// The loop over one chunk, with each `arith` function (all `#[inline(always)]`) inlined
-/// straight into it, so the AVX2 copy below can vectorise it.
+/// straight into it, so the AVX-512 and AVX2 copies (`simd::widest!`) can vectorise it.
 macro_rules! map_loop {
     ($i:ident, $o:ident, $op:ident) => {
         match $op {
@@ -174,27 +175,13 @@ macro_rules! map_loop {
     };
 }
 
-fn map_chunk_generic(i: &[f32], o: &mut [f32], op: Unary) {
+#[inline(always)]
+fn map_chunk_body(i: &[f32], o: &mut [f32], op: Unary) {
     map_loop!(i, o, op)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn map_chunk_avx2(i: &[f32], o: &mut [f32], op: Unary) {
-    map_loop!(i, o, op)
-}
-
-fn map_chunk(i: &[f32], o: &mut [f32], op: Unary) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above).
-        #[allow(unsafe_code)]
-        unsafe {
-            map_chunk_avx2(i, o, op)
-        };
-        return;
-    }
-    map_chunk_generic(i, o, op)
+crate::simd::widest! {
+    fn map_chunk(i: &[f32], o: &mut [f32], op: Unary) = map_chunk_body;
 }
 
 /// `op` of every element of `x`.
@@ -322,7 +309,7 @@ mod tests {
         }
     }
 
-    /// The threaded, AVX2-compiled map gives the scalar function's bits on every element.
+    /// The threaded, vector-compiled (AVX-512 or AVX2) map gives the scalar function's bits on every element.
     #[test]
     fn map_equals_the_scalar_function() {
         let x: Vec<f32> = (0..100_003)

@@ -169,18 +169,12 @@ fn backward_rows(x: &[f32], t: &[f32], g: &[f32], d: &mut [f32], i0: usize, c: u
     }
 }
 
-// The same loops compiled for AVX2 (`floor` inline, the element-wise loops vectorised): the
-// same operations, so the same bits.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn forward_rows_avx2(x: &[f32], t: &[f32], o: &mut [f32], i0: usize, c: usize) {
-    forward_rows(x, t, o, i0, c)
+crate::simd::widest! {
+    fn forward_rows_widest(x: &[f32], t: &[f32], o: &mut [f32], i0: usize, c: usize) = forward_rows;
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn backward_rows_avx2(x: &[f32], t: &[f32], g: &[f32], d: &mut [f32], i0: usize, c: usize) {
-    backward_rows(x, t, g, d, i0, c)
+crate::simd::widest! {
+    fn backward_rows_widest(x: &[f32], t: &[f32], g: &[f32], d: &mut [f32], i0: usize, c: usize) = backward_rows;
 }
 
 /// Per-row negative log-likelihood, `[m]`.
@@ -189,19 +183,8 @@ pub fn forward(x: &[f32], t: &[f32], m: usize, c: usize) -> Vec<f32> {
         c > 0 && x.len() == m * c && t.len() == m * c,
         "xent: shapes"
     );
-    #[cfg(target_arch = "x86_64")]
-    let avx2 = std::arch::is_x86_feature_detected!("avx2");
     crate::heap::par_zeroed(m, TASK_ROWS, |b, o| {
-        #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            // SAFETY: the CPU has AVX2 (checked above).
-            #[allow(unsafe_code)]
-            unsafe {
-                forward_rows_avx2(x, t, o, b * TASK_ROWS, c)
-            };
-            return;
-        }
-        forward_rows(x, t, o, b * TASK_ROWS, c)
+        forward_rows_widest(x, t, o, b * TASK_ROWS, c)
     })
 }
 
@@ -211,19 +194,8 @@ pub fn backward(x: &[f32], t: &[f32], g: &[f32], m: usize, c: usize) -> Vec<f32>
         c > 0 && x.len() == m * c && t.len() == m * c && g.len() == m,
         "xent: shapes"
     );
-    #[cfg(target_arch = "x86_64")]
-    let avx2 = std::arch::is_x86_feature_detected!("avx2");
     crate::heap::par_zeroed(m * c, TASK_ROWS * c, |b, d| {
-        #[cfg(target_arch = "x86_64")]
-        if avx2 {
-            // SAFETY: the CPU has AVX2 (checked above).
-            #[allow(unsafe_code)]
-            unsafe {
-                backward_rows_avx2(x, t, g, d, b * TASK_ROWS, c)
-            };
-            return;
-        }
-        backward_rows(x, t, g, d, b * TASK_ROWS, c)
+        backward_rows_widest(x, t, g, d, b * TASK_ROWS, c)
     })
 }
 
