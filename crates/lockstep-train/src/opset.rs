@@ -33,7 +33,9 @@ pub trait OpSet: Send + Sync {
     /// share of the whole batch's mean when it is the whole batch's.
     fn cross_entropy(&self, logits: Tensor<2>, targets: Tensor<2>, rows: usize) -> Tensor<2>;
     /// One optimizer update of `w` with gradient `g` (`crate::optim` states the arithmetic);
-    /// `slots` follow `optim::slot_names`, `step` is 1-based.
+    /// `slots` follow `optim::slot_names` and are replaced by their updated values, `step` is
+    /// 1-based. Handing over the only references to `w` and the slots lets a CPU backend update
+    /// them in place.
     fn optimizer_step(
         &self,
         cfg: &OptimizerConfig,
@@ -41,7 +43,7 @@ pub trait OpSet: Send + Sync {
         step: u64,
         w: Tensor<1>,
         g: Tensor<1>,
-        slots: &mut [Tensor<1>],
+        slots: &mut Vec<Tensor<1>>,
     ) -> Tensor<1>;
 }
 
@@ -145,7 +147,7 @@ impl OpSet for Lockstep {
         step: u64,
         w: Tensor<1>,
         g: Tensor<1>,
-        slots: &mut [Tensor<1>],
+        slots: &mut Vec<Tensor<1>>,
     ) -> Tensor<1> {
         let wd = cfg.weight_decay as f32;
         if cfg.kind == OptimizerKind::Sgd {
@@ -155,8 +157,9 @@ impl OpSet for Lockstep {
                 Decay::None
             };
             let hp = [lr, wd, cfg.momentum as f32];
-            let (w, buf) = det::ops::sgd_step(w, g, slots[0].clone(), hp, decay);
-            slots[0] = buf;
+            let buf = std::mem::take(slots).pop().expect("the momentum slot");
+            let (w, buf) = det::ops::sgd_step(w, g, buf, hp, decay);
+            *slots = vec![buf];
             return w;
         }
         let decay = match (cfg.kind, wd > 0.0) {
@@ -167,9 +170,10 @@ impl OpSet for Lockstep {
         let [omb1, omb2, c1, c2] = adam_scalars(cfg, step);
         let (b1, b2) = (cfg.betas[0] as f32, cfg.betas[1] as f32);
         let hp = [lr, wd, b1, b2, omb1, omb2, c1, c2, cfg.eps as f32, lr * wd];
-        let (w, m, v) = det::ops::adam_step(w, g, slots[0].clone(), slots[1].clone(), hp, decay);
-        slots[0] = m;
-        slots[1] = v;
+        // The slots are moved, not cloned: the kernel may then update them in place.
+        let [m, v]: [Tensor<1>; 2] = std::mem::take(slots).try_into().expect("the m and v slots");
+        let (w, m, v) = det::ops::adam_step(w, g, m, v, hp, decay);
+        *slots = vec![m, v];
         w
     }
 }
@@ -226,7 +230,7 @@ impl OpSet for Stock {
         step: u64,
         w: Tensor<1>,
         g: Tensor<1>,
-        slots: &mut [Tensor<1>],
+        slots: &mut Vec<Tensor<1>>,
     ) -> Tensor<1> {
         let wd = cfg.weight_decay as f32;
         if cfg.kind == OptimizerKind::Sgd {

@@ -36,7 +36,7 @@ pub fn update(
     step: u64,
     w: Tensor<1>,
     g: Tensor<1>,
-    slots: &mut [Tensor<1>],
+    slots: &mut Vec<Tensor<1>>,
 ) -> Tensor<1> {
     crate::opset::ops(kernels).optimizer_step(cfg, lr, step, w, g, slots)
 }

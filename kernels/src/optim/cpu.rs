@@ -28,7 +28,8 @@ pub fn sgd(w: &[f32], g: &[f32], buf: &[f32], hp: SgdHyper, decay: Decay) -> (Ve
     (wo, bo)
 }
 
-/// One Adam / AdamW step; returns `(w, m, v)`.
+/// One Adam / AdamW step; returns `(w, m, v)` (new vectors: each task copies its chunk of the
+/// inputs, then updates the copy as `adam_in_place` does).
 pub fn adam(
     w: &[f32],
     g: &[f32],
@@ -42,18 +43,43 @@ pub fn adam(
         g.len() == n && m.len() == n && v.len() == n,
         "adam: lengths"
     );
-    let [wo, mo, vo] = crate::heap::par_zeroed_n(n, CHUNK, |c, outs| {
-        let r = c * CHUNK..c * CHUNK + outs[0].len();
-        let ins = [&w[r.clone()], &g[r.clone()], &m[r.clone()], &v[r]];
-        adam_dispatch(ins, outs, hp, decay);
+    let [wo, mo, vo] = crate::heap::par_zeroed_n(n, CHUNK, |c, [wo, mo, vo]| {
+        let r = c * CHUNK..c * CHUNK + wo.len();
+        wo.copy_from_slice(&w[r.clone()]);
+        mo.copy_from_slice(&m[r.clone()]);
+        vo.copy_from_slice(&v[r.clone()]);
+        adam_dispatch(&g[r], [wo, mo, vo], hp, decay);
     });
     (wo, mo, vo)
+}
+
+/// `adam` overwriting `w`, `m` and `v` (the same bits: every element is read before it is
+/// written, by the same operations).
+pub fn adam_in_place(
+    w: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    hp: AdamHyper,
+    decay: Decay,
+) {
+    use rayon::prelude::*;
+    let n = w.len();
+    assert!(
+        g.len() == n && m.len() == n && v.len() == n,
+        "adam: lengths"
+    );
+    w.par_chunks_mut(CHUNK)
+        .zip(m.par_chunks_mut(CHUNK))
+        .zip(v.par_chunks_mut(CHUNK))
+        .zip(g.par_chunks(CHUNK))
+        .for_each(|(((w, m), v), g)| adam_dispatch(g, [w, m, v], hp, decay));
 }
 
 crate::simd::widest! {
     /// `adam_chunk` in the widest vector width this CPU runs (speed only: the update is
     /// element-wise and built from `+ - *` and bit operations, so every path gives the same bits).
-    fn adam_dispatch(ins: [&[f32]; 4], outs: [&mut [f32]; 3], hp: AdamHyper, decay: Decay) = adam_chunk;
+    fn adam_dispatch(g: &[f32], wmv: [&mut [f32]; 3], hp: AdamHyper, decay: Decay) = adam_chunk;
 }
 
 /// The update of `optim`'s module doc over one chunk (all slices the same length), in blocks
@@ -63,33 +89,29 @@ crate::simd::widest! {
 /// their latency; short loops let the CPU overlap consecutive vectors.)
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-fn adam_chunk(ins: [&[f32]; 4], outs: [&mut [f32]; 3], hp: AdamHyper, decay: Decay) {
+fn adam_chunk(g: &[f32], [w, m, v]: [&mut [f32]; 3], hp: AdamHyper, decay: Decay) {
     const STAGE: usize = 256;
     let [lr, wd, b1, b2, omb1, omb2, c1, c2, eps, lrwd] = hp.map(flush);
     let (coupled, decoupled) = (decay == Decay::Coupled, decay == Decay::Decoupled);
-    let [wo, mo, vo] = outs;
-    let n = wo.len();
+    let n = w.len();
     let mut t = [0f32; STAGE];
     for s0 in (0..n).step_by(STAGE) {
         let len = STAGE.min(n - s0);
         let r = s0..s0 + len;
-        let (w, g, m, v) = (
-            &ins[0][r.clone()],
-            &ins[1][r.clone()],
-            &ins[2][r.clone()],
-            &ins[3][r.clone()],
-        );
-        let (wo, mo, vo, t) = (
-            &mut wo[r.clone()],
-            &mut mo[r.clone()],
-            &mut vo[r],
+        // `w` is read by the first and last loops and written by the last; `m` and `v` are
+        // read and written by the first, each element before it is written.
+        let (g, wo, mo, vo, t) = (
+            &g[r.clone()],
+            &mut w[r.clone()],
+            &mut m[r.clone()],
+            &mut v[r],
             &mut t[..len],
         );
         for i in 0..len {
-            let (wi, gi) = (flush(w[i]), flush(g[i]));
+            let (wi, gi) = (flush(wo[i]), flush(g[i]));
             let g1 = if coupled { mad(wi, wd, gi) } else { gi };
-            mo[i] = add(mul(flush(m[i]), b1), mul(g1, omb1));
-            let vi = add(mul(flush(v[i]), b2), mul(mul(g1, g1), omb2));
+            mo[i] = add(mul(flush(mo[i]), b1), mul(g1, omb1));
+            let vi = add(mul(flush(vo[i]), b2), mul(mul(g1, g1), omb2));
             vo[i] = vi;
             t[i] = mul(vi, c2);
         }
@@ -101,7 +123,7 @@ fn adam_chunk(ins: [&[f32]; 4], outs: [&mut [f32]; 3], hp: AdamHyper, decay: Dec
         }
         for i in 0..len {
             let u = mul(mul(mo[i], c1), t[i]);
-            let wi = flush(w[i]);
+            let wi = flush(wo[i]);
             let wi = if decoupled {
                 sub(wi, mul(wi, lrwd))
             } else {

@@ -2,7 +2,7 @@
 
 use super::{AdamHyper, Decay, OptimOps, SgdHyper, cpu, gpu};
 use crate::seam::cube::{ONE, contiguous, empty, grid};
-use crate::seam::host::{cpu_backends, read, upload};
+use crate::seam::host::{HostRead, cpu_backends, read, upload};
 use burn::backend::{Cube, TensorMetadata, tensor::FloatTensor};
 
 cpu_backends! {
@@ -24,13 +24,34 @@ cpu_backends! {
             )
         }
         fn det_adam_step(
-            w: FloatTensor<Self>,
+            mut w: FloatTensor<Self>,
             g: FloatTensor<Self>,
-            m: FloatTensor<Self>,
-            v: FloatTensor<Self>,
+            mut m: FloatTensor<Self>,
+            mut v: FloatTensor<Self>,
             hp: AdamHyper,
             decay: Decay,
         ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+            // The optimizer hands over the only references to `w`, `m` and `v` (the training
+            // loop moves them in): then they are updated in place, without three new tensors.
+            let in_place = {
+                let (gv, _) = read::<Self>(g.clone());
+                match (
+                    Self::unique_mut(&mut w),
+                    Self::unique_mut(&mut m),
+                    Self::unique_mut(&mut v),
+                ) {
+                    (Some(ws), Some(ms), Some(vs))
+                        if ws.len() == gv.len() && ms.len() == gv.len() && vs.len() == gv.len() =>
+                    {
+                        cpu::adam_in_place(ws, &gv, ms, vs, hp, decay);
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            if in_place {
+                return (w, m, v);
+            }
             let device = w.device();
             let (wv, s) = read::<Self>(w);
             let (gv, _) = read::<Self>(g);

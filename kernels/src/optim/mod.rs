@@ -116,3 +116,115 @@ pub type SgdHyper = [f32; 3];
 /// Adam hyper-parameters as the kernels read them:
 /// `[lr, wd, b1, b2, 1-b1, 1-b2, c1, c2, eps, lr*wd]`.
 pub type AdamHyper = [f32; 10];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, TensorData};
+
+    /// Length past two parallel chunks and one Adam stage, with a tail.
+    const N: usize = 2 * 4096 + 300;
+
+    fn values(seed: u32, scale: f32) -> Vec<f32> {
+        let mut h = seed | 1;
+        (0..N)
+            .map(|_| {
+                h ^= h << 13;
+                h ^= h >> 17;
+                h ^= h << 5;
+                ((h as f32 / u32::MAX as f32) - 0.5) * scale
+            })
+            .collect()
+    }
+
+    /// On flex the step overwrites `w`, `m` and `v` when it holds their only references, and
+    /// writes new tensors when another reference exists: both give the bits of the written-out
+    /// update (`adam_reference`), and a shared tensor is never changed.
+    #[test]
+    fn adam_in_place_and_into_new_tensors_give_the_same_bits_and_never_touch_shared_inputs() {
+        let hp: AdamHyper =
+            [1e-3, 0.1, 0.9, 0.99, 0.1, 0.01, 1.5, 2.5, 1e-8, 1e-4].map(crate::arith::flush);
+        let (w, g, m, v) = (
+            values(1, 2.0),
+            values(2, 0.1),
+            values(3, 0.01),
+            values(4, 1e-4).map_abs(),
+        );
+        for decay in [Decay::None, Decay::Coupled, Decay::Decoupled] {
+            let want = adam_reference(&w, &g, &m, &v, hp, decay);
+            for device in [Device::flex(), Device::ndarray()] {
+                let t =
+                    |x: &Vec<f32>| Tensor::<1>::from_data(TensorData::new(x.clone(), [N]), &device);
+                let host = |x: Tensor<1>| x.try_into_vec_as::<f32>().expect("f32");
+                // Only references: updated in place on flex.
+                let (wo, mo, vo) = adam_step(t(&w), t(&g), t(&m), t(&v), hp, decay);
+                assert_eq!(
+                    [host(wo), host(mo), host(vo)].map(bits),
+                    want.clone().map(bits),
+                    "{decay:?} unique"
+                );
+                // Shared (each input also held here): new tensors, the held ones unchanged.
+                let (ws, ms, vs) = (t(&w), t(&m), t(&v));
+                let (wo, mo, vo) = adam_step(ws.clone(), t(&g), ms.clone(), vs.clone(), hp, decay);
+                assert_eq!(
+                    [host(wo), host(mo), host(vo)].map(bits),
+                    want.clone().map(bits),
+                    "{decay:?} shared"
+                );
+                assert_eq!(
+                    [host(ws), host(ms), host(vs)].map(bits),
+                    [&w, &m, &v].map(|x| bits(x.clone())),
+                    "{decay:?}: a shared input changed"
+                );
+            }
+        }
+    }
+
+    trait MapAbs {
+        fn map_abs(self) -> Self;
+    }
+    impl MapAbs for Vec<f32> {
+        fn map_abs(self) -> Self {
+            self.into_iter().map(f32::abs).collect()
+        }
+    }
+
+    fn bits(x: Vec<f32>) -> Vec<u32> {
+        x.into_iter().map(f32::to_bits).collect()
+    }
+
+    /// `optim`'s module doc written out per element, one plain loop.
+    fn adam_reference(
+        w: &[f32],
+        g: &[f32],
+        m: &[f32],
+        v: &[f32],
+        hp: AdamHyper,
+        decay: Decay,
+    ) -> [Vec<f32>; 3] {
+        use crate::arith::{add, flush, mad, mul, recip_fixed, sqrt_fixed, sub};
+        let [lr, wd, b1, b2, omb1, omb2, c1, c2, eps, lrwd] = hp;
+        let (mut wo, mut mo, mut vo) = (vec![], vec![], vec![]);
+        for i in 0..w.len() {
+            let (wi, gi) = (flush(w[i]), flush(g[i]));
+            let g1 = if decay == Decay::Coupled {
+                mad(wi, wd, gi)
+            } else {
+                gi
+            };
+            let mi = add(mul(flush(m[i]), b1), mul(g1, omb1));
+            let vi = add(mul(flush(v[i]), b2), mul(mul(g1, g1), omb2));
+            let t = recip_fixed(add(sqrt_fixed(mul(vi, c2)), eps));
+            let u = mul(mul(mi, c1), t);
+            let wd_applied = if decay == Decay::Decoupled {
+                sub(wi, mul(wi, lrwd))
+            } else {
+                wi
+            };
+            wo.push(sub(wd_applied, mul(u, lr)));
+            mo.push(mi);
+            vo.push(vi);
+        }
+        [wo, mo, vo]
+    }
+}

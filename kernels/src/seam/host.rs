@@ -53,6 +53,13 @@ pub(crate) trait HostRead: Backend {
     /// tensor's storage (`[.., c, r]` row-major for a `[.., r, c]` view).
     fn view_t(t: &FloatTensor<Self>) -> Option<&[f32]>;
 
+    /// The storage as row-major f32 to overwrite in place: when it is exactly that and no other
+    /// tensor shares it (else `None`, and the op writes a new tensor). Only speed depends on it.
+    fn unique_mut(t: &mut FloatTensor<Self>) -> Option<&mut [f32]> {
+        let _ = t;
+        None
+    }
+
     /// A row-major copy (any layout).
     fn copy(t: FloatTensor<Self>) -> Vec<f32> {
         host::<Self>(t)
@@ -98,6 +105,14 @@ pub(crate) fn read_mat<B: HostRead>(t: FloatTensor<B>) -> (Held<B>, Shape, bool)
 impl HostRead for Flex {
     fn view(t: &FloatTensor<Self>) -> Option<&[f32]> {
         t.as_slice::<f32>()
+    }
+
+    fn unique_mut(t: &mut FloatTensor<Self>) -> Option<&mut [f32]> {
+        if t.dtype() != burn::tensor::DType::F32 || !t.is_unique() {
+            return None;
+        }
+        let (start, end) = t.layout().contiguous_offsets()?;
+        t.try_storage_mut::<f32>()?.get_mut(start..end)
     }
 
     fn view_t(t: &FloatTensor<Self>) -> Option<&[f32]> {

@@ -88,18 +88,25 @@ pub(crate) fn run_loop(
         if cfg.train.grad_clip > 0.0 {
             optim::clip_global_norm(&mut gs, cfg.train.grad_clip);
         }
-        for (i, g) in gs.into_iter().enumerate() {
-            let ocfg = optim::config_for(&cfg.optimizer, &model.specs[i]);
-            params[i] = optim::update(
-                &ocfg,
-                cfg.train.kernels,
-                lr,
-                state.step + 1,
-                params[i].clone(),
-                g,
-                &mut slots[i],
-            );
-        }
+        // Each parameter is moved into its update (not cloned), so that a CPU backend can
+        // update it in place.
+        params = std::mem::take(&mut params)
+            .into_iter()
+            .zip(gs)
+            .enumerate()
+            .map(|(i, (w, g))| {
+                let ocfg = optim::config_for(&cfg.optimizer, &model.specs[i]);
+                optim::update(
+                    &ocfg,
+                    cfg.train.kernels,
+                    lr,
+                    state.step + 1,
+                    w,
+                    g,
+                    &mut slots[i],
+                )
+            })
+            .collect();
         state.step += 1;
         state.last_lr = lr;
         state.batch_in_epoch += 1;
