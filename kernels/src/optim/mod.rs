@@ -23,7 +23,9 @@
 //! `adam_update` tolerance; SGD uses neither and equals the stock update bit for bit. The scalars
 //! (`1-b1`, `c1`, `lr*wd`, ...) are computed once on the host exactly as the stock path does (f64
 //! then one rounding to f32, or one f32 product) and flushed like any input.
-//! CPU: threads over fixed chunks of elements; GPU: one thread per element. A step is not
+//! CPU: threads over fixed chunks of elements; Adam overwrites `w`, `m` and `v` in place when the
+//! step holds their only references (flex; each element is read before it is written), else it
+//! writes new tensors — the same bits either way. GPU: one thread per element. A step is not
 //! differentiable (`backward.rs` runs it on the inner backend, untracked).
 
 mod backward;
