@@ -394,53 +394,7 @@ impl Panel {
         // A kept buffer: its first `len` elements are all written below (padding included).
         let mut data = kept();
         fit(&mut data, len);
-        for (s, strip) in data[..len].chunks_exact_mut(kc * w).enumerate() {
-            let c0 = j0 + s * w;
-            let width = w.min(j0 + nc - c0);
-            if b_t {
-                // b stored [n, k]: column c of b is the contiguous row c of the storage. Blocks
-                // of 8 columns x 8 steps move as whole arrays (loaded along k, stored along the
-                // strip's rows); the columns and steps left over one value at a time.
-                let col = |c: usize| &b[(c0 + c) * k + p0..(c0 + c) * k + p0 + kc];
-                let mut c = 0;
-                while c + 8 <= width {
-                    let src: [&[f32]; 8] = std::array::from_fn(|i| col(c + i));
-                    let mut p = 0;
-                    while p + 8 <= kc {
-                        let blk: [[f32; 8]; 8] =
-                            std::array::from_fn(|i| src[i][p..p + 8].try_into().expect("8 steps"));
-                        for (q, row) in strip[p * w..(p + 8) * w].chunks_exact_mut(w).enumerate() {
-                            let dst: &mut [f32; 8] =
-                                (&mut row[c..c + 8]).try_into().expect("8 columns");
-                            *dst = std::array::from_fn(|i| blk[i][q]);
-                        }
-                        p += 8;
-                    }
-                    for q in p..kc {
-                        for (i, s) in src.iter().enumerate() {
-                            strip[q * w + c + i] = s[q];
-                        }
-                    }
-                    c += 8;
-                }
-                for c in c..width {
-                    for (p, &v) in col(c).iter().enumerate() {
-                        strip[p * w + c] = v;
-                    }
-                }
-                if width < w {
-                    for dst in strip.chunks_exact_mut(w) {
-                        dst[width..].fill(0.0);
-                    }
-                }
-            } else {
-                for (p, dst) in strip.chunks_exact_mut(w).enumerate() {
-                    let src = &b[(p0 + p) * n + c0..(p0 + p) * n + c0 + width];
-                    copy_row(dst, src);
-                    dst[width..].fill(0.0);
-                }
-            }
-        }
+        pack_strips(b, (b_t, k, n), (p0, kc), (j0, nc), w, &mut data[..len]);
         Panel {
             data,
             p0,
@@ -450,6 +404,77 @@ impl Panel {
             w,
         }
     }
+}
+
+/// `Panel::pack`'s strips into `data` (all of it written), compiled for the widest vector
+/// extension the CPU has (`simd::widest!`: exact copies, so only speed depends on it).
+#[inline(always)]
+fn pack_strips_body(
+    b: &[f32],
+    (b_t, k, n): (bool, usize, usize),
+    (p0, kc): (usize, usize),
+    (j0, nc): (usize, usize),
+    w: usize,
+    data: &mut [f32],
+) {
+    for (s, strip) in data.chunks_exact_mut(kc * w).enumerate() {
+        let c0 = j0 + s * w;
+        let width = w.min(j0 + nc - c0);
+        if b_t {
+            // b stored [n, k]: column c of b is the contiguous row c of the storage. Blocks
+            // of 8 columns x 8 steps move as whole arrays (loaded along k, stored along the
+            // strip's rows); the columns and steps left over one value at a time.
+            let col = |c: usize| &b[(c0 + c) * k + p0..(c0 + c) * k + p0 + kc];
+            let mut c = 0;
+            while c + 8 <= width {
+                let src: [&[f32]; 8] = std::array::from_fn(|i| col(c + i));
+                let mut p = 0;
+                while p + 8 <= kc {
+                    let blk: [[f32; 8]; 8] =
+                        std::array::from_fn(|i| src[i][p..p + 8].try_into().expect("8 steps"));
+                    for (q, row) in strip[p * w..(p + 8) * w].chunks_exact_mut(w).enumerate() {
+                        let dst: &mut [f32; 8] =
+                            (&mut row[c..c + 8]).try_into().expect("8 columns");
+                        *dst = std::array::from_fn(|i| blk[i][q]);
+                    }
+                    p += 8;
+                }
+                for q in p..kc {
+                    for (i, s) in src.iter().enumerate() {
+                        strip[q * w + c + i] = s[q];
+                    }
+                }
+                c += 8;
+            }
+            for c in c..width {
+                for (p, &v) in col(c).iter().enumerate() {
+                    strip[p * w + c] = v;
+                }
+            }
+            if width < w {
+                for dst in strip.chunks_exact_mut(w) {
+                    dst[width..].fill(0.0);
+                }
+            }
+        } else {
+            for (p, dst) in strip.chunks_exact_mut(w).enumerate() {
+                let src = &b[(p0 + p) * n + c0..(p0 + p) * n + c0 + width];
+                copy_row(dst, src);
+                dst[width..].fill(0.0);
+            }
+        }
+    }
+}
+
+crate::simd::widest! {
+    fn pack_strips(
+        b: &[f32],
+        shape: (bool, usize, usize),
+        steps: (usize, usize),
+        cols: (usize, usize),
+        w: usize,
+        data: &mut [f32],
+    ) = pack_strips_body;
 }
 
 /// Buffers kept from earlier products (the packed panels and rows of `a`), so that packing
