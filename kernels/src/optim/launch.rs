@@ -33,28 +33,26 @@ cpu_backends! {
         ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
             // The optimizer hands over the only references to `w`, `m` and `v` (the training
             // loop moves them in): then they are updated in place, without three new tensors.
-            let in_place = {
-                let (gv, _) = read::<Self>(g.clone());
-                match (
-                    Self::unique_mut(&mut w),
-                    Self::unique_mut(&mut m),
-                    Self::unique_mut(&mut v),
-                ) {
-                    (Some(ws), Some(ms), Some(vs))
-                        if ws.len() == gv.len() && ms.len() == gv.len() && vs.len() == gv.len() =>
-                    {
-                        cpu::adam_in_place(ws, &gv, ms, vs, hp, decay);
-                        true
-                    }
-                    _ => false,
+            // `g` is held while they are checked, so none that shares its storage is unique.
+            let (gv, _) = read::<Self>(g);
+            let in_place = match (
+                Self::unique_mut(&mut w),
+                Self::unique_mut(&mut m),
+                Self::unique_mut(&mut v),
+            ) {
+                (Some(ws), Some(ms), Some(vs))
+                    if ws.len() == gv.len() && ms.len() == gv.len() && vs.len() == gv.len() =>
+                {
+                    cpu::adam_in_place(ws, &gv, ms, vs, hp, decay);
+                    true
                 }
+                _ => false,
             };
             if in_place {
                 return (w, m, v);
             }
             let device = w.device();
             let (wv, s) = read::<Self>(w);
-            let (gv, _) = read::<Self>(g);
             let ((mv, _), (vv, _)) = (read::<Self>(m), read::<Self>(v));
             let (wo, mo, vo) = cpu::adam(&wv, &gv, &mv, &vv, hp, decay);
             (

@@ -150,7 +150,10 @@ mod tests {
             values(1, 2.0),
             values(2, 0.1),
             values(3, 0.01),
-            values(4, 1e-4).map_abs(),
+            values(4, 1e-4)
+                .into_iter()
+                .map(f32::abs)
+                .collect::<Vec<_>>(),
         );
         for decay in [Decay::None, Decay::Coupled, Decay::Decoupled] {
             let want = adam_reference(&w, &g, &m, &v, hp, decay);
@@ -179,15 +182,6 @@ mod tests {
                     "{decay:?}: a shared input changed"
                 );
             }
-        }
-    }
-
-    trait MapAbs {
-        fn map_abs(self) -> Self;
-    }
-    impl MapAbs for Vec<f32> {
-        fn map_abs(self) -> Self {
-            self.into_iter().map(f32::abs).collect()
         }
     }
 
