@@ -5,27 +5,34 @@
 # .bench-venv/ (or $JAX_VENV), builds lockstep in release, needs dataset-fashion-mnist.
 #
 #   benches/jax_mlp.sh [EPOCHS] [SIZE]
-#     SIZE small (default): 784-256-128-10, batch 128, EPOCHS epochs (default 3), median epoch
+#     SIZE small (default): 784-256-128-10, batch 128, EPOCHS epochs (default 3) of 468 steps
 #     SIZE large          : 784-2048-2048-10, batch 512, EPOCHS epochs of 40 steps each
+#
+# Both sides are timed in the steady state. JAX: the median epoch after the first (which
+# compiles). lockstep: two runs stopped after 1 and after EPOCHS epochs (`--max-steps`, the same
+# start-up, first steps and final checkpoint write in each), and the rate over the difference —
+# the EPOCHS - 1 epochs after the first. The whole long run's rate (start-up and checkpoint
+# included) is printed too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 epochs="${1:-3}"
 size="${2:-small}"
 venv="${JAX_VENV:-.bench-venv}"
+[ "$epochs" -ge 2 ] || { echo "jax_mlp.sh: EPOCHS is at least 2 (the first epoch is not timed), not '$epochs'" >&2; exit 2; }
 [ -x "$venv/bin/python" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q "jax[cpu]" numpy; }
 cargo build --release -q
 tmp=$(mktemp -d)
 case "$size" in
-    small) hidden="256,128"; batch=128; steps=0 ;;
-    large) hidden="2048,2048"; batch=512; steps=40 ;;
+    small) hidden="256,128"; batch=128; steps=0; per_epoch=$((60000 / 128)) ;;
+    large) hidden="2048,2048"; batch=512; steps=40; per_epoch=40 ;;
     *) echo "jax_mlp.sh: SIZE is small or large, not '$size'" >&2; exit 2 ;;
 esac
-sed -e "s/^epochs = 10/epochs = $epochs/" -e "s/^eval_every = 0/eval_every = 0\ndrop_last = true/" \
+# One epoch more than the runs take, so that both stop at --max-steps the same way; no
+# checkpoint but the one each run writes where it stops.
+sed -e "s/^epochs = 10/epochs = $((epochs + 1))/" -e "s/^eval_every = 0/eval_every = 0\ndrop_last = true/" \
+    -e "s/^checkpoint_every = .*/checkpoint_every = 0/" \
     -e "s/^hidden = .*/hidden = [$hidden]/" -e "s/^batch_size = .*/batch_size = $batch/" \
     configs/fashion_mlp.toml > "$tmp/mlp.toml"
-extra=()
-# The large size times `steps` steps per epoch (the run stops there; timing.jsonl is its rate).
-[ "$steps" -gt 0 ] && extra=(--max-steps "$((steps * epochs))")
 bin="${CARGO_TARGET_DIR:-target}/release/lockstep"
 for run in burn lockstep lockstep-fma; do
     case "$run" in
@@ -34,21 +41,23 @@ for run in burn lockstep lockstep-fma; do
         lockstep-fma) set_train='kernels = "lockstep"\narith = "fma"' ;;
     esac
     sed "s/^\[train\]/[train]\n$set_train/" "$tmp/mlp.toml" > "$tmp/$run.toml"
-    /usr/bin/time -f "%M" -o "$tmp/$run.rss" "$bin" train "$tmp/$run.toml" --out "$tmp/run-$run" --backend flex "${extra[@]}" >/dev/null
+    for rep in 1 2 3; do
+        "$bin" train "$tmp/$run.toml" --out "$tmp/short-$run-$rep" --backend flex --max-steps "$per_epoch" >/dev/null
+        /usr/bin/time -f "%M" -o "$tmp/$run.rss" "$bin" train "$tmp/$run.toml" --out "$tmp/run-$run-$rep" --backend flex --max-steps "$((per_epoch * epochs))" >/dev/null
+    done
 done
 jax=$(HIDDEN="$hidden" BATCH="$batch" MAX_STEPS="$steps" /usr/bin/time -f "%M" -o "$tmp/jax.rss" "$venv/bin/python" benches/jax_mlp.py "$epochs")
 python3 - "$tmp" "$jax" "$hidden" "$batch" <<'PY'
 import json, sys
 tmp, jax, hidden, batch = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-print(f"MLP 784-{hidden.replace(',', '-')}-10, batch {batch}, flex backend for lockstep")
+print(f"MLP 784-{hidden.replace(',', '-')}-10, batch {batch}, flex backend for lockstep; steady-state samples/s (after the first epoch)")
 print(f"JAX-CPU             : {jax['samples_per_s']:8.0f} samples/s, test acc {jax['test_accuracy']:.4f}, peak RSS {int(open(tmp + '/jax.rss').read()) // 1024} MB")
 for k in ("burn", "lockstep", "lockstep-fma"):
-    t = [json.loads(l) for l in open(f"{tmp}/run-{k}/timing.jsonl")][-1]
-    try:  # a run stopped by --max-steps (the large size) has no final scores
-        acc = json.load(open(f"{tmp}/run-{k}/scores.json"))["splits"]["test"]["accuracy"]
-    except FileNotFoundError:
-        acc = float("nan")
-    sps = t["samples_per_s"]
-    print(f"lockstep {k:<12}: {sps:8.0f} samples/s, test acc {acc:.4f}, peak RSS {int(open(f'{tmp}/{k}.rss').read()) // 1024} MB, throughput ratio vs JAX {sps / jax['samples_per_s']:.2f}x")
+    last = lambda run: [[json.loads(l) for l in open(f"{tmp}/{run}-{k}-{r}/timing.jsonl")][-1] for r in (1, 2, 3)]
+    median = lambda xs: sorted(xs)[1]
+    short, full = last("short"), last("run")
+    wall = median([f["wall_s"] for f in full]) - median([s["wall_s"] for s in short])
+    sps = (full[0]["step"] - short[0]["step"]) * batch / wall
+    print(f"lockstep {k:<12}: {sps:8.0f} samples/s (whole run {median([f['samples_per_s'] for f in full]):.0f}), peak RSS {int(open(f'{tmp}/{k}.rss').read()) // 1024} MB, throughput ratio vs JAX {sps / jax['samples_per_s']:.2f}x")
 PY
 rm -rf "$tmp"
