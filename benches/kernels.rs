@@ -366,41 +366,27 @@ fn main() {
     };
     let (peak, peak_fma) = (run_peak(false), run_peak(true));
     let width = peak_chains(1, false).0;
-    let (m, k, n) = (128, 784, 256);
-    let (a, b) = (seeded(m * k, "a"), seeded(k * n, "b"));
-    let (tl, _) = ab(
-        30,
-        || {
-            drop(black_box(lockstep_kernels::matmul::cpu::matmul(
-                &a, &b, m, k, n, false,
-            )))
-        },
-        || (),
+    // The lockstep matmul's GFLOP/s on one shape (median of `reps`).
+    let gflops = |(m, k, n): (usize, usize, usize), fused: bool, reps: usize| {
+        let (a, b) = (seeded(m * k, "a"), seeded(k * n, "b"));
+        let (t, _) = ab(
+            reps,
+            || {
+                drop(black_box(lockstep_kernels::matmul::cpu::matmul(
+                    &a, &b, m, k, n, fused,
+                )))
+            },
+            || (),
+        );
+        2.0 * (m * k * n) as f64 / t / 1e9
+    };
+    let (gf, gff) = (
+        gflops((128, 784, 256), false, 30),
+        gflops((128, 784, 256), true, 30),
     );
-    let (tfma, _) = ab(
-        30,
-        || {
-            drop(black_box(lockstep_kernels::matmul::cpu::matmul(
-                &a, &b, m, k, n, true,
-            )))
-        },
-        || (),
-    );
-    let gf = 2.0 * (m * k * n) as f64 / tl / 1e9;
-    let gff = 2.0 * (m * k * n) as f64 / tfma / 1e9;
     // The large MLP's hidden-layer product, `fma`.
     let (bm, bk, bn) = (512, 2048, 2048);
-    let (ba, bb) = (seeded(bm * bk, "a"), seeded(bk * bn, "b"));
-    let (tbig, _) = ab(
-        10,
-        || {
-            drop(black_box(lockstep_kernels::matmul::cpu::matmul(
-                &ba, &bb, bm, bk, bn, true,
-            )))
-        },
-        || (),
-    );
-    let gbig = 2.0 * (bm * bk * bn) as f64 / tbig / 1e9;
+    let gbig = gflops((bm, bk, bn), true, 10);
     summary.push(format!("peak ({threads} threads, {width}): mul+add {peak:.1} GFLOP/s, FMA {peak_fma:.1} GFLOP/s; lockstep matmul 128x784x256 unfused {gf:.1} GFLOP/s = {:.0}% of the mul+add peak, fma {gff:.1} GFLOP/s = {:.0}% of the FMA peak; {bm}x{bk}x{bn} fma {gbig:.1} GFLOP/s = {:.0}% of the FMA peak", 100.0 * gf / peak, 100.0 * gff / peak_fma, 100.0 * gbig / peak_fma));
     println!("\n=== ratios (A/B interleaved medians, same run) ===");
     for l in summary {
