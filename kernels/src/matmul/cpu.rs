@@ -199,8 +199,9 @@ fn row_exponents_block(a: &[f32], k: usize, out: &mut [u32]) -> bool {
     dirty
 }
 
-/// Per column of `b` `[k, n]`, as `row_exponents` (threads over blocks of rows; `min` is exact,
-/// so the combination order does not matter).
+/// Per column of a row-major `[rows, n]` matrix (`a`'s transposed storage `[k, m]`: `b` is
+/// scanned as it is packed, `strip_exponents`), as `row_exponents` (threads over blocks of rows;
+/// `min` is exact, so the combination order does not matter).
 fn col_exponents(b: &[f32], n: usize, threads: bool) -> (Vec<u32>, bool) {
     const BLOCK: usize = 64;
     let merge = |(mut x, dx): (Vec<u32>, bool), (y, dy): (Vec<u32>, bool)| {

@@ -12,7 +12,8 @@
 //!
 //! - CPU (`cpu.rs`), blocked like BLIS but never along the order: for each panel of 256
 //!   columns and each block of 256 consecutive k steps (in order), the panel of `b` is packed
-//!   once into strips as wide as a register tile; threads then take blocks of rows (multiples
+//!   once, flushed, into strips as wide as a register tile (its columns' exponents read from the
+//!   packed copy); threads then take blocks of rows (multiples
 //!   of 24), pack those rows' k block of `a` in groups as tall as a register tile, and run
 //!   register tiles of `R x W` outputs over both (AVX-512: 12x32, AVX2: 6x16, portable: 4x8; 8 or 6
 //!   rows x 8 when `n <= 8`, as a convolution's few output channels; row
