@@ -49,9 +49,9 @@ pub fn matmul_t(
     c
 }
 
-/// Where a product is written: into a given buffer, or a new one (`par_zeroed`: each task
-/// zeroes its own rows of `c`, in parallel, instead of one `memset` first). Either way the
-/// old contents are never read (`tile`: k block 0 stores without loading).
+/// Where a product is written: into a given buffer, or a new one (`par_overwritten`: neither
+/// zeroed nor read before k block 0 stores it). Either way the old contents are never read
+/// (`tile`: k block 0 stores without loading).
 enum Out<'a> {
     Zeroed(&'a mut [f32]),
     Fresh(&'a mut Vec<f32>),
@@ -91,9 +91,11 @@ fn product(
     threads: bool,
 ) {
     assert!(a.len() == m * k && b.len() == k * n, "matmul: shapes");
-    if n == 0 || m == 0 {
-        if let Out::Fresh(c) = &mut c {
-            **c = vec![0f32; m * n];
+    if n == 0 || m == 0 || k == 0 {
+        // No k steps: every output is the empty sum, +0.0 (no tile runs to write it).
+        match &mut c {
+            Out::Fresh(c) => **c = vec![0f32; m * n],
+            Out::Zeroed(c) => c.fill(0.0),
         }
         return;
     }
@@ -733,9 +735,14 @@ fn panels(job: &Job, b: &[f32], c: Out, w: usize, run: &RunTile) {
                 .enumerate()
                 .for_each(|x| task(x, &packed, rows)),
             Out::Fresh(c) => {
-                *c = crate::heap::par_zeroed(job.m * n, n * rows, |i, out| {
-                    task((i, out), &packed, rows)
-                })
+                let fill = |i, out: &mut [f32]| task((i, out), &packed, rows);
+                // SAFETY: k > 0 (`product`), so k block 0 runs a tile over every output of the task's
+                // rows (all column panels, all strips, all row groups), and a tile in k block
+                // 0 stores its outputs without loading them (`tile`'s `first`); later k blocks
+                // load only what block 0 stored.
+                #[allow(unsafe_code)]
+                let v = unsafe { crate::heap::par_overwritten(job.m * n, n * rows, fill) };
+                *c = v;
             }
         }
         keep(packed.into_iter().map(|p| p.data));
@@ -803,6 +810,15 @@ fn rows_block<const FUSED: bool, const R: usize, const W: usize>(
             let live = R.min(rows - g);
             let group = &packed[(g / R) * kc * R..(g / R + 1) * kc * R];
             let re = &job.row_exp[r0 + g..r0 + g + live];
+            // The next tile's accumulators (the next row group, else the next strip's first).
+            let (ng, nc0) = if g + R < rows {
+                (g + R, c0)
+            } else {
+                (0, c0 + W)
+            };
+            if nc0 < panel.j0 + panel.nc && !first {
+                prefetch_rows(out, ng * n + nc0, n, R.min(rows - ng), W);
+            }
             let tile_out = &mut out[g * n..];
             let ce = &panel.cols[c0 - panel.j0..c0 - panel.j0 + width];
             if job.safe.skip_flush(re, ce) {
@@ -811,6 +827,31 @@ fn rows_block<const FUSED: bool, const R: usize, const W: usize>(
                 tile::<FUSED, true, R, W>(group, strip, tile_out, n, c0, (live, width), first);
             }
             g += R;
+        }
+    }
+}
+
+/// Asks the cache for `rows` rows of `w` floats of `out` from `at` (row stride `n`): a tile's
+/// accumulators, read from L3 or memory in every k block after the first. Only speed depends
+/// on it (a prefetch reads nothing into the program).
+#[inline(always)]
+fn prefetch_rows(out: &[f32], at: usize, n: usize, rows: usize, w: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let base = out.as_ptr();
+        for r in 0..rows {
+            let row = at + r * n;
+            for j in [0, 16, w - 1] {
+                if row + j < out.len() {
+                    // SAFETY: a prefetch hint reads nothing and cannot fault; the address is
+                    // inside `out` (checked above).
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        _mm_prefetch::<_MM_HINT_T0>(base.wrapping_add(row + j).cast())
+                    };
+                }
+            }
         }
     }
 }
@@ -1378,6 +1419,36 @@ mod tests {
                 assert_eq!(bad, None, "{m}x{k}x{n} b_t={b_t}: {bad:?}");
             }
         }
+    }
+
+    /// A fresh output is never zeroed (`par_overwritten`): in memory just freed holding NaN,
+    /// the product is still the reference's, on the threads and on one; with k = 0 every output
+    /// is +0.0, fresh or written into a buffer holding NaN.
+    #[test]
+    fn fresh_outputs_in_freed_memory_and_empty_sums_give_the_reference_bits() {
+        for (m, k, n) in [(7, 300, 21), (50, 257, 19), (600, 40, 300)] {
+            let (a, b) = (seeded(m * k, "a"), seeded(k * n, "b"));
+            let want = matmul_reference(&a, &b, m, k, n);
+            for threads in [true, false] {
+                drop(std::hint::black_box(vec![f32::NAN; m * n]));
+                let mut got = vec![f32::NAN; 0];
+                product(
+                    (&a, false),
+                    (&b, false),
+                    Out::Fresh(&mut got),
+                    (m, k, n),
+                    false,
+                    threads,
+                );
+                let bad = first_mismatch(&got, &want);
+                assert_eq!(bad, None, "{m}x{k}x{n} threads={threads}: {bad:?}");
+            }
+        }
+        let zeros = matmul_t((&[], false), (&[], false), 3, 0, 5, true);
+        assert!(zeros.len() == 15 && zeros.iter().all(|v| v.to_bits() == 0));
+        let mut c = vec![f32::NAN; 15];
+        matmul_into((&[], false), (&[], false), &mut c, (3, 0, 5), false, true);
+        assert!(c.iter().all(|v| v.to_bits() == 0), "{c:?}");
     }
 
     /// The packed strips' exponent scan gives, per column, the minimum of `exponent` over the
