@@ -340,10 +340,13 @@ fn mad<const FUSED: bool, const FLUSH: bool>(a: f32, b: f32, c: f32) -> f32 {
 }
 
 /// k steps per block (`Panel`): an output's accumulator is stored to `c` as the f32 it is after
-/// step `p0 + KC - 1` and loaded back for step `p0 + KC` — the same order, only a pause.
-const KC: usize = 256;
-/// Columns per panel: the packed panel (`KC x NC` f32, 256 KiB) stays in the L2 cache while
-/// every row of `a` passes over it.
+/// step `p0 + KC - 1` and loaded back for step `p0 + KC` — the same order, only a pause. Long
+/// blocks mean few such pauses (each a load and store of every output, from L3 or memory) and
+/// few panels: 512 ran the large MLP's step 1.2x as fast as 256 (2-core AMD EPYC, AVX-512;
+/// 128, 192 and 384 were no faster than 256). Only speed depends on it.
+const KC: usize = 512;
+/// Columns per panel: the packed panel (`KC x NC` f32, 512 KiB) stays in the L2 cache while
+/// every row group of a task passes over it.
 const NC: usize = 256;
 /// Output rows per parallel task (a multiple of every register tile's row count: 4, 6, 8, 12).
 const ROWS: usize = 24;
@@ -605,8 +608,8 @@ crate::simd::widest! {
 /// neither allocates nor zeroes memory that it overwrites in full anyway. Only speed depends on
 /// them: a buffer's old contents are never read.
 static KEPT: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
-/// At most this many buffers are kept (a product of the large MLP packs 64 panels), none over
-/// `KEPT_LEN` elements (1 MiB: a panel is at most `KC * NC`, a quarter of that; one thread's
+/// At most this many buffers are kept (a product of the large MLP packs 32 panels), none over
+/// `KEPT_LEN` elements (1 MiB: a panel is at most `KC * NC`, half of that; one thread's
 /// rows of `a` can be larger), so at most 96 MiB.
 const KEPT_MAX: usize = 96;
 const KEPT_LEN: usize = 1 << 18;
@@ -766,22 +769,24 @@ fn panels(job: &Job, b: &[f32], c: Out, w: usize, run: &RunTile) {
 
 /// Rows per parallel task for `m` output rows: the same number of tasks on every thread, each
 /// as tall as `MC` allows, a multiple of `ROWS` (so of every tile's row count). Tall tasks
-/// matter: a task loads each packed strip of `b` into L1 once per panel and reuses it for all
-/// its row groups, so a task of 128 rows ran the 512 x 2048 x 2048 product at 273 GFLOP/s
-/// and one of 256 rows at 325 (2-core AMD EPYC, AVX-512). Only speed depends on it.
+/// matter: a task brings each packed panel of `b` into its cache once and runs all its row
+/// groups over it (with k blocks of 256, a task of 128 rows ran the 512 x 2048 x 2048 product
+/// at 273 GFLOP/s and one of 256 rows at 325; 2-core AMD EPYC, AVX-512). Only speed depends
+/// on it.
 fn rows_per_task(m: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
     let tasks = threads * m.div_ceil(threads * MC);
     m.div_ceil(tasks).div_ceil(ROWS).max(1) * ROWS
 }
 
-/// The most rows a task takes: its packed k block of `a` (`MC x KC` f32, 512 KiB) and one
-/// packed panel of `b` stay in a 1 MiB L2 cache.
+/// The most rows a task takes (its packed k block of `a`, `MC x KC` f32, is 1 MiB: it streams
+/// through once per panel, one row group at a time, while the panel stays in L2).
 const MC: usize = 512;
 
 /// Rows `r0..` of `out` (`[rows, n]`, holding each output's accumulator so far) over one
 /// panel, in `R x W` register tiles: the rows' k block of `a` packed first (`pack_a`), then
-/// strips outer (one strip, `KC x W`, stays in L1 across the row groups), row groups inner.
+/// row groups outer (a group's packed `a`, `KC x R`, stays in L1 across the strips), strips
+/// inner (each `KC x W`, read from the panel in L2).
 #[inline(always)]
 fn rows_block<const FUSED: bool, const R: usize, const W: usize>(
     job: &Job,
@@ -801,22 +806,22 @@ fn rows_block<const FUSED: bool, const R: usize, const W: usize>(
     let packed = &packed.data[..rows.div_ceil(R) * kc * R];
     let strips = panel.nc.div_ceil(W);
     let first = panel.p0 == 0;
-    for s in 0..strips {
-        let strip: &[f32] = &panel.data[s * kc * W..(s + 1) * kc * W];
-        let c0 = panel.j0 + s * W;
-        let width = W.min(panel.j0 + panel.nc - c0);
-        let mut g = 0;
-        while g < rows {
-            let live = R.min(rows - g);
-            let group = &packed[(g / R) * kc * R..(g / R + 1) * kc * R];
-            let re = &job.row_exp[r0 + g..r0 + g + live];
-            // The next tile's accumulators (the next row group, else the next strip's first).
-            let (ng, nc0) = if g + R < rows {
-                (g + R, c0)
+    let mut g = 0;
+    while g < rows {
+        let live = R.min(rows - g);
+        let group = &packed[(g / R) * kc * R..(g / R + 1) * kc * R];
+        let re = &job.row_exp[r0 + g..r0 + g + live];
+        for s in 0..strips {
+            let strip: &[f32] = &panel.data[s * kc * W..(s + 1) * kc * W];
+            let c0 = panel.j0 + s * W;
+            let width = W.min(panel.j0 + panel.nc - c0);
+            // The next tile's accumulators (the next strip, else the next row group's first).
+            let (ng, nc0) = if s + 1 < strips {
+                (g, c0 + W)
             } else {
-                (0, c0 + W)
+                (g + R, panel.j0)
             };
-            if nc0 < panel.j0 + panel.nc && !first {
+            if ng < rows && !first {
                 prefetch_rows(out, ng * n + nc0, n, R.min(rows - ng), W);
             }
             let tile_out = &mut out[g * n..];
@@ -826,8 +831,8 @@ fn rows_block<const FUSED: bool, const R: usize, const W: usize>(
             } else {
                 tile::<FUSED, true, R, W>(group, strip, tile_out, n, c0, (live, width), first);
             }
-            g += R;
         }
+        g += R;
     }
 }
 
@@ -1278,7 +1283,7 @@ mod tests {
             (13, 33, 57),
             (16, 600, 300),
             (3, 2, 9),
-            (50, 257, 19),
+            (50, KC + 1, 19),
         ] {
             for tiny in [false, true] {
                 let (a, b) = if tiny {
@@ -1370,8 +1375,8 @@ mod tests {
         for (m, k, n) in [
             (1, 1, 1),
             (7, 33, 5),
-            (33, 300, 40),
-            (50, 257, 19),
+            (33, 2 * KC + 44, 40),
+            (50, KC + 1, 19),
             (4, 1, 600),
         ] {
             for tiny in [false, true] {
@@ -1407,7 +1412,7 @@ mod tests {
     /// reference bits, so every value a tile reads was written by this product's packing.
     #[test]
     fn kept_buffers_holding_old_values_change_nothing() {
-        for (m, k, n) in [(7, 300, 21), (13, 5, 40), (50, 257, 19)] {
+        for (m, k, n) in [(7, 300, 21), (13, 5, 40), (50, KC + 1, 19)] {
             let (a, b) = (seeded(m * k, "a"), seeded(k * n, "b"));
             let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
             let want = matmul_reference(&a, &b, m, k, n);
@@ -1426,7 +1431,7 @@ mod tests {
     /// is +0.0, fresh or written into a buffer holding NaN.
     #[test]
     fn fresh_outputs_in_freed_memory_and_empty_sums_give_the_reference_bits() {
-        for (m, k, n) in [(7, 300, 21), (50, 257, 19), (600, 40, 300)] {
+        for (m, k, n) in [(7, 300, 21), (50, KC + 1, 19), (600, 40, 300)] {
             let (a, b) = (seeded(m * k, "a"), seeded(k * n, "b"));
             let want = matmul_reference(&a, &b, m, k, n);
             for threads in [true, false] {

@@ -11,7 +11,7 @@
 //! No split-K, no tree: an output's k terms are added one after another, from p = 0.
 //!
 //! - CPU (`cpu.rs`), blocked like BLIS but never along the order: for each panel of 256
-//!   columns and each block of 256 consecutive k steps (in order), the panel of `b` is packed
+//!   columns and each block of 512 consecutive k steps (in order), the panel of `b` is packed
 //!   once, flushed, into strips as wide as a register tile (its columns' exponents read from the
 //!   packed copy); threads then take blocks of rows (multiples
 //!   of 24), pack those rows' k block of `a` in groups as tall as a register tile, and run
