@@ -342,7 +342,7 @@ fn mad<const FUSED: bool, const FLUSH: bool>(a: f32, b: f32, c: f32) -> f32 {
 /// k steps per block (`Panel`): an output's accumulator is stored to `c` as the f32 it is after
 /// step `p0 + KC - 1` and loaded back for step `p0 + KC` — the same order, only a pause. Long
 /// blocks mean few such pauses (each a load and store of every output, from L3 or memory) and
-/// few panels: 512 ran the large MLP's step 1.2x as fast as 256 (2-core AMD EPYC, AVX-512;
+/// few panels: 512 ran the large MLP's step 1.03-1.04x as fast as 256 (2-core AMD EPYC, AVX-512;
 /// 128, 192 and 384 were no faster than 256). Only speed depends on it.
 const KC: usize = 512;
 /// Columns per panel: the packed panel (`KC x NC` f32, 512 KiB) stays in the L2 cache while
