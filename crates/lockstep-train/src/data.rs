@@ -42,14 +42,29 @@ impl Split {
     pub fn labels_per_sample(&self) -> usize {
         self.labels.len() / self.len().max(1)
     }
-    /// The samples at `idx`, in that order.
+    /// The samples at `idx`, in that order. The features are copied by the thread pool in
+    /// blocks of samples (exact copies: only speed depends on it; a batch's rows are scattered
+    /// over the whole training set, so the copy waits on memory, and alone on the training
+    /// thread it was ~5% of a small MLP's step).
     pub fn gather(&self, idx: &[u32]) -> (Vec<f32>, Vec<u32>) {
-        let lps = self.labels_per_sample();
-        let mut x = Vec::with_capacity(idx.len() * self.dim);
+        use rayon::prelude::*;
+        /// Samples per parallel task.
+        const TASK: usize = 32;
+        let (dim, lps) = (self.dim, self.labels_per_sample());
+        let mut x = vec![0f32; idx.len() * dim];
+        if dim > 0 {
+            x.par_chunks_mut(TASK * dim)
+                .zip(idx.par_chunks(TASK))
+                .for_each(|(out, ids)| {
+                    for (o, &i) in out.chunks_exact_mut(dim).zip(ids) {
+                        let i = i as usize;
+                        o.copy_from_slice(&self.features[i * dim..(i + 1) * dim]);
+                    }
+                });
+        }
         let mut y = Vec::with_capacity(idx.len() * lps);
         for &i in idx {
             let i = i as usize;
-            x.extend_from_slice(&self.features[i * self.dim..(i + 1) * self.dim]);
             y.extend_from_slice(&self.labels[i * lps..(i + 1) * lps]);
         }
         (x, y)
@@ -712,4 +727,39 @@ fn parse_csv(bytes: &[u8], path: &Path, dim: usize, classes: usize) -> Result<Ra
         labels,
         dim,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `gather` (parallel blocks of samples) gives exactly the plain loop's copies, in the
+    /// order asked for, repeats included, across block boundaries and with several labels per
+    /// sample.
+    #[test]
+    fn gather_copies_the_samples_asked_for_in_order() {
+        let (n, dim, lps) = (100, 7, 3);
+        let split = Split {
+            features: (0..n * dim).map(|i| i as f32 * 0.5 - 3.0).collect(),
+            labels: (0..(n * lps) as u32).collect(),
+            dim,
+        };
+        let idx: Vec<u32> = (0..77)
+            .map(|i| (i * 37 % n) as u32)
+            .chain([5, 5, 99])
+            .collect();
+        let (x, y) = split.gather(&idx);
+        let (mut wx, mut wy) = (Vec::new(), Vec::new());
+        for &i in &idx {
+            let i = i as usize;
+            wx.extend_from_slice(&split.features[i * dim..(i + 1) * dim]);
+            wy.extend_from_slice(&split.labels[i * lps..(i + 1) * lps]);
+        }
+        assert_eq!(
+            x.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            wx.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        assert_eq!(y, wy);
+        assert_eq!(split.gather(&[]), (vec![], vec![]));
+    }
 }
