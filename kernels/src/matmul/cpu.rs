@@ -230,16 +230,43 @@ crate::simd::widest! {
 
 #[inline(always)]
 fn col_exponents_block(rows: &[f32], n: usize) -> (Vec<u32>, bool) {
-    let mut out = vec![NO_VALUE; n];
-    let mut dirty = false;
+    let (mut kept, mut least) = (vec![u32::MAX; n], vec![u32::MAX; n]);
     for row in rows.chunks_exact(n) {
-        for (o, &v) in out.iter_mut().zip(row) {
-            let (e, d) = exponent(v);
-            *o = (*o).min(e);
-            dirty |= d;
-        }
+        fold_magnitudes(row, &mut kept, &mut least);
     }
+    let mut out = vec![NO_VALUE; n];
+    let dirty = column_exponents(&kept, &least, &mut out);
     (out, dirty)
+}
+
+/// One row of values into per-column minimums (a plain loop, vector code): `kept`, the
+/// smallest magnitude `flush` keeps (its exponent is the column's smallest exponent), and
+/// `least`, the smallest magnitude minus one (below `MIN_POSITIVE_BITS` exactly when some
+/// value is changed by `flush`). `min` is exact, so the order of the rows does not matter.
+#[inline(always)]
+fn fold_magnitudes(row: &[f32], kept: &mut [u32], least: &mut [u32]) {
+    for ((v, k), l) in row.iter().zip(kept.iter_mut()).zip(least.iter_mut()) {
+        let mag = v.to_bits() & 0x7fff_ffff;
+        let m = if mag > MIN_POSITIVE_BITS {
+            mag
+        } else {
+            u32::MAX
+        };
+        *k = (*k).min(m);
+        *l = (*l).min(mag.wrapping_sub(1));
+    }
+}
+
+/// `fold_magnitudes`' minimums as the exponents `exponent` gives (`NO_VALUE` for a column
+/// holding nothing `flush` keeps), into `out`; whether any value needs flushing.
+#[inline(always)]
+fn column_exponents(kept: &[u32], least: &[u32], out: &mut [u32]) -> bool {
+    let mut low = u32::MAX;
+    for ((o, &k), &l) in out.iter_mut().zip(kept).zip(least) {
+        *o = if k == u32::MAX { NO_VALUE } else { k >> 23 };
+        low = low.min(l);
+    }
+    low < MIN_POSITIVE_BITS
 }
 
 /// Which register tiles may skip the flushes (see `SAFE_UNFUSED`), from the exponents of the
@@ -553,44 +580,26 @@ crate::simd::widest! {
 
 /// Per column of the packed strips `data` (strips of `w` columns): the smallest exponent as
 /// `exponent` gives it, into `cols` (`w` per strip; the padding's zeros never lower it), and
-/// whether any value needs flushing. `min` is exact, so the order of the scan does not matter.
-/// Two `u32` minimums per value (vector code): the smallest magnitude `flush` keeps (its
-/// exponent is the smallest exponent) and the smallest magnitude minus one (below
-/// `MIN_POSITIVE_BITS` exactly when some value is changed by `flush`).
+/// whether any value needs flushing (`fold_magnitudes`, `column_exponents`).
 #[inline(always)]
 fn strip_exponents_body(data: &[f32], w: usize, cols: &mut [u32]) -> bool {
     #[inline(always)]
     fn fixed<const W: usize>(data: &[f32], cols: &mut [u32]) -> bool {
         let strips = cols.len() / W;
-        let mut low = u32::MAX;
+        let mut dirty = false;
         for (strip, out) in data
             .chunks_exact(data.len() / strips.max(1))
             .zip(cols.chunks_exact_mut(W))
         {
+            // Arrays of `W`: the minimums stay in registers.
             let (mut kept, mut least) = ([u32::MAX; W], [u32::MAX; W]);
             for row in strip.chunks_exact(W) {
                 let row: &[f32; W] = row.try_into().expect("W columns");
-                for j in 0..W {
-                    let mag = row[j].to_bits() & 0x7fff_ffff;
-                    let k = if mag > MIN_POSITIVE_BITS {
-                        mag
-                    } else {
-                        u32::MAX
-                    };
-                    kept[j] = kept[j].min(k);
-                    least[j] = least[j].min(mag.wrapping_sub(1));
-                }
+                fold_magnitudes(row, &mut kept, &mut least);
             }
-            for j in 0..W {
-                out[j] = if kept[j] == u32::MAX {
-                    NO_VALUE
-                } else {
-                    kept[j] >> 23
-                };
-                low = low.min(least[j]);
-            }
+            dirty |= column_exponents(&kept, &least, out);
         }
-        low < MIN_POSITIVE_BITS
+        dirty
     }
     match w {
         8 => fixed::<8>(data, cols),
