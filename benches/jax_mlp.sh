@@ -8,11 +8,13 @@
 #     SIZE small (default): 784-256-128-10, batch 128, EPOCHS epochs (default 3) of 468 steps
 #     SIZE large          : 784-2048-2048-10, batch 512, EPOCHS epochs of 40 steps each
 #
-# Both sides are timed in the steady state. JAX: the median epoch after the first (which
-# compiles). lockstep: runs stopped after 1 and after EPOCHS epochs (`--max-steps`, the same
-# start-up, first steps and final checkpoint write in each), `reps` of each, interleaved, and
-# the rate over the difference of their medians — the EPOCHS - 1 epochs after the first. The
-# long runs' median whole-run rate (start-up and checkpoint included) is printed too.
+# Both sides are timed in the steady state, in `reps` interleaved rounds (a drift in the
+# machine's speed then moves both sides of a ratio). JAX: the median epoch after the first
+# (which compiles), then the median over the rounds. lockstep: runs stopped after 1 and after
+# EPOCHS epochs (`--max-steps`, the same start-up, first steps and final checkpoint write in
+# each), one of each per round, and the rate over the difference of their medians — the
+# EPOCHS - 1 epochs after the first. The long runs' median whole-run rate (start-up and
+# checkpoint included) is printed too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 epochs="${1:-3}"
@@ -34,31 +36,38 @@ sed -e "s/^epochs = 10/epochs = $((epochs + 1))/" -e "s/^eval_every = 0/eval_eve
     -e "s/^hidden = .*/hidden = [$hidden]/" -e "s/^batch_size = .*/batch_size = $batch/" \
     configs/fashion_mlp.toml > "$tmp/mlp.toml"
 bin="${CARGO_TARGET_DIR:-target}/release/lockstep"
-reps=3  # runs of each length per kernel set, interleaved; the medians are compared
-for run in burn lockstep lockstep-fma; do
+reps=3  # rounds; each runs every lockstep configuration at both lengths, then JAX
+runs="burn lockstep lockstep-fma"
+for run in $runs; do
     case "$run" in
         burn) set_train='kernels = "burn"' ;;
         lockstep) set_train='kernels = "lockstep"' ;;
         lockstep-fma) set_train='kernels = "lockstep"\narith = "fma"' ;;
     esac
     sed "s/^\[train\]/[train]\n$set_train/" "$tmp/mlp.toml" > "$tmp/$run.toml"
-    for rep in $(seq "$reps"); do
+done
+# Interleaved rounds, so that a drift in the machine's speed moves both sides of every ratio.
+for rep in $(seq "$reps"); do
+    for run in $runs; do
         "$bin" train "$tmp/$run.toml" --out "$tmp/short-$run-$rep" --backend flex --max-steps "$per_epoch" >/dev/null
         /usr/bin/time -f "%M" -o "$tmp/$run.rss" "$bin" train "$tmp/$run.toml" --out "$tmp/run-$run-$rep" --backend flex --max-steps "$((per_epoch * epochs))" >/dev/null
     done
+    HIDDEN="$hidden" BATCH="$batch" MAX_STEPS="$steps" /usr/bin/time -f "%M" -o "$tmp/jax.rss" "$venv/bin/python" benches/jax_mlp.py "$epochs" > "$tmp/jax-$rep.json"
 done
-jax=$(HIDDEN="$hidden" BATCH="$batch" MAX_STEPS="$steps" /usr/bin/time -f "%M" -o "$tmp/jax.rss" "$venv/bin/python" benches/jax_mlp.py "$epochs")
-python3 - "$tmp" "$jax" "$hidden" "$batch" "$reps" <<'PY'
+python3 - "$tmp" "$hidden" "$batch" "$reps" <<'PY'
 import json, sys
-tmp, jax, hidden, batch, reps = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-print(f"MLP 784-{hidden.replace(',', '-')}-10, batch {batch}, flex backend for lockstep; steady-state samples/s (after the first epoch)")
-print(f"JAX-CPU             : {jax['samples_per_s']:8.0f} samples/s, test acc {jax['test_accuracy']:.4f}, peak RSS {int(open(tmp + '/jax.rss').read()) // 1024} MB")
+tmp, hidden, batch, reps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+median = lambda xs: sorted(xs)[len(xs) // 2]
+jaxes = [json.load(open(f"{tmp}/jax-{r}.json")) for r in range(1, reps + 1)]
+jax = median([j["samples_per_s"] for j in jaxes])
+rounds = ", ".join("%.0f" % j["samples_per_s"] for j in jaxes)
+print(f"MLP 784-{hidden.replace(',', '-')}-10, batch {batch}, flex backend for lockstep; steady-state samples/s (after the first epoch), medians of {reps} interleaved rounds")
+print(f"JAX-CPU             : {jax:8.0f} samples/s (rounds: {rounds}), test acc {jaxes[0]['test_accuracy']:.4f}, peak RSS {int(open(tmp + '/jax.rss').read()) // 1024} MB")
 for k in ("burn", "lockstep", "lockstep-fma"):
     last = lambda run: [[json.loads(l) for l in open(f"{tmp}/{run}-{k}-{r}/timing.jsonl")][-1] for r in range(1, reps + 1)]
-    median = lambda xs: sorted(xs)[len(xs) // 2]
     short, full = last("short"), last("run")
     wall = median([f["wall_s"] for f in full]) - median([s["wall_s"] for s in short])
     sps = (full[0]["step"] - short[0]["step"]) * batch / wall
-    print(f"lockstep {k:<12}: {sps:8.0f} samples/s (whole run {median([f['samples_per_s'] for f in full]):.0f}), peak RSS {int(open(f'{tmp}/{k}.rss').read()) // 1024} MB, throughput ratio vs JAX {sps / jax['samples_per_s']:.2f}x")
+    print(f"lockstep {k:<12}: {sps:8.0f} samples/s (whole run {median([f['samples_per_s'] for f in full]):.0f}), peak RSS {int(open(f'{tmp}/{k}.rss').read()) // 1024} MB, throughput ratio vs JAX {sps / jax:.2f}x")
 PY
 rm -rf "$tmp"
