@@ -453,8 +453,12 @@ impl Normalizer {
         }
     }
     fn finish(&self, r: Raw) -> Split {
+        // Batches read rows from all over the split (`gather`): with 4 KiB pages each row
+        // missed the TLB (Fashion-MNIST's training set is 188 MB of f32).
+        let mut features = lockstep_kernels::heap::with_huge_pages(r.pixels.len());
+        features.extend(r.pixels.iter().map(|&p| self.apply(p)));
         Split {
-            features: r.pixels.iter().map(|&p| self.apply(p)).collect(),
+            features,
             labels: r.labels,
             dim: r.dim,
         }
