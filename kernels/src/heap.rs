@@ -1,5 +1,7 @@
 //! Memory for the CPU kernels: speed, never bits. Fresh output buffers zeroed in parallel
-//! (`par_zeroed`), and freed memory kept in the process (glibc's `malloc` only):
+//! (`par_zeroed`) or, for a kernel that writes every element before reading it, not zeroed at
+//! all (`par_overwritten`); large arrays read at scattered places on huge pages
+//! (`with_huge_pages`); and freed memory kept in the process (glibc's `malloc` only):
 //!
 //! A training step allocates and frees the same ~100 tensors every step, many over glibc's
 //! default 128 KiB `mmap` threshold. glibc then maps each one fresh and unmaps it on free, so
