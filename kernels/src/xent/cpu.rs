@@ -36,8 +36,8 @@ pub fn row_stats(x: &[f32]) -> (f32, f32) {
 /// Rows per thread task.
 const TASK_ROWS: usize = 32;
 
-/// `row_stats` of `R` rows `x` (`[R, c]`): each row's maximum in order, its exponentials a row
-/// at a time (element-wise: that loop vectorises) into `rows`, then the `R` in-order sums
+/// `row_stats` of `R` rows `x` (`[R, c]`): each row's maximum in order, the exponentials of all
+/// `R` rows as one element-wise loop (it vectorises) into `rows`, then the `R` in-order sums
 /// interleaved column by column (from `et`, the exponentials' columns: one vector lane per row).
 #[inline(always)]
 fn group_stats<const R: usize>(
@@ -49,7 +49,7 @@ fn group_stats<const R: usize>(
     let mut mx = [0f32; R];
     rows.resize(R * c, 0.0);
     for r in 0..R {
-        let (xr, er) = (&x[r * c..(r + 1) * c], &mut rows[r * c..(r + 1) * c]);
+        let xr = &x[r * c..(r + 1) * c];
         let mut m = flush(xr[0]);
         for &v in &xr[1..] {
             let v = flush(v);
@@ -57,10 +57,14 @@ fn group_stats<const R: usize>(
                 m = v;
             }
         }
-        for j in 0..c {
-            er[j] = exp_fixed(sub(flush(xr[j]), m));
-        }
         mx[r] = m;
+        // Each element's row maximum beside it, so that the exponentials run as one loop over
+        // all `R * c` elements (full vectors even when a row is shorter than one, as a
+        // classifier's 10 classes are).
+        rows[r * c..(r + 1) * c].fill(m);
+    }
+    for (e, &v) in rows.iter_mut().zip(&x[..R * c]) {
+        *e = exp_fixed(sub(flush(v), *e));
     }
     columns::<R>(rows, c, et);
     let mut s = [0f32; R];
