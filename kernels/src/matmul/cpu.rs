@@ -421,7 +421,7 @@ impl Panel {
     ) -> Self {
         let len = nc.div_ceil(w) * kc * w;
         // A kept buffer: its first `len` elements are all written below (padding included).
-        let mut data = kept();
+        let mut data = kept(len);
         fit(&mut data, len);
         pack_strips(b, (b_t, k, n), (p0, kc), (j0, nc), w, &mut data[..len]);
         // The exponent scan reads the packed copy while it is still in cache (one pass over
@@ -618,16 +618,21 @@ crate::simd::widest! {
 /// them: a buffer's old contents are never read.
 static KEPT: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
 /// At most this many buffers are kept (a product of the large MLP packs 32 panels), none over
-/// `KEPT_LEN` elements (1 MiB: a panel is at most `KC * NC`, half of that; one thread's
-/// rows of `a` can be larger), so at most 96 MiB.
+/// `KEPT_LEN` elements (~1 MiB: a task's packed k block of `a`, at most `MC + ROWS` rows of
+/// `KC` steps; a panel, `KC * NC`, is half of that), so at most ~100 MiB.
 const KEPT_MAX: usize = 96;
-const KEPT_LEN: usize = 1 << 18;
+const KEPT_LEN: usize = (MC + ROWS) * KC;
 
-/// A kept buffer (or a new, empty one), holding arbitrary values of earlier products.
-fn kept() -> Vec<f32> {
+/// A kept buffer (or a new, empty one), holding arbitrary values of earlier products: one
+/// already holding `want` elements where there is one (growing a shorter one zeroes the
+/// growth: panels and packed rows of `a` differ in size), else the last kept.
+fn kept(want: usize) -> Vec<f32> {
     KEPT.lock()
         .ok()
-        .and_then(|mut l| l.pop())
+        .and_then(|mut l| match l.iter().position(|v| v.len() >= want) {
+            Some(i) => Some(l.swap_remove(i)),
+            None => l.pop(),
+        })
         .unwrap_or_default()
 }
 
@@ -636,6 +641,8 @@ fn kept() -> Vec<f32> {
 /// `v[..len]` and writes all of it).
 fn fit(v: &mut Vec<f32>, len: usize) {
     if v.len() < len {
+        // Exactly `len` (no doubling), so that the buffer stays within `KEPT_LEN` and is kept.
+        v.reserve_exact(len - v.len());
         v.resize(len, 0.0);
     }
 }
@@ -728,9 +735,11 @@ fn panels(job: &Job, b: &[f32], c: Out, w: usize, run: &RunTile) {
     };
     let rows_of_c = job.m;
     let task = |(blk, out): (usize, &mut [f32]), packed: &[Panel], rows: usize| {
+        // The task's rows (`out`'s), padded to whole row groups of any tile, by one k block.
+        let want = (out.len() / n.max(1)).div_ceil(ROWS) * ROWS * KC.min(k);
         let mut a = PackedA {
             p0: usize::MAX,
-            data: kept(),
+            data: kept(want),
         };
         for panel in packed {
             run(panel, &mut a, out, blk * rows);
