@@ -53,7 +53,7 @@ pub fn matmul_t(
 /// zeroed nor read before k block 0 stores it). Either way the old contents are never read
 /// (`tile`: k block 0 stores without loading).
 enum Out<'a> {
-    Zeroed(&'a mut [f32]),
+    Given(&'a mut [f32]),
     Fresh(&'a mut Vec<f32>),
 }
 
@@ -70,14 +70,7 @@ pub(crate) fn matmul_into(
     threads: bool,
 ) {
     assert_eq!(c.len(), m * n, "matmul_into: shapes");
-    product(
-        (a, a_t),
-        (b, b_t),
-        Out::Zeroed(c),
-        (m, k, n),
-        fused,
-        threads,
-    )
+    product((a, a_t), (b, b_t), Out::Given(c), (m, k, n), fused, threads)
 }
 
 /// The product into `c`: `a`'s exponent scan (a flushed copy only where a value needs it),
@@ -95,7 +88,7 @@ fn product(
         // No k steps: every output is the empty sum, +0.0 (no tile runs to write it).
         match &mut c {
             Out::Fresh(c) => **c = vec![0f32; m * n],
-            Out::Zeroed(c) => c.fill(0.0),
+            Out::Given(c) => c.fill(0.0),
         }
         return;
     }
@@ -697,9 +690,9 @@ fn tile_width(n: usize) -> usize {
     8
 }
 
-/// `c = a · b` (`c` zeroed, or built zeroed), blocked: every (block of `KC` steps, panel of
-/// `NC` columns) pair packed once, then threads over blocks of rows run the register tiles over
-/// them, k blocks in order (`panels`). Every output still sees `p = 0, 1, ..., k-1` in order.
+/// `c = a · b` (`c` given with any contents, or built; never read before k block 0 stores it),
+/// blocked: every (block of `KC` steps, panel of `NC` columns) pair packed once, then threads
+/// over blocks of rows run the register tiles over them, k blocks in order (`panels`). Every output still sees `p = 0, 1, ..., k-1` in order.
 fn blocked<const FUSED: bool>(job: &Job, b: &[f32], c: Out) {
     panels(job, b, c, tile_width(job.n), &|panel, packed, out, r0| {
         block_dispatch::<FUSED>(job, panel, packed, out, r0)
@@ -751,7 +744,7 @@ fn panels(job: &Job, b: &[f32], c: Out, w: usize, run: &RunTile) {
         merge(&mut packed);
         let rows = rows_per_task(rows_of_c);
         match c {
-            Out::Zeroed(c) => c
+            Out::Given(c) => c
                 .par_chunks_mut(n * rows)
                 .enumerate()
                 .for_each(|x| task(x, &packed, rows)),
@@ -772,7 +765,7 @@ fn panels(job: &Job, b: &[f32], c: Out, w: usize, run: &RunTile) {
         merge(&mut packed);
         let rows = rows_of_c.div_ceil(ROWS).max(1) * ROWS;
         let c = match c {
-            Out::Zeroed(c) => c,
+            Out::Given(c) => c,
             Out::Fresh(c) => {
                 *c = vec![0f32; job.m * n];
                 c.as_mut_slice()
@@ -1333,7 +1326,7 @@ mod tests {
                     let mut tiles: Vec<(&str, Vec<f32>)> = Vec::new();
                     let mut run = |name, w, f: &RunTile| {
                         let mut out = vec![0f32; m * n];
-                        panels(&job, &b, Out::Zeroed(&mut out), w, f);
+                        panels(&job, &b, Out::Given(&mut out), w, f);
                         tiles.push((name, out));
                     };
                     macro_rules! shape {
