@@ -54,16 +54,16 @@ for rep in $(seq "$reps"); do
     done
     HIDDEN="$hidden" BATCH="$batch" MAX_STEPS="$steps" /usr/bin/time -f "%M" -o "$tmp/jax.rss" "$venv/bin/python" benches/jax_mlp.py "$epochs" > "$tmp/jax-$rep.json"
 done
-python3 - "$tmp" "$hidden" "$batch" "$reps" <<'PY'
+python3 - "$tmp" "$hidden" "$batch" "$reps" "$runs" <<'PY'
 import json, sys
-tmp, hidden, batch, reps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+tmp, hidden, batch, reps, runs = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5].split()
 median = lambda xs: sorted(xs)[len(xs) // 2]
 jaxes = [json.load(open(f"{tmp}/jax-{r}.json")) for r in range(1, reps + 1)]
 jax = median([j["samples_per_s"] for j in jaxes])
 rounds = ", ".join("%.0f" % j["samples_per_s"] for j in jaxes)
 print(f"MLP 784-{hidden.replace(',', '-')}-10, batch {batch}, flex backend for lockstep; steady-state samples/s (after the first epoch), medians of {reps} interleaved rounds")
 print(f"JAX-CPU             : {jax:8.0f} samples/s (rounds: {rounds}), test acc {jaxes[0]['test_accuracy']:.4f}, peak RSS {int(open(tmp + '/jax.rss').read()) // 1024} MB")
-for k in ("burn", "lockstep", "lockstep-fma"):
+for k in runs:
     last = lambda run: [[json.loads(l) for l in open(f"{tmp}/{run}-{k}-{r}/timing.jsonl")][-1] for r in range(1, reps + 1)]
     short, full = last("short"), last("run")
     wall = median([f["wall_s"] for f in full]) - median([s["wall_s"] for s in short])
