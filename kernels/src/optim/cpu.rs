@@ -1,7 +1,7 @@
 //! CPU optimizer updates in the order of `optim`'s module doc.
 
 use super::{AdamHyper, Decay, SgdHyper};
-use crate::arith::{add, flush, mad, mul, recip_fixed, sqrt_fixed, sub};
+use crate::arith::{add, flush, mad, mul, recip_fixed, sqrt_of_flushed, sub};
 
 /// Elements per parallel task (any value gives the same bits: the update is element-wise).
 /// Small enough that a GPT's 16K-element matrices split over both cores of a 2-core machine.
@@ -79,7 +79,35 @@ pub fn adam_in_place(
 crate::simd::widest! {
     /// `adam_chunk` in the widest vector width this CPU runs (speed only: the update is
     /// element-wise and built from `+ - *` and bit operations, so every path gives the same bits).
-    fn adam_dispatch(g: &[f32], wmv: [&mut [f32]; 3], hp: AdamHyper, decay: Decay) = adam_chunk;
+    fn adam_dispatch(g: &[f32], wmv: [&mut [f32]; 3], hp: AdamHyper, decay: Decay) = adam_any;
+}
+
+/// `adam_chunk` for the step's decay mode and hyper-parameters, each combination its own loop.
+/// `plain`: `|c1|, |c2| >= 1`, `eps >= 0` and `|lr|, |wd|, |b1|, |b2|, |1-b1|, |1-b2| <= 1`
+/// (every Adam and AdamW step with `0 <= b1, b2 < 1`, `0 <= lr, wd <= 1` and `eps >= 0`), the
+/// case in which most flushes are proven idle (`adam_chunk`).
+#[inline(always)]
+fn adam_any(g: &[f32], wmv: [&mut [f32]; 3], hp: AdamHyper, decay: Decay) {
+    const NONE: u8 = Decay::None as u8;
+    const COUPLED: u8 = Decay::Coupled as u8;
+    const DECOUPLED: u8 = Decay::Decoupled as u8;
+    let [lr, wd, b1, b2, omb1, omb2, c1, c2, eps, _] = hp.map(flush);
+    let at_most_1 = [lr, wd, b1, b2, omb1, omb2].iter().all(|x| x.abs() <= 1.0);
+    let plain = at_most_1 && c1.abs() >= 1.0 && c2.abs() >= 1.0 && eps >= 0.0;
+    match (decay, plain) {
+        (Decay::None, true) => adam_chunk::<NONE, true>(g, wmv, hp),
+        (Decay::None, false) => adam_chunk::<NONE, false>(g, wmv, hp),
+        (Decay::Coupled, true) => adam_chunk::<COUPLED, true>(g, wmv, hp),
+        (Decay::Coupled, false) => adam_chunk::<COUPLED, false>(g, wmv, hp),
+        (Decay::Decoupled, true) => adam_chunk::<DECOUPLED, true>(g, wmv, hp),
+        (Decay::Decoupled, false) => adam_chunk::<DECOUPLED, false>(g, wmv, hp),
+    }
+}
+
+/// `PLAIN`'s (`flush` only where the result can differ without it) or the full flush.
+#[inline(always)]
+fn fl<const PLAIN: bool>(x: f32) -> f32 {
+    if PLAIN { x } else { flush(x) }
 }
 
 /// The update of `optim`'s module doc over one chunk (all slices the same length), in blocks
@@ -87,12 +115,38 @@ crate::simd::widest! {
 /// the root; the reciprocal; the update — each element through the same operations in the same
 /// order, so the same bits. (One loop doing an element's ~80 dependent operations waits on
 /// their latency; short loops let the CPU overlap consecutive vectors.)
+///
+/// Flushes left out, each because it provably changes nothing, so the bits are those of the
+/// module doc's fully flushed update (the tests check it with tiny and subnormal values and
+/// hyper-parameters on both sides of `PLAIN`):
+///
+/// - always, the root's three (`arith::sqrt_of_flushed`): its argument is a flushed value or,
+///   under `PLAIN`, a product shown below to be zero or not tiny, and such a value's root is
+///   never tiny;
+/// - under `PLAIN`, the products `v*c2` and `m*c1`: `|fl(x*c)| >= |x|` when `|c| >= 1` (the
+///   exact product is at least `|x|`, which is representable, and rounding is monotone), so a
+///   factor that is zero or not tiny gives a product that is zero or not tiny (or NaN, ±inf);
+/// - under `PLAIN`, the sum `root + eps`: the root is never negative, finite and nonzero (it is
+///   ±0, positive, NaN or ±inf) and `eps >= 0`, so nothing cancels and the sum is at least as
+///   large as either term;
+/// - under `PLAIN`, a flush whose value's only use is a product by a factor `|c| <= 1` that is
+///   flushed itself: the reads of `m` (times `b1`) and `v` (times `b2`), of `w` in the coupled
+///   `w*wd`, of `g` when not coupled (times `1-b1`, and squared: a tiny `g` squares to +0,
+///   as a flushed one does), the square `g1*g1` (times `1-b2`) and `u` (times `lr`). If the
+///   value is tiny, so is the product (`|x*c| <= |x| <= MIN_POSITIVE`, on every device), and
+///   both flush to the zero of sign `sign(x)*sign(c)`, which is what the flushed value times `c`
+///   gives; if it is not tiny, the flush did nothing.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)]
-fn adam_chunk(g: &[f32], [w, m, v]: [&mut [f32]; 3], hp: AdamHyper, decay: Decay) {
+fn adam_chunk<const DECAY: u8, const PLAIN: bool>(
+    g: &[f32],
+    [w, m, v]: [&mut [f32]; 3],
+    hp: AdamHyper,
+) {
     const STAGE: usize = 256;
     let [lr, wd, b1, b2, omb1, omb2, c1, c2, eps, lrwd] = hp.map(flush);
-    let (coupled, decoupled) = (decay == Decay::Coupled, decay == Decay::Decoupled);
+    let coupled = DECAY == Decay::Coupled as u8;
+    let decoupled = DECAY == Decay::Decoupled as u8;
     let n = w.len();
     let mut t = [0f32; STAGE];
     for s0 in (0..n).step_by(STAGE) {
@@ -108,21 +162,24 @@ fn adam_chunk(g: &[f32], [w, m, v]: [&mut [f32]; 3], hp: AdamHyper, decay: Decay
             &mut t[..len],
         );
         for i in 0..len {
-            let (wi, gi) = (flush(wo[i]), flush(g[i]));
-            let g1 = if coupled { mad(wi, wd, gi) } else { gi };
-            mo[i] = add(mul(flush(mo[i]), b1), mul(g1, omb1));
-            let vi = add(mul(flush(vo[i]), b2), mul(mul(g1, g1), omb2));
+            let g1 = if coupled {
+                add(mul(fl::<PLAIN>(wo[i]), wd), flush(g[i]))
+            } else {
+                fl::<PLAIN>(g[i])
+            };
+            mo[i] = add(mul(fl::<PLAIN>(mo[i]), b1), mul(g1, omb1));
+            let vi = add(mul(fl::<PLAIN>(vo[i]), b2), mul(fl::<PLAIN>(g1 * g1), omb2));
             vo[i] = vi;
-            t[i] = mul(vi, c2);
+            t[i] = fl::<PLAIN>(vi * c2);
         }
         for i in 0..len {
-            t[i] = sqrt_fixed(t[i]);
+            t[i] = sqrt_of_flushed(t[i]);
         }
         for i in 0..len {
-            t[i] = recip_fixed(add(t[i], eps));
+            t[i] = recip_fixed(fl::<PLAIN>(t[i] + eps));
         }
         for i in 0..len {
-            let u = mul(mul(mo[i], c1), t[i]);
+            let u = fl::<PLAIN>(fl::<PLAIN>(mo[i] * c1) * t[i]);
             let wi = flush(wo[i]);
             let wi = if decoupled {
                 sub(wi, mul(wi, lrwd))

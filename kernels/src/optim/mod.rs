@@ -25,7 +25,9 @@
 //! then one rounding to f32, or one f32 product) and flushed like any input.
 //! CPU: threads over fixed chunks of elements; Adam overwrites `w`, `m` and `v` in place when the
 //! step holds their only references (flex; each element is read before it is written), else it
-//! writes new tensors — the same bits either way. GPU: one thread per element. A step is not
+//! writes new tensors — the same bits either way; it leaves out the flushes it proves cannot
+//! change a value (`cpu::adam_chunk`: most of them for ordinary hyper-parameters), which the
+//! tests check against this definition on tiny and subnormal values. GPU: one thread per element. A step is not
 //! differentiable (`backward.rs` runs it on the inner backend, untracked).
 
 mod backward;
@@ -183,6 +185,149 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The CPU update skips flushes it proves idle (`cpu::adam_chunk`); with values from the
+    /// whole range — zeros, subnormals, `±MIN_POSITIVE`, magnitudes whose products and squares
+    /// fall below it, near-cancelling `m*b1 + g*(1-b1)`, huge ones — and hyper-parameters on both
+    /// sides of its `plain` test, in place and into new vectors, it must still give the bits of
+    /// the fully flushed update (NaN payloads aside: not part of the contract).
+    #[test]
+    fn adam_skipping_idle_flushes_matches_the_fully_flushed_update_on_tiny_and_odd_values() {
+        let mut h = 0x9e37_79b9u32;
+        let mut next = move || {
+            h ^= h << 13;
+            h ^= h >> 17;
+            h ^= h << 5;
+            h
+        };
+        // Sign, binade and mantissa drawn apart; a tenth of the values special.
+        let mut value = |nonneg: bool| -> f32 {
+            let r = next();
+            let special = [
+                0.0,
+                -0.0,
+                f32::MIN_POSITIVE,
+                -f32::MIN_POSITIVE,
+                1e-40,
+                -3e-39,
+            ];
+            let x = if r % 10 == 0 {
+                special[(r / 10) as usize % special.len()]
+            } else {
+                let e = match (r >> 4) % 4 {
+                    0 => -149 + ((r >> 8) % 50) as i32, // subnormal to 2^-100
+                    1 => -75 + ((r >> 8) % 25) as i32,  // squares near the subnormal range
+                    2 => -30 + ((r >> 8) % 35) as i32,  // ordinary
+                    _ => 60 + ((r >> 8) % 40) as i32,   // huge
+                };
+                let mant = 1.0 + f64::from(next() >> 9) / f64::from(1u32 << 23);
+                (mant * 2f64.powi(e)) as f32
+            };
+            if nonneg || r & (1 << 30) == 0 {
+                x.abs()
+            } else {
+                -x.abs()
+            }
+        };
+        let n = N;
+        let w: Vec<f32> = (0..n).map(|_| value(false)).collect();
+        let g: Vec<f32> = (0..n).map(|_| value(false)).collect();
+        let mut m: Vec<f32> = (0..n).map(|_| value(false)).collect();
+        let v: Vec<f32> = (0..n).map(|i| value(i % 50 != 0)).collect();
+        let fl = |x: [f32; 10]| x.map(crate::arith::flush);
+        // [lr, wd, b1, b2, 1-b1, 1-b2, c1, c2, eps, lr*wd]: the first four sets pass
+        // `cpu::adam_any`'s `plain` test, each of the others fails one of its conditions.
+        let sets: [(&str, AdamHyper); 13] = [
+            (
+                "typical",
+                fl([1e-3, 0.1, 0.9, 0.999, 0.1, 0.001, 1.0, 1.0, 1e-8, 1e-4]),
+            ),
+            (
+                "early steps",
+                fl([3e-4, 0.01, 0.9, 0.99, 0.1, 0.01, 10.0, 100.0, 1e-8, 3e-6]),
+            ),
+            (
+                "eps 0",
+                fl([1.0, 1.0, 0.5, -1.0, 0.5, -0.5, 1.0, 1.0, 0.0, 1e-4]),
+            ),
+            (
+                "tiny scalars",
+                fl([
+                    2e-38, 3e-30, 1e-20, 1e-37, 1e-36, 2e-38, 1.0, 1e30, 0.0, 1e-37,
+                ]),
+            ),
+            (
+                "c1 below 1",
+                fl([1e-3, 0.1, 0.9, 0.999, 0.1, 0.001, 0.5, 1.0, 1e-8, 1e-4]),
+            ),
+            (
+                "c2 below 1",
+                fl([1e-3, 0.1, 0.9, 0.999, 0.1, 0.001, 1.0, 0.75, 0.0, 1e-4]),
+            ),
+            (
+                "eps below 0",
+                fl([1e-3, 0.1, 0.9, 0.999, 0.1, 0.001, 1.0, 1.0, -1e-30, 1e-4]),
+            ),
+            (
+                "lr above 1",
+                fl([4.0, 0.1, 0.9, 0.999, 0.1, 0.001, 1.0, 1.0, 1e-8, 0.4]),
+            ),
+            (
+                "wd above 1",
+                fl([1e-3, 3.0, 0.9, 0.999, 0.1, 0.001, 1.0, 1.0, 1e-8, 3e-3]),
+            ),
+            (
+                "b1 above 1",
+                fl([1e-3, 0.1, 1.25, 0.999, -0.25, 0.001, 1.0, 1.0, 1e-8, 1e-4]),
+            ),
+            (
+                "b2 above 1",
+                fl([1e-3, 0.1, 0.9, 1.5, 0.1, -0.5, 1.0, 1.0, 1e-8, 1e-4]),
+            ),
+            (
+                "1-b1 above 1",
+                fl([1e-3, 0.1, -0.5, 0.999, 1.5, 0.001, 1.0, 1.0, 1e-8, 1e-4]),
+            ),
+            (
+                "1-b2 above 1",
+                fl([1e-3, 0.1, 0.9, -0.5, 0.1, 1.5, 1.0, 1.0, 1e-8, 1e-4]),
+            ),
+        ];
+        for (name, hp) in sets {
+            // Near-cancelling first moments for a third of the elements: m*b1 ~ -g*(1-b1).
+            for i in (0..n).step_by(3) {
+                m[i] = (-(f64::from(g[i]) * f64::from(hp[4])) / f64::from(hp[2])) as f32;
+            }
+            for decay in [Decay::None, Decay::Coupled, Decay::Decoupled] {
+                let want = adam_reference(&w, &g, &m, &v, hp, decay).map(canonical);
+                let (wo, mo, vo) = cpu::adam(&w, &g, &m, &v, hp, decay);
+                let new = first_difference([wo, mo, vo].map(canonical), &want);
+                assert_eq!(new, None, "{name} {decay:?}: new vectors");
+                let (mut wi, mut mi, mut vi) = (w.clone(), m.clone(), v.clone());
+                cpu::adam_in_place(&mut wi, &g, &mut mi, &mut vi, hp, decay);
+                let in_place = first_difference([wi, mi, vi].map(canonical), &want);
+                assert_eq!(in_place, None, "{name} {decay:?}: in place");
+            }
+        }
+    }
+
+    /// The first `(output, index, got, want)` whose bits differ (`w`, `m`, `v` are outputs 0-2).
+    fn first_difference(
+        got: [Vec<u32>; 3],
+        want: &[Vec<u32>; 3],
+    ) -> Option<(usize, usize, f32, f32)> {
+        (0..3).find_map(|o| {
+            let i = got[o].iter().zip(&want[o]).position(|(a, b)| a != b)?;
+            Some((o, i, f32::from_bits(got[o][i]), f32::from_bits(want[o][i])))
+        })
+    }
+
+    /// Bits with every NaN as the one quiet NaN.
+    fn canonical(x: Vec<f32>) -> Vec<u32> {
+        x.into_iter()
+            .map(|x| if x.is_nan() { 0x7fc0_0000 } else { x.to_bits() })
+            .collect()
     }
 
     fn bits(x: Vec<f32>) -> Vec<u32> {
