@@ -45,23 +45,18 @@ impl Split {
     /// The samples at `idx`, in that order. The features are copied by the thread pool in
     /// blocks of samples (exact copies: only speed depends on it; a batch's rows are scattered
     /// over the whole training set, so the copy waits on memory, and alone on the training
-    /// thread it was ~5% of a small MLP's step).
+    /// thread it was ~5% of a small MLP's step), each block zeroed by the task that fills it
+    /// (`heap::par_zeroed`: no serial `memset` of the whole batch first).
     pub fn gather(&self, idx: &[u32]) -> (Vec<f32>, Vec<u32>) {
-        use rayon::prelude::*;
         /// Samples per parallel task.
         const TASK: usize = 32;
         let (dim, lps) = (self.dim, self.labels_per_sample());
-        let mut x = vec![0f32; idx.len() * dim];
-        if dim > 0 {
-            x.par_chunks_mut(TASK * dim)
-                .zip(idx.par_chunks(TASK))
-                .for_each(|(out, ids)| {
-                    for (o, &i) in out.chunks_exact_mut(dim).zip(ids) {
-                        let i = i as usize;
-                        o.copy_from_slice(&self.features[i * dim..(i + 1) * dim]);
-                    }
-                });
-        }
+        let x = lockstep_kernels::heap::par_zeroed(idx.len() * dim, TASK * dim, |c, out| {
+            for (o, &i) in out.chunks_exact_mut(dim).zip(&idx[c * TASK..]) {
+                let i = i as usize;
+                o.copy_from_slice(&self.features[i * dim..(i + 1) * dim]);
+            }
+        });
         let mut y = Vec::with_capacity(idx.len() * lps);
         for &i in idx {
             let i = i as usize;
