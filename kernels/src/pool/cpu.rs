@@ -74,26 +74,26 @@ pub fn backward(
     if h * w == 0 {
         return out;
     }
+    // One task per plane; each window written once (`out` starts as zeros, which is what every
+    // element outside a window and, under max, every element but a window's first maximum
+    // gets).
     out.par_chunks_mut(h * w).enumerate().for_each(|(p, d)| {
         let xp = &x[p * h * w..(p + 1) * h * w];
         let gp = &dy[p * ho * wo..(p + 1) * ho * wo];
-        for (i, di) in d.iter_mut().enumerate() {
-            let (yy, xx) = (i / w, i % w);
-            let (oy, ox) = (yy / k, xx / k);
-            if oy >= ho || ox >= wo {
-                continue;
-            }
-            let g = flush(gp[oy * wo + ox]);
-            *di = match kind {
-                Pool::Max => {
-                    if argmax(xp, oy * k * w + ox * k, w, k) == i {
-                        g
-                    } else {
-                        0.0
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let base = oy * k * w + ox * k;
+                let g = flush(gp[oy * wo + ox]);
+                match kind {
+                    Pool::Max => d[argmax(xp, base, w, k)] = g,
+                    Pool::Avg => {
+                        let v = mul(g, inv);
+                        for dy in 0..k {
+                            d[base + dy * w..base + dy * w + k].fill(v);
+                        }
                     }
                 }
-                Pool::Avg => mul(g, inv),
-            };
+            }
         }
     });
     out
