@@ -55,26 +55,38 @@ pub fn col2im(dcols: &[f32], dims: [usize; 4], k: usize, pad: usize) -> Vec<f32>
     if dx.is_empty() {
         return dx;
     }
-    // One task per input plane (b, ci). Every element's terms are added in the module doc's
+    // One task per image: its patches' columns first copied out flushed, one contiguous run
+    // per column (`t[col][patch]`), then every element's terms added in the module doc's
     // order — (ky, kx) outer here, so each element still sees ky-major, kx-minor — onto the
-    // plane's zeros; the ranges keep only the patches inside the image.
-    dx.par_chunks_mut(h * w).enumerate().for_each(|(plane, d)| {
-        let (b, ci) = (plane / c, plane % c);
-        for iy in 0..h {
-            let row = &mut d[iy * w..(iy + 1) * w];
-            for ky in 0..k {
-                let oy = iy + pad; // - ky: the patch row reading (iy, ky)
-                if oy < ky || oy - ky >= h {
-                    continue;
-                }
-                let patches = &dcols[(b * h + oy - ky) * w * cols..][..w * cols];
-                for kx in 0..k {
-                    let col = (ci * k + ky) * k + kx;
-                    // ox = ix + pad - kx inside [0, w)
-                    let (lo, hi) = (kx.saturating_sub(pad), (w + kx).saturating_sub(pad).min(w));
-                    for ix in lo..hi {
-                        let v = flush(patches[(ix + pad - kx) * cols + col]);
-                        row[ix] = add(row[ix], v);
+    // plane's zeros, a row at a time (the ranges keep only the patches inside the image).
+    let hw = h * w;
+    dx.par_chunks_mut(c * hw).enumerate().for_each(|(b, d)| {
+        let img = &dcols[b * hw * cols..(b + 1) * hw * cols];
+        let mut t = vec![0f32; cols * hw];
+        for (p, patch) in img.chunks_exact(cols).enumerate() {
+            for (col, &v) in patch.iter().enumerate() {
+                t[col * hw + p] = flush(v);
+            }
+        }
+        for (ci, plane) in d.chunks_exact_mut(hw).enumerate() {
+            for (iy, row) in plane.chunks_exact_mut(w).enumerate() {
+                for ky in 0..k {
+                    let oy = iy + pad; // - ky: the patch row reading (iy, ky)
+                    if oy < ky || oy - ky >= h {
+                        continue;
+                    }
+                    for kx in 0..k {
+                        let col = (ci * k + ky) * k + kx;
+                        // ox = ix + pad - kx inside [0, w)
+                        let (lo, hi) =
+                            (kx.saturating_sub(pad), (w + kx).saturating_sub(pad).min(w));
+                        if lo >= hi {
+                            continue;
+                        }
+                        let src = &t[col * hw + (oy - ky) * w + lo + pad - kx..][..hi - lo];
+                        for (r, &v) in row[lo..hi].iter_mut().zip(src) {
+                            *r = add(*r, v);
+                        }
                     }
                 }
             }
