@@ -1385,6 +1385,57 @@ fn im2col_by_slicing(x: Tensor<4>, k: usize, pad: usize) -> Tensor<2> {
         .reshape([n * h * w, c * k * k])
 }
 
+/// Padding other than `k / 2` (none, wider than the kernel), kernels wider than the image, and
+/// subnormal and cancelling values (flushed on read and after every sum): `im2col` and
+/// `col2im` against the module doc's loops, bitwise, on every backend.
+#[test]
+fn im2col_with_odd_padding_and_tiny_values_matches_the_loops_bitwise() {
+    for (i, &(dims, k, pad)) in [
+        ([2usize, 3, 5, 7], 3usize, 0usize),
+        ([3, 2, 6, 5], 5, 2),
+        ([2, 2, 3, 3], 5, 3),
+        ([1, 2, 3, 4], 1, 2),
+        ([2, 1, 2, 3], 2, 4),
+        ([2, 1, 1, 1], 3, 1),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let [n, c, h, w] = dims;
+        // Every seventh value subnormal, and pairs that cancel into the subnormal range.
+        let tiny = |v: Vec<f32>| -> Vec<f32> {
+            v.into_iter()
+                .enumerate()
+                .map(|(j, x)| match j % 7 {
+                    0 => x * 1e-39,
+                    1 => -f32::MIN_POSITIVE * 1.5,
+                    2 => f32::MIN_POSITIVE * 1.25,
+                    _ => x,
+                })
+                .collect()
+        };
+        let x = tiny(seeded(n * c * h * w, &format!("im2col-odd-{i}"), -2.0, 2.0));
+        let g = tiny(seeded(
+            n * h * w * c * k * k,
+            &format!("im2col-odd-g-{i}"),
+            -1.0,
+            1.0,
+        ));
+        let (want_fwd, want_bwd) = (im2col_loop(&x, dims, k, pad), col2im_loop(&g, dims, k, pad));
+        for (name, d) in devices() {
+            let ad = d.clone().autodiff();
+            let xt = Tensor::<4>::from_data(TensorData::new(x.clone(), dims), &ad).require_grad();
+            let cols = det::im2col(xt.clone(), k, pad);
+            let gt = Tensor::<2>::from_data(TensorData::new(g.clone(), cols.dims()), &ad);
+            let grads = (cols.clone() * gt).sum().backward();
+            let what = format!("im2col {dims:?} k={k} pad={pad} on {name}");
+            assert_bitwise(&format!("{what} forward"), &want_fwd, &host(cols));
+            let dx = host(xt.grad(&grads).expect("grad"));
+            assert_bitwise(&format!("{what} backward"), &want_bwd, &dx);
+        }
+    }
+}
+
 #[test]
 fn im2col_forward_and_backward_should_match_reference_backend() {
     for (ci, &(dims, k)) in [
