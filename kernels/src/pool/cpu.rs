@@ -15,43 +15,78 @@ pub fn forward(x: &[f32], planes: usize, h: usize, w: usize, k: usize, kind: Poo
     }
     out.par_chunks_mut(ho * wo).enumerate().for_each(|(p, y)| {
         let xp = &x[p * h * w..(p + 1) * h * w];
-        for oy in 0..ho {
-            for ox in 0..wo {
-                let base = oy * k * w + ox * k;
-                y[oy * wo + ox] = match kind {
-                    Pool::Max => flush(xp[argmax(xp, base, w, k)]),
-                    Pool::Avg => {
-                        let mut s = 0f32;
-                        for dy in 0..k {
-                            for dx in 0..k {
-                                s = add(s, flush(xp[base + dy * w + dx]));
+        let mut arg = vec![0u32; wo];
+        for (oy, y) in y.chunks_exact_mut(wo).enumerate() {
+            match kind {
+                Pool::Max => max_row(xp, w, k, oy, y, &mut arg),
+                Pool::Avg => {
+                    y.fill(0.0);
+                    for dy in 0..k {
+                        let row = &xp[(oy * k + dy) * w..][..wo * k];
+                        for dx in 0..k {
+                            for (s, win) in y.iter_mut().zip(row.chunks_exact(k)) {
+                                *s = add(*s, flush(win[dx]));
                             }
                         }
-                        mul(s, inv)
                     }
-                };
+                    for s in y.iter_mut() {
+                        *s = mul(*s, inv);
+                    }
+                }
             }
         }
     });
     out
 }
 
-/// The window at `base` (plane offset): index of its maximum over the flushed values, ties to
-/// the earliest (module doc).
+/// The maxima (flushed values) of window row `oy` into `m` and their plane offsets into `arg`,
+/// every window of the row at once: each window still makes the module doc's comparisons in
+/// its order (`dy` outer, `dx` inner, strict `>`: ties and NaNs keep the earlier element), but
+/// the loop runs across the row's windows, so it vectorises.
 #[inline]
-fn argmax(xp: &[f32], base: usize, w: usize, k: usize) -> usize {
-    let (mut m, mut arg) = (flush(xp[base]), base);
+fn max_row(xp: &[f32], w: usize, k: usize, oy: usize, m: &mut [f32], arg: &mut [u32]) {
+    if k == 2 {
+        max_row_k::<2>(xp, w, k, oy, m, arg)
+    } else {
+        max_row_k::<0>(xp, w, k, oy, m, arg)
+    }
+}
+
+/// `max_row` with the window size `K` fixed at compile time (2, the common case: the compiler
+/// can then de-interleave the loads), or `K = 0` for `k` at run time.
+#[inline(always)]
+fn max_row_k<const K: usize>(
+    xp: &[f32],
+    w: usize,
+    k: usize,
+    oy: usize,
+    m: &mut [f32],
+    arg: &mut [u32],
+) {
+    let k = if K > 0 { K } else { k };
+    let wo = m.len();
     for dy in 0..k {
+        let top = (oy * k + dy) * w;
+        let row = &xp[top..][..wo * k];
         for dx in 0..k {
-            let j = base + dy * w + dx;
-            let v = flush(xp[j]);
-            if v > m {
-                m = v;
-                arg = j;
+            for (ox, ((m, a), win)) in m
+                .iter_mut()
+                .zip(arg.iter_mut())
+                .zip(row.chunks_exact(k))
+                .enumerate()
+            {
+                let v = flush(win[dx]);
+                let at = (top + ox * k + dx) as u32;
+                if dy == 0 && dx == 0 {
+                    (*m, *a) = (v, at);
+                } else {
+                    let beats = v > *m;
+                    *m = if beats { v } else { *m };
+                    *a = if beats { at } else { *a };
+                }
             }
         }
     }
-    arg
 }
 
 /// Gradient with respect to `x` for incoming `dy` `[planes, h / k, w / k]`.
@@ -69,9 +104,13 @@ pub fn backward(
         k > 0 && x.len() == planes * h * w && dy.len() == planes * ho * wo,
         "pool: shapes"
     );
+    assert!(
+        h * w <= u32::MAX as usize,
+        "pool: planes of at most 2^32 elements"
+    );
     let inv = Pool::inv(k);
     let mut out = vec![0f32; planes * h * w];
-    if h * w == 0 {
+    if h * w == 0 || ho * wo == 0 {
         return out;
     }
     // One task per plane; each window written once (`out` starts as zeros, which is what every
@@ -80,14 +119,19 @@ pub fn backward(
     out.par_chunks_mut(h * w).enumerate().for_each(|(p, d)| {
         let xp = &x[p * h * w..(p + 1) * h * w];
         let gp = &dy[p * ho * wo..(p + 1) * ho * wo];
-        for oy in 0..ho {
-            for ox in 0..wo {
-                let base = oy * k * w + ox * k;
-                let g = flush(gp[oy * wo + ox]);
-                match kind {
-                    Pool::Max => d[argmax(xp, base, w, k)] = g,
-                    Pool::Avg => {
-                        let v = mul(g, inv);
+        let (mut m, mut arg) = (vec![0f32; wo], vec![0u32; wo]);
+        for (oy, g) in gp.chunks_exact(wo).enumerate() {
+            match kind {
+                Pool::Max => {
+                    max_row(xp, w, k, oy, &mut m, &mut arg);
+                    for (&a, &g) in arg.iter().zip(g) {
+                        d[a as usize] = flush(g);
+                    }
+                }
+                Pool::Avg => {
+                    for (ox, &g) in g.iter().enumerate() {
+                        let v = mul(flush(g), inv);
+                        let base = oy * k * w + ox * k;
                         for dy in 0..k {
                             d[base + dy * w..base + dy * w + k].fill(v);
                         }
